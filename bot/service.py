@@ -1,0 +1,389 @@
+"""The bot's service: Matrix events → conversation events; effects → Matrix and the store.
+
+Everything that changes routing state goes through ``handle()``, one event at a time, so the
+rules in bot.conversation see a simple sequential world. Effects run in order right after the
+new state is saved; erasing runs in the background and reports back with ``ChatErased``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiohttp
+from nio import (
+    InviteMemberEvent,
+    MegolmEvent,
+    RoomMemberEvent,
+    RoomMessageEmote,
+    RoomMessageNotice,
+    RoomMessageText,
+    SyncResponse,
+    UnknownEvent,
+)
+
+from bot import commands, messages
+from bot.admin_api import SynapseAdmin
+from bot.conversation import (
+    AcceptInvite,
+    CaseRoomOpened,
+    Chat,
+    ChatErased,
+    ClockTicked,
+    CommandGiven,
+    Effect,
+    EraseChat,
+    Event,
+    Hotline,
+    IllegalTransition,
+    InviteReceived,
+    MemberJoined,
+    NotifySurvivor,
+    OpenCaseRoom,
+    PostAlert,
+    RelayBacklog,
+    RelayToCase,
+    RelayToSurvivor,
+    Reply,
+    Rules,
+    SignalClosed,
+    StaffWrote,
+    SurvivorDisconnected,
+    SurvivorEnded,
+    SurvivorReconnected,
+    SurvivorWrote,
+    apply,
+    recover,
+)
+from bot.errors import HotlineError, incident_id
+from bot.ids import ChatRef, EventId, RoomId, UserId, new_ref
+from bot.matrix import BotMatrix, TrustPolicy, txn_id_for
+from bot.settings import BotSettings
+from bot.store import Store
+from hotline.nio_sync import SessionGone, sync_loop
+from hotline.wire import CONTROL_EVENT, ROLE_FIELD, Control, Role
+
+log = logging.getLogger(__name__)
+
+TEXT_EVENTS = (RoomMessageText, RoomMessageNotice, RoomMessageEmote)
+CONTROL_EVENTS = {
+    Control.END: SurvivorEnded,
+    Control.DISCONNECTED: SurvivorDisconnected,
+    Control.RECONNECTED: SurvivorReconnected,
+}
+TICK_SECONDS = 5.0
+SYNC_POSITION = "sync_position"
+ERASE_ATTEMPTS = 5
+
+
+class HotlineBot:
+    def __init__(self, settings: BotSettings, store: Store, matrix: BotMatrix, http: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self.store = store
+        self.matrix = matrix
+        self.http = http
+        self.admin: SynapseAdmin | None = None
+        self.rules = Rules(
+            bot=UserId(settings.bot_user_id),
+            survivor_prefix="@" + settings.survivor_prefix,
+            server_name=settings.bot_user_id.split(":", 1)[1],
+            reconnect_grace=settings.reconnect_grace_seconds,
+        )
+        self.state = Hotline(rules=self.rules)
+        self.trust = TrustPolicy(store, self.rules.is_survivor_account,
+                                 settings.trust_new_staff_devices, self._device_held_back)
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._undecrypted: list[tuple[RoomId, MegolmEvent]] = []
+        self._erasing: set[ChatRef] = set()
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> None:
+        saved = await self._saved_login()
+        device_id, token = await self.matrix.login(self.settings.bot_password.get_secret_value(), saved)
+        if saved is None:
+            await self.store.set_meta("device_id", device_id)
+            await self.store.set_meta("access_token", token)
+        # The bot is a server admin: its own token serves the admin API (purge, erase).
+        self.admin = SynapseAdmin(self.http, self.settings.homeserver, token)
+        self.state = Hotline(rules=self.rules, chats=await self.store.load_chats())
+        since = await self.store.get_meta(SYNC_POSITION)
+        log.info("bot started: device %s, %d open chats", device_id, len(self.state.chats))
+        self._first_sync = since is None
+        recovered = False
+
+        async def on_response(response: SyncResponse) -> None:
+            nonlocal recovered
+            await self.on_sync(response)
+            if not recovered:
+                recovered = True
+                for effect in recover(self.state):
+                    await self._perform_and_follow(effect)
+
+        self.spawn(self._ticker(), "ticker")
+        try:
+            await sync_loop(self.matrix.client, on_response, since=since, save_position=self._save_position)
+        except SessionGone as gone:
+            log.error("the homeserver refused the bot's login (%s); stopping", gone)
+            raise
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _saved_login(self) -> tuple[str, str] | None:
+        device_id = await self.store.get_meta("device_id")
+        token = await self.store.get_meta("access_token")
+        return (device_id, token) if device_id and token else None
+
+    async def _save_position(self, position: str) -> None:
+        await self.store.set_meta(SYNC_POSITION, position)
+
+    def spawn(self, coroutine: Any, name: str) -> asyncio.Task[Any]:
+        """Start a background task, keep a reference, log its failure."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+
+        def done(task: asyncio.Task[Any]) -> None:
+            self._tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("background task %s failed: %s", name, type(task.exception()).__name__)
+
+        task.add_done_callback(done)
+        return task
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            await self.handle(ClockTicked())
+
+    # ------------------------------------------------------------------ sync → events
+
+    async def on_sync(self, response: SyncResponse) -> None:
+        me = self.matrix.user_id
+        for room_id, info in response.rooms.invite.items():
+            inviter = next(
+                (e.sender for e in info.invite_state
+                 if isinstance(e, InviteMemberEvent) and e.state_key == me and e.membership == "invite"),
+                None,
+            )
+            if inviter is not None:
+                await self.handle(InviteReceived(RoomId(room_id), UserId(inviter), new_ref(set(self.state.chats))))
+        if self._first_sync:
+            # The very first start: old room history is not ours to act on.
+            self._first_sync = False
+            return
+        for room_id, info in response.rooms.join.items():
+            for event in info.timeline.events:
+                await self._guarded(self.on_timeline_event, RoomId(room_id), event)
+        await self._retry_undecrypted()
+
+    async def _guarded(self, handler: Any, *args: Any) -> None:
+        """One bad event never stops the bot."""
+        try:
+            await handler(*args)
+        except Exception:
+            incident = incident_id()
+            log.exception("incident %s: handling an event failed", incident)
+
+    async def on_timeline_event(self, room: RoomId, event: Any) -> None:
+        if isinstance(event, RoomMemberEvent):
+            if event.membership == "join" and event.prev_membership != "join":
+                await self.handle(MemberJoined(room, UserId(event.state_key)))
+            return
+        if getattr(event, "sender", None) == self.matrix.user_id:
+            return
+        if isinstance(event, MegolmEvent):
+            await self._undecryptable(room, event)
+            return
+        chat = self.state.by_survivor_room(room)
+        if chat is not None:
+            await self._on_survivor_room_event(room, chat, event)
+            return
+        if isinstance(event, TEXT_EVENTS) and getattr(event, "decrypted", False):
+            await self._on_staff_text(room, UserId(event.sender), EventId(event.event_id), event.body)
+
+    async def _on_survivor_room_event(self, room: RoomId, chat: Chat, event: Any) -> None:
+        if event.sender != chat.survivor or not getattr(event, "decrypted", False):
+            return  # only the survivor's account, and only what was end-to-end encrypted
+        if isinstance(event, TEXT_EVENTS):
+            await self.handle(SurvivorWrote(room, UserId(event.sender), EventId(event.event_id), event.body))
+        elif isinstance(event, UnknownEvent) and event.type == CONTROL_EVENT:
+            action = event.source.get("content", {}).get("action")
+            kind = CONTROL_EVENTS.get(action)  # type: ignore[call-overload]
+            if kind is not None:
+                await self.handle(kind(room))
+
+    async def _on_staff_text(self, room: RoomId, sender: UserId, event_id: EventId, text: str) -> None:
+        command = commands.parse(text)
+        if command is None:
+            await self.handle(StaffWrote(room, sender, event_id, text))
+            return
+        is_advocate = sender in self.matrix.room_members(self.settings.dispatch_room)
+        await self.handle(CommandGiven(room, sender, command, is_advocate))
+
+    async def _undecryptable(self, room: RoomId, event: MegolmEvent) -> None:
+        self._undecrypted.append((room, event))
+        chat = self.state.by_survivor_room(room)
+        if chat is not None and chat.case_room is not None:
+            incident = incident_id()
+            log.warning("incident %s: an event in a survivor room could not be decrypted yet", incident)
+            await self._reply(Reply(chat.case_room, "undecryptable", (("incident", incident),)))
+
+    async def _retry_undecrypted(self) -> None:
+        pending, self._undecrypted = self._undecrypted, []
+        for room, event in pending:
+            decrypted = self.matrix.decrypt(event)
+            if decrypted is None:
+                if room in self.matrix.client.rooms:
+                    self._undecrypted.append((room, event))
+                continue
+            decrypted.decrypted = True
+            await self._guarded(self.on_timeline_event, room, decrypted)
+
+    # ------------------------------------------------------------------ events → effects
+
+    async def handle(self, event: Event) -> None:
+        async with self._lock:
+            queue: list[Event] = [event]
+            while queue:
+                current = queue.pop(0)
+                try:
+                    state, effects = apply(self.state, current, time.time())
+                except IllegalTransition as error:
+                    log.warning("ignored: %s", error)
+                    continue
+                await self.store.save_changes(self.state.chats, state.chats)
+                self.state = state
+                for effect in effects:
+                    queue.extend(await self._perform(effect))
+
+    async def _perform_and_follow(self, effect: Effect) -> None:
+        for event in await self._perform(effect):
+            await self.handle(event)
+
+    async def _perform(self, effect: Effect) -> list[Event]:
+        """Carry out one effect; return the events it produced. Failures are logged, not raised."""
+        try:
+            return await self._carry_out(effect)
+        except Exception as error:
+            incident = incident_id()
+            log.error("incident %s: %s failed: %s", incident, type(effect).__name__,
+                      error if isinstance(error, HotlineError) else type(error).__name__)
+            await self._report_failure(effect, incident)
+            return []
+
+    async def _carry_out(self, effect: Effect) -> list[Event]:
+        if isinstance(effect, AcceptInvite):
+            await self.matrix.join(effect.room)
+        elif isinstance(effect, PostAlert):
+            await self._reply(Reply(RoomId(self.settings.dispatch_room), "alert", (("ref", effect.ref),)))
+        elif isinstance(effect, Reply):
+            await self._reply(effect)
+        elif isinstance(effect, NotifySurvivor):
+            text = messages.survivor_text(effect.key, self.settings.hotline_phone)
+            await self._send(effect.room, {"msgtype": "m.notice", "body": text, ROLE_FIELD: Role.HOTLINE})
+        elif isinstance(effect, RelayToCase):
+            await self._relay_to_case(effect.room, effect.source, effect.text)
+        elif isinstance(effect, RelayToSurvivor):
+            content = {"msgtype": "m.text", "body": effect.text, ROLE_FIELD: effect.role}
+            await self._send(effect.room, content, txn_id=txn_id_for(effect.source, "to-survivor"))
+        elif isinstance(effect, OpenCaseRoom):
+            room = await self.matrix.create_private_room(invite=[effect.advocate])
+            return [CaseRoomOpened(effect.ref, RoomId(room))]
+        elif isinstance(effect, RelayBacklog):
+            await self._relay_backlog(effect)
+        elif isinstance(effect, SignalClosed):
+            await self._send(effect.room, {"action": Control.CLOSED}, event_type=CONTROL_EVENT)
+        elif isinstance(effect, EraseChat):
+            if effect.chat.ref not in self._erasing:
+                self._erasing.add(effect.chat.ref)
+                self.spawn(self._erase(effect.chat), f"erase {effect.chat.ref}")
+        else:
+            raise IllegalTransition(f"unknown effect {effect!r}")
+        return []
+
+    async def _report_failure(self, effect: Effect, incident: str) -> None:
+        room: RoomId | None = None
+        key = "command_failed"
+        if isinstance(effect, RelayToSurvivor):
+            chat = self.state.by_survivor_room(effect.room)
+            room, key = (chat.case_room if chat else None), "relay_failed"
+        elif isinstance(effect, Reply) and effect.key != "command_failed":
+            room = effect.room
+        if room is not None:
+            try:
+                await self._reply(Reply(room, key, (("incident", incident),)))
+            except Exception:
+                log.error("incident %s: could not report the failure either", incident)
+
+    async def _send(self, room: RoomId, content: dict[str, Any], *, event_type: str = "m.room.message",
+                    txn_id: str | None = None) -> str:
+        return await self.matrix.send(room, content, event_type=event_type, txn_id=txn_id, trust=self.trust)
+
+    async def _reply(self, reply: Reply) -> None:
+        text = messages.staff_text(reply.key, **dict(reply.params))
+        await self._send(reply.room, {"msgtype": "m.notice", "body": text})
+
+    async def _relay_to_case(self, case_room: RoomId, source: EventId, text: str) -> None:
+        body = messages.staff_text("survivor_label", text=text)
+        await self._send(case_room, {"msgtype": "m.text", "body": body}, txn_id=txn_id_for(source, "to-case"))
+
+    async def _relay_backlog(self, effect: RelayBacklog) -> None:
+        backlog = []
+        async for event in self.matrix.history(effect.survivor_room):
+            if (isinstance(event, TEXT_EVENTS) and event.sender == effect.survivor
+                    and getattr(event, "decrypted", False)):
+                backlog.append(event)
+        for event in reversed(backlog):
+            await self._relay_to_case(effect.case_room, EventId(event.event_id), event.body)
+
+    async def _device_held_back(self, user_id: str, device_id: str) -> None:
+        if self.settings.admin_room and not self.rules.is_survivor_account(user_id):
+            log.warning("staff device %s of %s held back until approved", device_id, user_id)
+
+    # ------------------------------------------------------------------ erasing
+
+    async def _erase(self, chat: Chat) -> None:
+        """The erase recipe of docs/privacy.md; retried, and resumed after a restart."""
+        rooms = [r for r in (chat.case_room, chat.survivor_room) if r is not None]
+        delay = 1.0
+        try:
+            for attempt in range(1, ERASE_ATTEMPTS + 1):
+                try:
+                    await self._wait_for_gateway(chat)
+                    for room in rooms:
+                        if self.matrix.knows_room(room):
+                            await self.matrix.redact_all(room)
+                    for room in rooms:
+                        if self.matrix.knows_room(room):
+                            await self.matrix.leave(room)
+                    assert self.admin is not None
+                    for room in rooms:
+                        await self.admin.delete_room(room)
+                    await self.admin.deactivate(chat.survivor, erase=True)
+                    self.matrix.forget_room_keys(rooms)
+                    log.info("chat %s erased", chat.ref)
+                    await self.handle(ChatErased(chat.ref))
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    incident = incident_id()
+                    log.error("incident %s: erasing chat %s failed (attempt %d): %s", incident, chat.ref,
+                              attempt, error if isinstance(error, HotlineError) else type(error).__name__)
+                    await asyncio.sleep(delay)
+                    delay *= 4
+            log.error("chat %s is not erased yet; it is retried at the next start (or run hotline admin sweep)",
+                      chat.ref)
+        finally:
+            self._erasing.discard(chat.ref)
+
+    async def _wait_for_gateway(self, chat: Chat, timeout: float = 10.0) -> None:
+        """Give the gateway a moment to read the closing signal and leave before redacting."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and chat.survivor in self.matrix.room_members(chat.survivor_room):
+            await asyncio.sleep(0.2)

@@ -1,0 +1,53 @@
+"""The bot's settings: environment variables ``HOTLINE_…`` and an optional file.
+
+Described in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BotSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOTLINE_", extra="ignore")
+
+    homeserver_url: AnyHttpUrl = Field(description="The homeserver's client API, e.g. http://127.0.0.1:8008.")
+    bot_user_id: str = Field(description="The bot's Matrix ID, e.g. @hotline:example.org. A server admin.")
+    bot_password: SecretStr = Field(description="The bot's password, used only for its first login; afterwards it reuses its device.")
+    data_dir: Path = Field(description="Where the bot keeps its crypto store and routing database (back this up).")
+    dispatch_room: str = Field(description="Room ID of the dispatch room: its members are the advocates.")
+    admin_room: str | None = Field(default=None, description="Room ID of the admin room, if any.")
+    survivor_prefix: str = Field(default="chat_", description="Localpart prefix of the web chat gateway's survivor accounts.")
+    hotline_phone: str = Field(default="your local hotline", description="The program's hotline number, shown to survivors in notices.")
+    reconnect_grace_seconds: float = Field(default=120.0, gt=0, description="How long a chat waits for a survivor whose connection dropped.")
+    trust_new_staff_devices: bool = Field(default=False, description="Share keys with staff devices that appear after enrollment without approval. Only for demos.")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+
+    @field_validator("bot_user_id")
+    @classmethod
+    def _user_id(cls, value: str) -> str:
+        if not (value.startswith("@") and ":" in value):
+            raise ValueError("must be a Matrix user ID like @hotline:example.org")
+        return value
+
+    @field_validator("dispatch_room", "admin_room")
+    @classmethod
+    def _room_id(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("!"):
+            raise ValueError("must be a room ID starting with !")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @property
+    def homeserver(self) -> str:
+        return str(self.homeserver_url).rstrip("/")

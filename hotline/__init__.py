@@ -1,0 +1,1 @@
+"""matrix-hotline's shared tooling: the embedded homeserver, the demo and the `hotline` command."""

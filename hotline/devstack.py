@@ -1,0 +1,251 @@
+"""A whole hotline on loopback: embedded Synapse, bot and web chat gateway as child processes.
+
+``make demo`` runs one in ``var/demo`` (kept between runs); the tests run one in a temporary
+directory. The first start creates the accounts and rooms (see ``bootstrap``) and writes
+``credentials.json``; later starts reuse them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot.admin_api import SynapseAdmin
+from hotline.homeserver import SURVIVOR_LOCALPART_PREFIX, EmbeddedHomeserver, HomeserverProcess
+
+SERVER_NAME = "hotline.localhost"
+ENCRYPTION = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Account:
+    user_id: str
+    password: str
+
+
+@dataclass
+class Bootstrap:
+    bot: Account
+    advocates: list[Account]
+    admins: list[Account]
+    dispatch_room: str
+    admin_room: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bot": vars(self.bot),
+            "advocates": [vars(a) for a in self.advocates],
+            "admins": [vars(a) for a in self.admins],
+            "dispatch_room": self.dispatch_room,
+            "admin_room": self.admin_room,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Bootstrap:
+        return cls(
+            bot=Account(**data["bot"]),
+            advocates=[Account(**a) for a in data["advocates"]],
+            admins=[Account(**a) for a in data["admins"]],
+            dispatch_room=data["dispatch_room"],
+            admin_room=data["admin_room"],
+        )
+
+
+async def _client_api(http: aiohttp.ClientSession, hs: str, token: str, method: str, path: str,
+                      body: dict[str, Any] | None = None) -> dict[str, Any]:
+    async with http.request(method, hs + path, json=body if body is not None else {},
+                            headers={"Authorization": f"Bearer {token}"}) as response:
+        data = await response.json(content_type=None)
+        if response.status >= 400:
+            raise RuntimeError(f"{method} {path} → {response.status} {data.get('errcode')}")
+        return data
+
+
+async def bootstrap(homeserver: EmbeddedHomeserver, advocates: int = 1, admins: int = 1) -> Bootstrap:
+    """Create the bot (a server admin), advocates, admins, and the dispatch and admin rooms."""
+    hs = homeserver.url
+    secret = homeserver.secrets()["registration_shared_secret"]
+    async with aiohttp.ClientSession() as http:
+        admin_api = SynapseAdmin(http, hs, None)
+
+        async def register(localpart: str, admin: bool) -> tuple[Account, str]:
+            password = secrets.token_urlsafe(18)
+            data = await admin_api.register(secret, localpart, password, admin=admin)
+            return Account(data["user_id"], password), data["access_token"]
+
+        bot, bot_token = await register(homeserver.bot_localpart, True)
+        staff = [await register(f"advocate{i}", False) for i in range(1, advocates + 1)]
+        bosses = [await register(f"admin{i}", True) for i in range(1, admins + 1)]
+
+        async def room(invite: list[str]) -> str:
+            created = await _client_api(http, hs, bot_token, "POST", "/_matrix/client/v3/createRoom",
+                                        {"preset": "private_chat", "invite": invite, "initial_state": [ENCRYPTION]})
+            return created["room_id"]
+
+        dispatch = await room([a.user_id for a, _ in staff])
+        admin_room = await room([a.user_id for a, _ in bosses])
+        for (account, token), room_id in [(s, dispatch) for s in staff] + [(b, admin_room) for b in bosses]:
+            await _client_api(http, hs, token, "POST", f"/_matrix/client/v3/join/{room_id}")
+        await SynapseAdmin(http, hs, bot_token).exempt_from_rate_limits(bot.user_id)
+        # The registration logins are not anyone's device: log them out. The bot logs in on its
+        # own first start; staff log in with their Matrix client.
+        for token in [bot_token] + [t for _, t in staff + bosses]:
+            await _client_api(http, hs, token, "POST", "/_matrix/client/v3/logout")
+    return Bootstrap(bot, [a for a, _ in staff], [a for a, _ in bosses], dispatch, admin_room)
+
+
+def _write_env(path: Path, values: dict[str, str]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        for key, value in values.items():
+            handle.write(f"HOTLINE_{key.upper()}={value}\n")
+
+
+@dataclass
+class DevStack:
+    root: Path
+    synapse_port: int = field(default_factory=free_port)
+    gateway_port: int = field(default_factory=free_port)
+    relaxed_rate_limits: bool = True
+    advocates: int = 1
+    settings: dict[str, str] = field(default_factory=dict)  # extra HOTLINE_ settings for both
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+        self.homeserver = EmbeddedHomeserver(self.root / "homeserver", SERVER_NAME, self.synapse_port)
+        self.synapse = HomeserverProcess(self.homeserver)
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.accounts: Bootstrap | None = None
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def page_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}/"
+
+    def credentials(self) -> dict[str, Any]:
+        assert self.accounts is not None
+        return {
+            "homeserver": self.homeserver.url,
+            "page_url": self.page_url,
+            "dispatch_room": self.accounts.dispatch_room,
+            "admin_room": self.accounts.admin_room,
+            "advocates": [vars(a) for a in self.accounts.advocates],
+            "admins": [vars(a) for a in self.accounts.admins],
+        }
+
+    async def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.logs.mkdir(exist_ok=True)
+        self.homeserver.write_config(relaxed_rate_limits=self.relaxed_rate_limits)
+        await self.synapse.start()
+        state = self.root / "bootstrap.json"
+        if state.exists():
+            self.accounts = Bootstrap.from_json(json.loads(state.read_text()))
+        else:
+            self.accounts = await bootstrap(self.homeserver, advocates=self.advocates)
+            _write_private_json(state, self.accounts.to_json())
+        self._write_settings()
+        self.start_bot()
+        self.start_gateway()
+        await self._wait_for_gateway()
+        _write_private_json(self.root / "credentials.json", self.credentials())
+
+    def _write_settings(self) -> None:
+        assert self.accounts is not None
+        common = {
+            "homeserver_url": self.homeserver.url,
+            "bot_user_id": self.accounts.bot.user_id,
+            "survivor_prefix": SURVIVOR_LOCALPART_PREFIX,
+            "hotline_phone": "+1 555 0100",
+            "log_level": "INFO",
+        }
+        _write_env(self.root / "bot.env", common | {
+            "bot_password": self.accounts.bot.password,
+            "data_dir": str(self.root / "bot"),
+            "dispatch_room": self.accounts.dispatch_room,
+            "admin_room": self.accounts.admin_room,
+            "trust_new_staff_devices": "true",
+        } | self.settings)
+        _write_env(self.root / "webchat.env", common | {
+            "as_token": self.homeserver.secrets()["as_token"],
+            "listen_host": "127.0.0.1",
+            "listen_port": str(self.gateway_port),
+        } | self.settings)
+
+    def _spawn(self, name: str, module: str) -> None:
+        log = open(self.logs / f"{name}.log", "ab")
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", module, "--config", str(self.root / f"{name}.env")],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment,
+        )
+        log.close()
+
+    def start_bot(self) -> None:
+        self._spawn("bot", "bot")
+
+    def start_gateway(self) -> None:
+        self._spawn("webchat", "webchat")
+
+    def kill_bot(self) -> None:
+        """SIGKILL, as a crash would."""
+        process = self.processes.pop("bot")
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    async def _wait_for_gateway(self, timeout: float = 30.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with aiohttp.ClientSession() as http:
+            while loop.time() < deadline:
+                for name, process in self.processes.items():
+                    if process.poll() is not None:
+                        raise RuntimeError(f"{name} exited with code {process.returncode}; see {self.logs / name}.log")
+                try:
+                    async with http.get(self.page_url) as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"the web chat gateway did not answer on {self.page_url}")
+
+    def stop(self) -> None:
+        for name in ("webchat", "bot"):
+            process = self.processes.pop(name, None)
+            if process is None or process.poll() is not None:
+                continue
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.synapse.stop()
+
+
+def _write_private_json(path: Path, data: dict[str, Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")

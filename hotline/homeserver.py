@@ -1,0 +1,294 @@
+"""The embedded homeserver: Synapse's configuration with the privacy settings, and its process.
+
+The settings follow ``shared/design/privacy.md``. ``privacy_settings()`` is the single source of
+those values: the generated config uses it, and tests compare a running config against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+APPSERVICE_ID = "hotline-webchat"
+SURVIVOR_LOCALPART_PREFIX = "chat_"
+GATEWAY_SENDER_LOCALPART = "hotline-webchat"
+
+
+def privacy_settings() -> dict[str, Any]:
+    """homeserver.yaml keys that carry the privacy rules (see docs/privacy.md)."""
+    return {
+        "federation_domain_whitelist": [],
+        "enable_registration": False,
+        "allow_guest_access": False,
+        "user_ips_max_age": "5m",
+        "delete_stale_devices_after": "7d",
+        "redaction_retention_period": "1m",
+        "forget_rooms_on_leave": True,
+        "forgotten_room_retention_period": "1h",
+        "retention": {
+            "enabled": True,
+            "default_policy": {"min_lifetime": "1m", "max_lifetime": "1d"},
+            "allowed_lifetime_min": "1m",
+            "allowed_lifetime_max": "1d",
+            "purge_jobs": [{"interval": "1h"}],
+        },
+        "enable_search": False,
+        "presence": {"enabled": False},
+        "url_preview_enabled": False,
+        "media_retention": {"local_media_lifetime": "1d", "remote_media_lifetime": "1d"},
+        "user_directory": {"enabled": False},
+        "stats": {"enabled": False},
+        "require_auth_for_profile_requests": True,
+        "limit_profile_requests_to_users_who_share_rooms": True,
+        "include_profile_data_on_invite": False,
+        "encryption_enabled_by_default_for_room_type": "all",
+        "push": {"include_content": False},
+        "enable_metrics": False,
+        "report_stats": False,
+        # Invites are limited by hotline.synapse_module.InvitePolicy instead of
+        # block_non_admin_invites: a survivor account must be able to invite the bot,
+        # and nobody else but server admins may invite anyone (see docs/privacy.md).
+        "block_non_admin_invites": False,
+    }
+
+
+def invite_policy_module(bot_user_id: str) -> dict[str, Any]:
+    return {
+        "module": "hotline.synapse_module.InvitePolicy",
+        "config": {
+            "survivor_prefix": SURVIVOR_LOCALPART_PREFIX,
+            "bot_user_id": bot_user_id,
+        },
+    }
+
+
+_UNLIMITED = {"per_second": 1000, "burst_count": 10000}
+
+# For tests and benchmarks only: every client-facing rate limit out of the way.
+RELAXED_RATE_LIMITS: dict[str, Any] = {
+    **{
+        key: _UNLIMITED
+        for key in (
+            "rc_message",
+            "rc_registration",
+            "rc_room_creation",
+            "rc_joins_per_room",
+            "rc_key_requests",
+            "rc_admin_redaction",
+            "rc_third_party_invite",
+            "rc_delayed_event_mgmt",
+        )
+    },
+    "rc_login": {k: _UNLIMITED for k in ("address", "account", "failed_attempts")},
+    "rc_joins": {k: _UNLIMITED for k in ("local", "remote")},
+    "rc_invites": {k: _UNLIMITED for k in ("per_room", "per_user", "per_issuer")},
+}
+
+
+def appservice_registration(server_name: str, as_token: str, hs_token: str) -> dict[str, Any]:
+    """The gateway's application service: an exclusive namespace for survivor accounts."""
+    return {
+        "id": APPSERVICE_ID,
+        "url": None,
+        "as_token": as_token,
+        "hs_token": hs_token,
+        "sender_localpart": GATEWAY_SENDER_LOCALPART,
+        "rate_limited": False,
+        "namespaces": {
+            "users": [
+                {
+                    "exclusive": True,
+                    "regex": f"@{SURVIVOR_LOCALPART_PREFIX}[a-z0-9]+:{re.escape(server_name)}",
+                }
+            ],
+            "rooms": [],
+            "aliases": [],
+        },
+    }
+
+
+def log_config(log_file: Path | None) -> dict[str, Any]:
+    """Synapse's logging: the access log (IP, user agent, URL) stays off."""
+    handlers: dict[str, Any] = {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    }
+    if log_file is not None:
+        handlers = {
+            "file": {
+                "class": "logging.FileHandler",
+                "formatter": "plain",
+                "filename": str(log_file),
+            }
+        }
+    names = list(handlers)
+    return {
+        "version": 1,
+        "formatters": {"plain": {"format": "%(asctime)s %(name)s %(levelname)s %(message)s"}},
+        "handlers": handlers,
+        "loggers": {
+            "synapse.access": {"level": "WARNING"},
+            "synapse.access.http": {"level": "WARNING"},
+            "synapse.storage.SQL": {"level": "WARNING"},
+            "synapse.http.matrixfederationclient": {"level": "WARNING"},
+        },
+        "root": {"level": "WARNING", "handlers": names},
+        "disable_existing_loggers": False,
+    }
+
+
+@dataclass(frozen=True)
+class EmbeddedHomeserver:
+    """Files of an embedded (SQLite, loopback) Synapse in ``directory``."""
+
+    directory: Path
+    server_name: str
+    port: int
+    bot_localpart: str = "hotline"
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "homeserver.yaml"
+
+    @property
+    def database_path(self) -> Path:
+        return self.directory / "homeserver.db"
+
+    @property
+    def registration_path(self) -> Path:
+        return self.directory / "webchat-appservice.yaml"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def bot_user_id(self) -> str:
+        return f"@{self.bot_localpart}:{self.server_name}"
+
+    def secrets(self) -> dict[str, str]:
+        """The config's secrets, made once and kept in ``secrets.yaml`` (mode 0600)."""
+        path = self.directory / "secrets.yaml"
+        if path.exists():
+            return yaml.safe_load(path.read_text())
+        values = {
+            name: secrets.token_urlsafe(32)
+            for name in (
+                "registration_shared_secret",
+                "macaroon_secret_key",
+                "form_secret",
+                "as_token",
+                "hs_token",
+            )
+        }
+        _write_private(path, yaml.safe_dump(values))
+        return values
+
+    def write_config(self, *, relaxed_rate_limits: bool) -> None:
+        """Write homeserver.yaml, its log config and the gateway's registration."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        values = self.secrets()
+        registration = appservice_registration(
+            self.server_name, values["as_token"], values["hs_token"]
+        )
+        _write_private(self.registration_path, yaml.safe_dump(registration))
+        log_path = self.directory / "homeserver.log.yaml"
+        log_path.write_text(yaml.safe_dump(log_config(self.directory / "homeserver.log")))
+        config: dict[str, Any] = {
+            "server_name": self.server_name,
+            "pid_file": str(self.directory / "homeserver.pid"),
+            "listeners": [
+                {
+                    "port": self.port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": False,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client"], "compress": False}],
+                }
+            ],
+            "database": {"name": "sqlite3", "args": {"database": str(self.database_path)}},
+            "log_config": str(log_path),
+            "media_store_path": str(self.directory / "media"),
+            "signing_key_path": str(self.directory / "signing.key"),
+            "trusted_key_servers": [],
+            "suppress_key_server_warning": True,
+            "registration_shared_secret": values["registration_shared_secret"],
+            "macaroon_secret_key": values["macaroon_secret_key"],
+            "form_secret": values["form_secret"],
+            "app_service_config_files": [str(self.registration_path)],
+            "modules": [invite_policy_module(self.bot_user_id)],
+            "bcrypt_rounds": 4 if relaxed_rate_limits else 12,
+            **privacy_settings(),
+        }
+        if relaxed_rate_limits:
+            config.update(RELAXED_RATE_LIMITS)
+        _write_private(self.config_path, yaml.safe_dump(config, sort_keys=False))
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+class HomeserverProcess:
+    """Synapse as a child process in its own session, stopped with SIGTERM."""
+
+    def __init__(self, homeserver: EmbeddedHomeserver) -> None:
+        self.homeserver = homeserver
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self, timeout: float = 60.0) -> None:
+        out = open(self.homeserver.directory / "homeserver.stdout", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.homeserver.config_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.homeserver.directory,
+        )
+        out.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with aiohttp.ClientSession() as http:
+            while loop.time() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"Synapse exited with code {self.process.returncode}; "
+                        f"see {self.homeserver.directory / 'homeserver.log'}"
+                    )
+                if await health_ok(http, self.homeserver.url):
+                    return
+                await asyncio.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"Synapse did not answer on {self.homeserver.url} in {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+async def health_ok(http: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with http.get(f"{url}/health", timeout=aiohttp.ClientTimeout(total=2)) as response:
+            return response.status == 200
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        return False

@@ -1,0 +1,105 @@
+"""The sync loop both processes use: matrix-nio's sync, key upkeep, back-off, clean errors.
+
+matrix-nio runs its own callbacks inside ``sync()``; we do not register any. Instead each
+response goes to ``on_response`` after nio has decrypted it, and only then does the loop move
+its position forward, so a crash while handling a response replays it instead of losing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nio import AsyncClient, AsyncClientConfig, SyncError, SyncResponse
+
+log = logging.getLogger(__name__)
+
+# Enough for a restart to catch up on what happened while a process was down.
+SYNC_FILTER: dict[str, Any] = {
+    "room": {
+        "timeline": {"limit": 500},
+        "state": {"lazy_load_members": False},
+        "account_data": {"not_types": ["*"]},
+    },
+    "presence": {"not_types": ["*"]},
+    "account_data": {"not_types": ["*"]},
+}
+
+# Errors after which the account can no longer sync: stop instead of retrying.
+FATAL_SYNC_ERRORS = {"M_UNKNOWN_TOKEN", "M_USER_DEACTIVATED", "M_FORBIDDEN"}
+
+
+class SessionGone(Exception):
+    """The homeserver no longer accepts this login (logged out, deactivated, erased)."""
+
+
+def client_config(**overrides: Any) -> AsyncClientConfig:
+    """nio settings shared by the bot and the gateway."""
+    values: dict[str, Any] = {
+        "encryption_enabled": True,
+        "store_sync_tokens": False,  # we save the position after handling a response
+        "max_timeouts": 3,  # a homeserver that is down fails a request instead of hanging it
+        "max_limit_exceeded": 3,
+        "request_timeout": 30,
+    }
+    values.update(overrides)
+    return AsyncClientConfig(**values)
+
+
+async def keep_keys(client: AsyncClient) -> None:
+    """Upload, query and claim keys as nio's own sync_forever would."""
+    if client.should_upload_keys:
+        await client.keys_upload()
+    if client.should_query_keys:
+        await client.keys_query()
+    if client.should_claim_keys:
+        users = client.get_users_for_key_claiming()
+        if users:
+            await client.keys_claim(users)
+
+
+async def sync_loop(
+    client: AsyncClient,
+    on_response: Callable[[SyncResponse], Awaitable[None]],
+    *,
+    since: str | None,
+    save_position: Callable[[str], Awaitable[None]] | None = None,
+    timeout_ms: int = 30_000,
+    max_backoff: float = 30.0,
+) -> None:
+    """Sync until cancelled; raises SessionGone when the login is refused."""
+    backoff = 1.0
+    full_state = since is not None  # after a restart nio needs the rooms' full state again
+    while True:
+        try:
+            response = await client.sync(
+                timeout=timeout_ms, since=since, full_state=full_state, sync_filter=SYNC_FILTER
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # connection refused, timeouts after nio's own retries
+            log.warning("sync failed (%s); retrying in %.0f s", type(error).__name__, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
+            continue
+        if isinstance(response, SyncError):
+            if response.status_code in FATAL_SYNC_ERRORS:
+                raise SessionGone(response.status_code)
+            log.warning("sync refused (%s); retrying in %.0f s", response.status_code, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
+            continue
+        backoff = 1.0
+        full_state = False
+        try:
+            await keep_keys(client)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("key upkeep failed (%s)", type(error).__name__)
+        await on_response(response)
+        since = response.next_batch
+        if save_position is not None:
+            await save_position(since)

@@ -1,0 +1,41 @@
+"""Loading a pydantic-settings model with one clear line per bad setting."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+S = TypeVar("S", bound=BaseSettings)
+
+ENV_PREFIX = "HOTLINE_"
+CONFIG_FILE_ENV = "HOTLINE_CONFIG_FILE"
+
+
+def load_settings(model: type[S], program: str, config_file: str | None = None) -> S:
+    """The settings from the environment and an optional file, or exit with a clear error.
+
+    The file (``--config`` or ``HOTLINE_CONFIG_FILE``) holds ``HOTLINE_NAME=value`` lines;
+    environment variables win over it.
+    """
+    import os
+
+    path = config_file or os.environ.get(CONFIG_FILE_ENV)
+    if path and not Path(path).is_file():
+        sys.exit(f"{program}: the config file {path} does not exist")
+    try:
+        return model(_env_file=path)  # type: ignore[call-arg]
+    except ValidationError as error:
+        sys.exit(f"{program}: {describe(error)}")
+
+
+def describe(error: ValidationError) -> str:
+    """``setting HOTLINE_X: problem`` for each bad setting, one per line."""
+    lines = []
+    for problem in error.errors():
+        name = ENV_PREFIX + "_".join(str(part) for part in problem["loc"]).upper()
+        lines.append(f"setting {name}: {problem['msg']}")
+    return "\n".join(lines) if lines else str(error)

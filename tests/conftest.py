@@ -1,0 +1,43 @@
+"""One real hotline (Synapse, bot, gateway) for the whole test session, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hotline.devstack import DevStack
+
+GRACE_SECONDS = 4
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[DevStack]:
+    keep = os.environ.get("HOTLINE_TEST_KEEP")
+    root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="hotline-test-"))
+    hotline = DevStack(root / "stack", advocates=2, settings={"reconnect_grace_seconds": str(GRACE_SECONDS)})
+    try:
+        asyncio.run(hotline.start())
+        yield hotline
+    finally:
+        hotline.stop()
+
+
+@pytest.fixture
+def canaries(stack: DevStack) -> Iterator[list[str]]:
+    """Texts a test sends; afterwards none may appear in any log of the hotline's processes."""
+    texts: list[str] = []
+    yield texts
+    logs = list(stack.logs.glob("*.log")) + [stack.homeserver.directory / "homeserver.log"]
+    for path in logs:
+        if not path.exists():
+            continue
+        content = path.read_text(errors="replace")
+        for text in texts:
+            for line in text.splitlines():
+                if len(line.strip()) >= 4:
+                    assert line not in content, f"message text found in {path.name}"

@@ -1,0 +1,180 @@
+"""Test helpers: a polling wait, a survivor on a real WebSocket, an advocate on a real nio client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sqlite3
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from nio import (
+    AsyncClient,
+    InviteMemberEvent,
+    LoginResponse,
+    RoomMessageNotice,
+    RoomMessageText,
+    SyncResponse,
+)
+
+from hotline.nio_sync import client_config, sync_loop
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll until ``predicate()`` is truthy (Complement's MustSyncUntil, simplified)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class Survivor:
+    """The page's side of the protocol, over a real WebSocket."""
+
+    def __init__(self, page_url: str) -> None:
+        self.page_url = page_url
+        self.frames: list[dict[str, Any]] = []
+        self.http: aiohttp.ClientSession | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.chat: str | None = None
+        self.secret: str | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        self.http = self.http or aiohttp.ClientSession()
+        origin = self.page_url.rstrip("/")
+        self.ws = await self.http.ws_connect(self.page_url + "ws", headers={"Origin": origin})
+        self._reader = asyncio.create_task(self._read(self.ws))
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                self.frames.append(json.loads(message.data))
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        assert self.ws is not None
+        await self.ws.send_json(frame)
+
+    async def start(self) -> None:
+        await self.connect()
+        await self.send({"type": "start"})
+        started = await until(lambda: self.first("started"), 30, "started")
+        self.chat, self.secret = started["chat"], started["secret"]
+
+    async def say(self, text: str, frame_id: str | None = None) -> str:
+        frame_id = frame_id or secrets.token_hex(8)
+        await self.send({"type": "say", "id": frame_id, "text": text})
+        await until(lambda: any(f.get("type") == "ack" and f.get("id") == frame_id for f in self.frames),
+                    20, "ack")
+        return frame_id
+
+    async def drop(self) -> None:
+        """The connection goes away without "End chat" (a phone losing signal)."""
+        assert self.ws is not None
+        await self.ws.close()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def resume(self) -> None:
+        await self.connect()
+        await self.send({"type": "resume", "chat": self.chat, "secret": self.secret, "seen": self.seen})
+
+    @property
+    def seen(self) -> int:
+        return max((f.get("seq", 0) for f in self.frames), default=0)
+
+    def first(self, kind: str) -> dict[str, Any] | None:
+        return next((f for f in self.frames if f.get("type") == kind), None)
+
+    def texts(self, role: str | None = None) -> list[str]:
+        return [f["text"] for f in self.frames
+                if f.get("type") == "message" and (role is None or f["role"] == role)]
+
+    async def close(self) -> None:
+        if self.ws is not None and not self.ws.closed:
+            await self.ws.close()
+        if self.http is not None:
+            await self.http.close()
+
+
+class Advocate:
+    """A staff member on a real, encrypting nio client that accepts invites."""
+
+    def __init__(self, homeserver: str, user_id: str, password: str) -> None:
+        self.store = tempfile.mkdtemp(prefix="advocate-store-")
+        self.client = AsyncClient(homeserver, user_id, store_path=self.store, config=client_config())
+        self.password = password
+        self.messages: dict[str, list[tuple[str, str, str]]] = defaultdict(list)  # room → (sender, type, body)
+        self.left: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def login(self) -> None:
+        response = await self.client.login(self.password, device_name="test client")
+        assert isinstance(response, LoginResponse), response
+        self._task = asyncio.create_task(sync_loop(self.client, self._on_sync, since=None, timeout_ms=1000))
+
+    async def _on_sync(self, response: SyncResponse) -> None:
+        for room_id, info in response.rooms.invite.items():
+            if any(isinstance(e, InviteMemberEvent) and e.membership == "invite" for e in info.invite_state):
+                await self.client.join(room_id)
+        for room_id, info in response.rooms.join.items():
+            for event in info.timeline.events:
+                if isinstance(event, (RoomMessageText, RoomMessageNotice)):
+                    kind = "notice" if isinstance(event, RoomMessageNotice) else "text"
+                    self.messages[room_id].append((event.sender, kind, event.body))
+        for room_id in response.rooms.leave:
+            self.left.add(room_id)
+
+    async def say(self, room_id: str, text: str) -> None:
+        await until(lambda: room_id in self.client.rooms, 20, "the room in the advocate's client")
+        response = await self.client.room_send(
+            room_id, "m.room.message", {"msgtype": "m.text", "body": text},
+            ignore_unverified_devices=True,  # the test advocate trusts the bot; staff policy is the bot's
+        )
+        assert hasattr(response, "event_id"), response
+
+    def bodies(self, room_id: str) -> list[str]:
+        return [body for _, _, body in self.messages[room_id]]
+
+    def find_room_with(self, text: str) -> str | None:
+        return next((room for room, items in self.messages.items()
+                     if any(text in body for _, _, body in items)), None)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.client.close()
+
+
+def homeserver_rows(database: Path, room_ids: list[str]) -> dict[str, int]:
+    """Rows that still name these rooms in Synapse's tables that hold events and membership."""
+    counts = {}
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        for table in ("events", "event_json", "room_memberships", "rooms"):
+            placeholders = ",".join("?" for _ in room_ids)
+            counts[table] = db.execute(
+                f"SELECT COUNT(*) FROM {table} WHERE room_id IN ({placeholders})", room_ids
+            ).fetchone()[0]
+    return counts
+
+
+def user_deactivated(database: Path, user_id: str) -> bool:
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT deactivated FROM users WHERE name = ?", (user_id,)).fetchone()
+    return bool(row and row[0])
+
+
+def bot_chat_rows(database: Path) -> int:
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        return db.execute("SELECT COUNT(*) FROM chats").fetchone()[0]

@@ -1,0 +1,86 @@
+"""The gateway's open chats, by the page's chat id, with the reconnect grace timers."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import Any
+
+from hotline.wire import Control
+from webchat.session import ChatSession
+
+log = logging.getLogger(__name__)
+
+# The bot closes a chat after the grace period; the gateway lets go a little later, in case the
+# bot is slow or down (then nothing could be sent anyway).
+LET_GO_MARGIN_SECONDS = 30.0
+
+
+class Chats:
+    def __init__(self, grace_seconds: float) -> None:
+        self._grace = grace_seconds
+        self._open: dict[str, ChatSession] = {}
+        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, session: ChatSession) -> None:
+        self._open[session.chat_id] = session
+        self._spawn(self._forget_when_ended(session))
+
+    def find(self, chat_id: str, secret: str) -> ChatSession | None:
+        session = self._open.get(chat_id)
+        if session is None or session.ended.is_set():
+            return None
+        if not hmac.compare_digest(session.secret.encode(), secret.encode()):
+            return None
+        return session
+
+    def disconnected(self, session: ChatSession) -> None:
+        """The page's socket closed without "End chat": wait for it to come back."""
+        if session.ended.is_set():
+            return
+        self._spawn(self._signal(session, Control.DISCONNECTED))
+        loop = asyncio.get_running_loop()
+        self._expiry[session.chat_id] = loop.call_later(
+            self._grace + LET_GO_MARGIN_SECONDS, lambda: self._spawn(session.close())
+        )
+
+    def reconnected(self, session: ChatSession) -> None:
+        timer = self._expiry.pop(session.chat_id, None)
+        if timer is not None:
+            timer.cancel()
+            self._spawn(self._signal(session, Control.RECONNECTED))
+
+    async def _signal(self, session: ChatSession, action: Control) -> None:
+        try:
+            await session.signal(action)
+        except Exception as error:
+            log.warning("could not pass a connection change to the bot (%s)", type(error).__name__)
+
+    async def _forget_when_ended(self, session: ChatSession) -> None:
+        await session.ended.wait()
+        self._open.pop(session.chat_id, None)
+        timer = self._expiry.pop(session.chat_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def end_all(self, timeout: float = 10.0) -> None:
+        """Shutting down: every chat ends (its keys are about to be gone)."""
+        sessions = list(self._open.values())
+        ending = asyncio.gather(*(s.end(wait=True) for s in sessions), return_exceptions=True)
+        try:
+            await asyncio.wait_for(ending, timeout)
+        except TimeoutError:
+            log.warning("%d chats could not tell the bot they ended; the bot closes them later", len(sessions))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

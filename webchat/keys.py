@@ -1,0 +1,17 @@
+"""Typed keys of the gateway's aiohttp application."""
+
+from __future__ import annotations
+
+import weakref
+
+import aiohttp
+from aiohttp import web
+
+from webchat.chats import Chats
+from webchat.settings import GatewaySettings
+
+SETTINGS = web.AppKey("settings", GatewaySettings)
+CHATS = web.AppKey("chats", Chats)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+SOCKETS = web.AppKey("sockets", weakref.WeakSet)
+PAGE = web.AppKey("page", bytes)

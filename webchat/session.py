@@ -1,0 +1,314 @@
+"""One chat's ephemeral Matrix account, held in memory only (the gateway's Matrix adapter).
+
+A ``ChatSession`` registers a survivor account in the gateway's application-service namespace,
+logs in one device whose keys live in an in-memory store, creates the encrypted survivor room
+with no name or topic, invites the bot and waits for it. It forwards the survivor's text to the
+room and the bot's messages to whichever WebSocket is attached, buffering what the page has not
+seen so that a page that reconnects misses nothing. When the chat ends the client and its keys
+are dropped; nothing about a chat is ever written to disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from nio import (
+    AsyncClient,
+    KeysQueryError,
+    JoinedMembersError,
+    RoomCreateError,
+    RoomMessageNotice,
+    RoomMessageText,
+    RoomSendError,
+    RoomVisibility,
+    SyncResponse,
+    UnknownEvent,
+)
+from nio.exceptions import OlmTrustError
+from nio.store import SqliteMemoryStore
+
+from hotline.nio_sync import SessionGone, client_config, keep_keys, sync_loop
+from hotline.wire import CONTROL_EVENT, ROLE_FIELD, Control, Role
+from webchat.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+BUFFER_FRAMES = 1000
+
+Sink = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ChatUnavailable(Exception):
+    """The chat could not be set up (homeserver down, bot not answering, refused)."""
+
+
+class SendFailed(Exception):
+    """A message could not be delivered encrypted; nothing was sent in clear."""
+
+
+class ChatSession:
+    def __init__(self, settings: GatewaySettings, http: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self._http = http
+        # The page knows the chat by this random id, never by the Matrix account.
+        self.chat_id = secrets.token_urlsafe(16)
+        self.secret = secrets.token_urlsafe(32)
+        self.client: AsyncClient | None = None
+        self.room_id: str | None = None
+        self.ended = asyncio.Event()
+        self._seq = 0
+        self._frames: deque[dict[str, Any]] = deque(maxlen=BUFFER_FRAMES)
+        self._sink: Sink | None = None
+        self._delivered: set[str] = set()
+        self._sending: dict[str, asyncio.Future[None]] = {}
+        self._sync_task: asyncio.Task[None] | None = None
+        self._bot_joined = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._send_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ set-up
+
+    async def open(self) -> None:
+        """Account, device, room, bot. Raises ChatUnavailable; cleans up after itself."""
+        try:
+            user_id, device_id, token = await self._register()
+            client = AsyncClient(
+                self.settings.homeserver,
+                user_id,
+                device_id=device_id,
+                config=client_config(store=SqliteMemoryStore),
+            )
+            self.client = client
+            client.restore_login(user_id, device_id, token)
+            await keep_keys(client)
+            self._sync_task = asyncio.create_task(self._sync(), name="chat sync")
+            response = await client.room_create(
+                visibility=RoomVisibility.private,
+                invite=[self.settings.bot_user_id],
+                initial_state=[
+                    {"type": "m.room.encryption", "state_key": "",
+                     "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+                    {"type": "m.room.history_visibility", "state_key": "",
+                     "content": {"history_visibility": "shared"}},
+                    {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
+                ],
+                power_level_override={
+                    "users": {self.settings.bot_user_id: 100},
+                    "invite": 100,
+                    "kick": 100,
+                    "ban": 100,
+                    "redact": 50,
+                    "state_default": 100,
+                },
+            )
+            if isinstance(response, RoomCreateError):
+                raise ChatUnavailable(f"room create refused ({response.status_code})")
+            self.room_id = response.room_id
+            try:
+                await asyncio.wait_for(self._bot_joined.wait(), self.settings.bot_join_timeout_seconds)
+            except TimeoutError:
+                raise ChatUnavailable("the bot did not join in time") from None
+        except ChatUnavailable:
+            await self.close()
+            raise
+        except Exception as error:
+            await self.close()
+            raise ChatUnavailable(type(error).__name__) from error
+
+    async def _register(self) -> tuple[str, str, str]:
+        """A new survivor account in the application service's namespace: no password."""
+        localpart = self.settings.survivor_prefix + secrets.token_hex(12)
+        url = f"{self.settings.homeserver.rstrip('/')}/_matrix/client/v3/register"
+        headers = {"Authorization": f"Bearer {self.settings.as_token.get_secret_value()}"}
+        body = {"type": "m.login.application_service", "username": localpart}
+        async with self._http.post(url, json=body, headers=headers,
+                                   timeout=aiohttp.ClientTimeout(total=30)) as response:
+            data = await response.json(content_type=None)
+            if response.status != 200:
+                raise ChatUnavailable(f"registration refused ({data.get('errcode')})")
+        return data["user_id"], data["device_id"], data["access_token"]
+
+    async def _sync(self) -> None:
+        assert self.client is not None
+        try:
+            await sync_loop(self.client, self._on_sync, since=None)
+        except SessionGone:
+            await self._closed_by_hotline()
+
+    # ------------------------------------------------------------------ from the room
+
+    async def _on_sync(self, response: SyncResponse) -> None:
+        if self.room_id is None or self.room_id not in response.rooms.join:
+            return
+        assert self.client is not None
+        room = self.client.rooms.get(self.room_id)
+        if room is not None and self.settings.bot_user_id in room.users \
+                and self.settings.bot_user_id not in room.invited_users:
+            self._bot_joined.set()
+        for event in response.rooms.join[self.room_id].timeline.events:
+            if getattr(event, "sender", None) != self.settings.bot_user_id:
+                continue
+            if not getattr(event, "decrypted", False):
+                continue  # only what the bot sent end-to-end encrypted reaches the page
+            if isinstance(event, (RoomMessageText, RoomMessageNotice)):
+                role = event.source.get("content", {}).get(ROLE_FIELD)
+                role = role if role in Role.__members__.values() else Role.HOTLINE
+                await self.push({"type": "message", "role": str(role), "text": event.body})
+            elif isinstance(event, UnknownEvent) and event.type == CONTROL_EVENT:
+                if event.source.get("content", {}).get("action") == Control.CLOSED:
+                    await self._closed_by_hotline()
+
+    async def push(self, frame: dict[str, Any]) -> None:
+        """Number a frame, keep it for a reconnecting page, and send it if a page is attached."""
+        self._seq += 1
+        frame = {**frame, "seq": self._seq}
+        self._frames.append(frame)
+        if self._sink is not None:
+            try:
+                await self._sink(frame)
+            except Exception:
+                self._sink = None  # kept in the buffer; the page gets it on resume
+
+    async def _closed_by_hotline(self) -> None:
+        if self.ended.is_set():
+            return
+        await self.push({"type": "ended"})
+        self.ended.set()
+        self._spawn(self.close())
+
+    # ------------------------------------------------------------------ from the page
+
+    def frames_after(self, seen: int) -> list[dict[str, Any]]:
+        return [frame for frame in self._frames if frame["seq"] > seen]
+
+    def attach(self, sink: Sink) -> None:
+        """Send new frames to this page from now on (one page at a time)."""
+        self._sink = sink
+
+    def detach(self, sink: Sink) -> bool:
+        """Detach this page if it is the attached one; True if it was."""
+        if self._sink is sink:
+            self._sink = None
+            return True
+        return False
+
+    async def say(self, frame_id: str, text: str) -> None:
+        """Deliver one survivor message exactly once per frame id. Raises SendFailed."""
+        if frame_id in self._delivered:
+            return
+        pending = self._sending.get(frame_id)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sending[frame_id] = future
+        try:
+            # The transaction id makes a repeat of the same frame id a no-op on the homeserver.
+            txn = "say-" + hashlib.sha256(frame_id.encode()).hexdigest()[:32]
+            await self.send_event("m.room.message", {"msgtype": "m.text", "body": text}, txn)
+            self._delivered.add(frame_id)
+            future.set_result(None)
+        except BaseException as error:
+            future.set_exception(SendFailed(str(error)))
+            future.exception()  # retrieved: waiting duplicates get it, nobody else must
+            raise SendFailed(type(error).__name__) from error
+        finally:
+            self._sending.pop(frame_id, None)
+
+    async def signal(self, action: Control) -> None:
+        await self.send_event(CONTROL_EVENT, {"action": str(action)}, None, after_end=action is Control.END)
+
+    async def send_event(self, event_type: str, content: dict[str, Any], txn_id: str | None,
+                         *, after_end: bool = False) -> None:
+        client, room_id = self.client, self.room_id
+        if client is None or room_id is None or (self.ended.is_set() and not after_end):
+            raise SendFailed("the chat is over")
+        async with self._send_lock:
+            room = client.rooms.get(room_id)
+            if room is None or not room.encrypted:
+                raise SendFailed("the room is not ready for encrypted messages")
+            if not room.members_synced:
+                members = await client.joined_members(room_id)
+                if isinstance(members, JoinedMembersError):
+                    raise SendFailed(f"members ({members.status_code})")
+            if client.should_query_keys:
+                keys = await client.keys_query()
+                if isinstance(keys, KeysQueryError):
+                    raise SendFailed(f"keys ({keys.status_code})")
+            self._apply_trust()
+            try:
+                response = await client.room_send(room_id, event_type, content, tx_id=txn_id)
+            except OlmTrustError as error:
+                raise SendFailed("encryption refused") from error
+            if isinstance(response, RoomSendError):
+                raise SendFailed(f"send ({response.status_code})")
+
+    def _apply_trust(self) -> None:
+        """Keys go to the bot's devices only; any other device is held back."""
+        client = self.client
+        assert client is not None and self.room_id is not None
+        room = client.rooms[self.room_id]
+        for user_id in room.users:
+            for device in client.device_store.active_user_devices(user_id):
+                if user_id == client.user_id and device.id == client.device_id:
+                    continue
+                if client.olm.is_device_verified(device) or client.olm.is_device_blacklisted(device):
+                    continue
+                if user_id == self.settings.bot_user_id:
+                    client.verify_device(device)
+                else:
+                    client.blacklist_device(device)
+
+    async def end(self, *, wait: bool = False) -> None:
+        """The survivor ended the chat: tell the page, tell the bot (retrying), let go."""
+        if self.ended.is_set():
+            return
+        self.ended.set()
+        await self.push({"type": "ended"})
+        if wait:
+            await self._signal_end_then_close()
+        else:
+            self._spawn(self._signal_end_then_close())
+
+    async def _signal_end_then_close(self) -> None:
+        delay = 1.0
+        for _ in range(8):
+            try:
+                await self.signal(Control.END)
+                break
+            except Exception as error:
+                log.warning("could not tell the bot that a chat ended (%s); retrying", type(error).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+        await self.close()
+
+    # ------------------------------------------------------------------ the end
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop syncing, leave, drop the client and with it every key of this chat."""
+        self.ended.set()
+        client, self.client = self.client, None
+        if self._sync_task is not None and self._sync_task is not asyncio.current_task():
+            self._sync_task.cancel()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
+        if client is not None:
+            if self.room_id is not None:
+                try:
+                    await asyncio.wait_for(client.room_leave(self.room_id), 5)
+                except Exception:
+                    pass  # the bot deletes the room either way
+            await client.close()
+        self._frames.clear()
+        self._delivered.clear()

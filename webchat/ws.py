@@ -1,0 +1,140 @@
+"""The survivor's WebSocket: frames in (validated), frames out. See docs/protocol.md."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from aiolimiter import AsyncLimiter
+
+from webchat import keys
+from webchat.protocol import MAX_FRAME_BYTES, End, FrameError, Resume, Say, Start, error, parse
+from webchat.session import ChatSession, ChatUnavailable, SendFailed
+
+log = logging.getLogger(__name__)
+
+FRAMES_PER_WINDOW = 30
+WINDOW_SECONDS = 10.0
+
+
+async def chat_socket(request: web.Request) -> web.StreamResponse:
+    settings = request.app[keys.SETTINGS]
+    if request.headers.get("Origin") != settings.origin:
+        return web.Response(status=403, text="This chat only works from its own page.")
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=MAX_FRAME_BYTES)
+    await ws.prepare(request)
+    request.app[keys.SOCKETS].add(ws)
+    conversation = Conversation(request.app, ws)
+    try:
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                await conversation.on_text(message.data)
+            elif message.type == WSMsgType.BINARY:
+                await conversation.send(error("bad_frame", "frames are JSON text"))
+            if conversation.finished:
+                break
+    finally:
+        conversation.on_socket_closed()
+        await ws.close()
+    return ws
+
+
+class Conversation:
+    """One socket's view of its chat."""
+
+    def __init__(self, app: web.Application, ws: web.WebSocketResponse) -> None:
+        self.app = app
+        self.ws = ws
+        self.settings = app[keys.SETTINGS]
+        self.chats = app[keys.CHATS]
+        self.session: ChatSession | None = None
+        self.finished = False
+        self._limiter = AsyncLimiter(FRAMES_PER_WINDOW, WINDOW_SECONDS)
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        if not self.ws.closed:
+            await self.ws.send_json(frame)
+        if frame.get("type") == "ended":
+            self.finished = True
+
+    async def on_text(self, raw: str) -> None:
+        if not self._limiter.has_capacity():
+            await self.send(error("rate_limited", "too many frames; this one was dropped"))
+            return
+        await self._limiter.acquire()
+        try:
+            frame = parse(raw, self.settings.max_message_chars)
+        except FrameError as problem:
+            await self.send(problem.frame())
+            return
+        if isinstance(frame, Start):
+            await self.on_start()
+        elif isinstance(frame, Resume):
+            await self.on_resume(frame)
+        elif self.session is None:
+            await self.send(error("not_started", "start or resume a chat first"))
+        elif isinstance(frame, Say):
+            await self.on_say(frame)
+        elif isinstance(frame, End):
+            await self.session.end()
+
+    async def on_start(self) -> None:
+        if self.session is not None:
+            await self.send(error("already_started", "this socket has a chat already"))
+            return
+        if len(self.chats) >= self.settings.max_open_chats:
+            await self._unavailable("the gateway is at its limit of open chats")
+            return
+        session = ChatSession(self.settings, self.app[keys.HTTP])
+        try:
+            await session.open()
+        except ChatUnavailable as why:
+            log.warning("a chat could not start: %s", why)
+            await self._unavailable("chat is not available right now")
+            return
+        self.chats.add(session)
+        self.session = session
+        await self.send({"type": "started", "chat": session.chat_id, "secret": session.secret})
+        await self._follow(session, 0)
+        log.info("chat started (%d open)", len(self.chats))
+
+    async def _follow(self, session: ChatSession, seen: int) -> None:
+        """Send what the page has not seen, in order, then attach for what comes next."""
+        while missed := session.frames_after(seen):
+            for frame in missed:
+                await self.send(frame)
+                seen = frame["seq"]
+        session.attach(self.send)  # no await since the last check: nothing slips in between
+
+    async def _unavailable(self, message: str) -> None:
+        await self.send(error("unavailable", message))
+        self.finished = True
+
+    async def on_resume(self, frame: Resume) -> None:
+        if self.session is not None:
+            await self.send(error("already_started", "this socket has a chat already"))
+            return
+        session = self.chats.find(frame.chat, frame.secret)
+        if session is None:
+            await self.send({"type": "ended", "seq": 0})
+            return
+        self.session = session
+        await self.send({"type": "resumed"})
+        await self._follow(session, frame.seen)
+        self.chats.reconnected(session)
+
+    async def on_say(self, frame: Say) -> None:
+        assert self.session is not None
+        try:
+            await self.session.say(frame.id, frame.text)
+        except SendFailed as why:
+            log.warning("a message could not be delivered: %s", why)
+            await self.send(error("send_failed", "the message could not be delivered", frame.id))
+            return
+        await self.send({"type": "ack", "id": frame.id})
+
+    def on_socket_closed(self) -> None:
+        session = self.session
+        if session is not None and session.detach(self.send) and not session.ended.is_set():
+            self.chats.disconnected(session)
