@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 
 import pytest
 
@@ -43,6 +44,7 @@ async def claim_new_chat(stack: DevStack, advocate: Advocate, survivor: Survivor
     alerts = await until(lambda: [b for b in advocate.bodies(dispatch) if b.startswith("Chat waiting")][alerts_before:],
                          30, "the dispatch alert")
     ref = re.search(r"ref (\w{4})", alerts[-1]).group(1)
+    remember(stack, ref)
     await advocate.say(dispatch, f"!claim {ref}")
     case_room = await until(lambda: advocate.find_room_with(f"Case room for ref {ref}"), 30, "the case room")
     return ref, case_room
@@ -57,6 +59,7 @@ async def test_whole_chat_both_ways_then_close_and_erase(stack, advocate, surviv
     alert = await until(lambda: [b for b in advocate.bodies(dispatch) if b.startswith("Chat waiting")], 30, "alert")
     assert "written while waiting" not in " ".join(advocate.bodies(dispatch))  # never content in dispatch
     ref = re.search(r"ref (\w{4})", alert[-1]).group(1)
+    remember(stack, ref)
     await advocate.say(dispatch, f"!claim {ref}")
     case_room = await until(lambda: advocate.find_room_with(f"Case room for ref {ref}"), 30, "the case room")
     await until(lambda: "Survivor: written while waiting 71c3" in advocate.bodies(case_room), 20, "the backlog")
@@ -73,13 +76,148 @@ async def test_whole_chat_both_ways_then_close_and_erase(stack, advocate, surviv
                    if f.get("role") == "hotline")
     assert all(set(f) <= {"type", "seq", "role", "text", "id", "chat", "secret"} for f in survivor.frames)
 
-    survivor_user = next(iter(stack_survivor_rooms(stack)), None)
     await advocate.say(case_room, "!close")
     await until(lambda: survivor.first("ended"), 20, "the ended frame")
-    await until(lambda: bot_chat_rows(stack.root / "bot" / "routing.db") == 0, 60, "the bot to forget the chat")
-    assert homeserver_rows(stack.homeserver.database_path, [case_room]) == {
-        "events": 0, "event_json": 0, "room_memberships": 0, "rooms": 0}
+    await assert_erased(stack, ref, case_room)
 
 
-def stack_survivor_rooms(stack: DevStack) -> list[str]:
-    return []
+def open_chat(stack: DevStack, ref: str) -> tuple[str, str]:
+    """(survivor room, survivor account) of an open chat, from the bot's routing database."""
+    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT survivor_room, survivor FROM chats WHERE ref = ?", (ref,)).fetchone()
+    assert row is not None, f"chat {ref} is not open"
+    return row[0], row[1]
+
+
+def chat_row_exists(stack: DevStack, ref: str) -> bool:
+    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
+        return db.execute("SELECT 1 FROM chats WHERE ref = ?", (ref,)).fetchone() is not None
+
+
+ERASED_ROWS = {"events": 0, "event_json": 0, "room_memberships": 0, "rooms": 0}
+_rooms_of: dict[str, tuple[str, str]] = {}
+
+
+async def assert_erased(stack: DevStack, ref: str, case_room: str | None) -> None:
+    survivor_room, survivor_user = _rooms_of[ref]
+    await until(lambda: not chat_row_exists(stack, ref), 60, "the bot to erase the chat")
+    rooms = [survivor_room] + ([case_room] if case_room else [])
+    assert homeserver_rows(stack.homeserver.database_path, rooms) == ERASED_ROWS
+    assert user_deactivated(stack.homeserver.database_path, survivor_user)
+
+
+def remember(stack: DevStack, ref: str) -> None:
+    _rooms_of[ref] = open_chat(stack, ref)
+
+
+async def test_end_chat_on_the_page_closes_and_erases(stack, advocate, survivor, canaries):
+    canaries.append("please end this 9a0f")
+    ref, case_room = await claim_new_chat(stack, advocate, survivor)
+    await survivor.say("please end this 9a0f")
+    await until(lambda: "Survivor: please end this 9a0f" in advocate.bodies(case_room), 20, "relay")
+    await survivor.send({"type": "end"})
+    await until(lambda: survivor.first("ended"), 20, "the ended frame")
+    await until(lambda: any("ended chat" in b for b in advocate.bodies(case_room)), 20, "the advocate is told")
+    await assert_erased(stack, ref, case_room)
+
+
+async def test_lost_connection_closes_after_the_grace_period(stack, advocate, survivor, canaries):
+    ref, case_room = await claim_new_chat(stack, advocate, survivor)
+    await survivor.drop()
+    await until(lambda: any("connection dropped" in b for b in advocate.bodies(case_room)), 20, "drop notice")
+    await until(lambda: any("did not come back" in b for b in advocate.bodies(case_room)), 30, "close notice")
+    await assert_erased(stack, ref, case_room)
+    # The page cannot come back to an erased chat.
+    await survivor.resume()
+    await until(lambda: survivor.frames[-1].get("type") == "ended", 10, "ended on resume")
+
+
+async def test_reconnect_within_grace_resumes_and_loses_nothing(stack, advocate, survivor, canaries):
+    canaries += ["while you were away 3b7c", "sent twice e41d"]
+    ref, case_room = await claim_new_chat(stack, advocate, survivor)
+    await survivor.drop()
+    await until(lambda: any("connection dropped" in b for b in advocate.bodies(case_room)), 20, "drop notice")
+    await advocate.say(case_room, "while you were away 3b7c")
+    await survivor.resume()
+    await until(lambda: survivor.first("resumed"), 10, "resumed")
+    await until(lambda: "while you were away 3b7c" in survivor.texts("advocate"), 20, "the missed message")
+    await until(lambda: any("connected again" in b for b in advocate.bodies(case_room)), 20, "reconnect notice")
+    # A page that did not see its ack sends the same frame again: delivered once.
+    await survivor.say("sent twice e41d", frame_id="dup1")
+    await survivor.say("sent twice e41d", frame_id="dup1")
+    await advocate.say(case_room, "marker after duplicate")
+    await until(lambda: "marker after duplicate" in survivor.texts("advocate"), 20, "marker")
+    await until(lambda: "Survivor: sent twice e41d" in advocate.bodies(case_room), 20, "relay")
+    assert advocate.bodies(case_room).count("Survivor: sent twice e41d") == 1
+    await advocate.say(case_room, "!close")
+    await assert_erased(stack, ref, case_room)
+
+
+async def test_commands_typed_by_the_survivor_are_just_text(stack, advocate, survivor, canaries):
+    ref, case_room = await claim_new_chat(stack, advocate, survivor)
+    await survivor.say("!close")
+    await survivor.say("!claim " + ref)
+    await until(lambda: f"Survivor: !claim {ref}" in advocate.bodies(case_room), 20, "relay")
+    assert "Survivor: !close" in advocate.bodies(case_room)
+    assert chat_row_exists(stack, ref) and not survivor.first("ended")
+    await advocate.say(case_room, "!close")
+    await assert_erased(stack, ref, case_room)
+
+
+async def test_staff_commands_are_not_relayed_and_unknown_ones_are_answered(stack, advocate, survivor, canaries):
+    ref, case_room = await claim_new_chat(stack, advocate, survivor)
+    await advocate.say(case_room, "!frobnicate now")
+    await until(lambda: any("Unknown command !frobnicate" in b for b in advocate.bodies(case_room)), 20, "answer")
+    await advocate.say(case_room, "!help")
+    await until(lambda: any(b.startswith("Commands:") for b in advocate.bodies(case_room)), 20, "help")
+    await advocate.say(case_room, "visible reply")
+    await until(lambda: "visible reply" in survivor.texts("advocate"), 20, "relay")
+    assert not any(t.startswith("!") for t in survivor.texts())
+    await advocate.say(case_room, "!close")
+    await assert_erased(stack, ref, case_room)
+
+
+async def test_claims_refused_for_outsiders_and_taken_chats(stack, advocate, survivor, canaries):
+    dispatch = stack.accounts.dispatch_room
+    second = Advocate(stack.homeserver.url, stack.accounts.advocates[1].user_id, stack.accounts.advocates[1].password)
+    admin = Advocate(stack.homeserver.url, stack.accounts.admins[0].user_id, stack.accounts.admins[0].password)
+    await second.login()
+    await admin.login()
+    try:
+        await survivor.start()
+        alert = await until(lambda: [b for b in advocate.bodies(dispatch) if b.startswith("Chat waiting")], 30, "alert")
+        ref = re.search(r"ref (\w{4})", alert[-1]).group(1)
+        remember(stack, ref)
+        # The admin is not in the dispatch room: not an advocate.
+        await admin.say(stack.accounts.admin_room, f"!claim {ref}")
+        await until(lambda: any("Only advocates" in b for b in admin.bodies(stack.accounts.admin_room)), 20, "refusal")
+        assert open_chat(stack, ref)
+        await advocate.say(dispatch, f"!claim {ref}")
+        case_room = await until(lambda: advocate.find_room_with(f"Case room for ref {ref}"), 30, "case room")
+        await second.say(dispatch, f"!claim {ref}")
+        await until(lambda: any(f"{ref} is already taken" in b for b in second.bodies(dispatch)), 20, "already taken")
+        await second.say(dispatch, "!claim QQQQ")
+        await until(lambda: any("no waiting chat with ref QQQQ" in b for b in second.bodies(dispatch)), 20, "unknown")
+        assert case_room not in second.client.rooms
+        # Only the assigned advocate can close it.
+        await advocate.say(case_room, "!close")
+        await assert_erased(stack, ref, case_room)
+    finally:
+        await second.close()
+        await admin.close()
+
+
+async def test_invites_from_outside_the_namespace_do_nothing(stack, advocate, survivor, canaries):
+    admin = Advocate(stack.homeserver.url, stack.accounts.admins[0].user_id, stack.accounts.admins[0].password)
+    await admin.login()
+    try:
+        created = await admin.client.room_create(invite=[stack.accounts.bot.user_id])
+        room_id = created.room_id
+        # A chat started afterwards is handled, so the bot has seen the invite by then.
+        ref, case_room = await claim_new_chat(stack, advocate, survivor)
+        members = await admin.client.joined_members(room_id)
+        assert stack.accounts.bot.user_id not in [m.user_id for m in members.members]
+        await advocate.say(case_room, "!close")
+        await assert_erased(stack, ref, case_room)
+    finally:
+        await admin.close()

@@ -194,7 +194,7 @@ class ChatSession:
 
     def detach(self, sink: Sink) -> bool:
         """Detach this page if it is the attached one; True if it was."""
-        if self._sink is sink:
+        if self._sink == sink:  # bound methods: equal, not identical
             self._sink = None
             return True
         return False
