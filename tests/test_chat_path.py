@@ -221,3 +221,32 @@ async def test_invites_from_outside_the_namespace_do_nothing(stack, advocate, su
         await assert_erased(stack, ref, case_room)
     finally:
         await admin.close()
+
+
+async def test_bot_killed_and_restarted_loses_and_duplicates_nothing(stack, advocate, survivor, canaries):
+    ref, case_room = await claim_new_chat(stack, advocate, survivor)
+    await until(lambda: "An advocate has joined the chat." in survivor.texts("hotline"), 20, "joined notice")
+    from_survivor = [f"s{i:02d} restart check" for i in range(30)]
+    from_advocate = [f"a{i:02d} restart check" for i in range(30)]
+    canaries += from_survivor + from_advocate
+
+    async def talk(start: int, stop: int) -> None:
+        for i in range(start, stop):
+            await survivor.say(from_survivor[i])
+            await advocate.say(case_room, from_advocate[i])
+
+    await talk(0, 10)
+    stack.kill_bot()  # SIGKILL in the middle of the conversation
+    await talk(10, 20)  # while the bot is down: stored encrypted on the homeserver, relayed later
+    stack.start_bot()
+    await talk(20, 30)
+    relayed = [f"Survivor: {t}" for t in from_survivor]
+    await until(lambda: all(t in advocate.bodies(case_room) for t in relayed), 60, "every survivor message")
+    await until(lambda: all(t in survivor.texts("advocate") for t in from_advocate), 60, "every advocate message")
+    await advocate.say(case_room, "after restart marker")
+    await until(lambda: "after restart marker" in survivor.texts("advocate"), 30, "marker")
+    case_bodies = advocate.bodies(case_room)
+    assert [b for b in case_bodies if b in relayed] == relayed  # each once, in order
+    assert [t for t in survivor.texts("advocate") if t in from_advocate] == from_advocate
+    await advocate.say(case_room, "!close")
+    await assert_erased(stack, ref, case_room)

@@ -1,0 +1,80 @@
+"""Pure parsers: staff commands and the page's frames, as tables."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.commands import Claim, Close, Help, Invalid, parse
+from bot.ids import new_ref, normalize_ref
+from webchat.protocol import End, FrameError, Resume, Say, Start
+from webchat.protocol import parse as parse_frame
+
+COMMANDS = [
+    ("hello", None),
+    ("  not ! a command", None),
+    ("!claim", Claim(None)),
+    ("!claim k7q3", Claim("K7Q3")),
+    ("  !CLAIM K7Q3  ", Claim("K7Q3")),
+    ("!claim K7Q3 extra", Invalid("claim", "bad_ref")),
+    ("!claim 0000", Invalid("claim", "bad_ref")),
+    ("!close", Close()),
+    ("!close now", Invalid("close", "no_arguments")),
+    ("!help", Help()),
+    ("!", Invalid("", "unknown_command")),
+    ("!frobnicate", Invalid("frobnicate", "unknown_command")),
+    ("!" + "x" * 100, Invalid("x" * 32, "unknown_command")),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), COMMANDS)
+def test_commands(text, expected):
+    assert parse(text) == expected
+
+
+def test_refs_are_unambiguous_and_round_trip():
+    for _ in range(200):
+        ref = new_ref()
+        assert normalize_ref(ref.lower()) == ref
+        assert not set(ref) & set("0O1IL2Z5S8B")
+    assert new_ref({"AAAA"}) != "AAAA"
+
+
+FRAMES = [
+    ('{"type": "start"}', Start(type="start")),
+    ('{"type": "end"}', End(type="end")),
+    ('{"type": "say", "id": "a-1_B", "text": "hi"}', Say(type="say", id="a-1_B", text="hi")),
+    ('{"type": "resume", "chat": "c", "secret": "s", "seen": 3}', Resume(type="resume", chat="c", secret="s", seen=3)),
+    ('{"type": "say", "id": "x", "text": "مرحبا 👋🏽"}', Say(type="say", id="x", text="مرحبا 👋🏽")),
+]
+BAD_FRAMES = [
+    ("nonsense", "bad_frame"),
+    ("[]", "bad_frame"),
+    ('"start"', "bad_frame"),
+    ('{"type": "start", "extra": 1}', "bad_frame"),
+    ('{"type": "launch"}', "bad_frame"),
+    ('{"type": "say", "id": "", "text": "x"}', "bad_frame"),
+    ('{"type": "say", "id": "' + "i" * 65 + '", "text": "x"}', "bad_frame"),
+    ('{"type": "say", "id": "x", "text": 5}', "bad_frame"),
+    ('{"type": "say", "id": "x", "text": ""}', "empty"),
+    ('{"type": "say", "id": "x", "text": " \\n\\t "}', "empty"),
+    ('{"type": "say", "id": "x", "text": "' + "y" * 101 + '"}', "too_long"),
+    ('{"type": "say", "id": "x", "text": "a\\u0000b"}', "bad_frame"),
+    ('{"type": "say", "id": "x", "text": "\\ud83d"}', "bad_frame"),
+    ('{"type": "resume", "chat": "c", "secret": "s", "seen": -1}', "bad_frame"),
+    ("[" * 100_000, "bad_frame"),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), FRAMES)
+def test_frames(raw, expected):
+    assert parse_frame(raw, 100) == expected
+
+
+@pytest.mark.parametrize(("raw", "code"), BAD_FRAMES, ids=range(len(BAD_FRAMES)))
+def test_bad_frames(raw, code):
+    with pytest.raises(FrameError) as problem:
+        parse_frame(raw, 100)
+    assert problem.value.code == code
+    assert json.dumps(problem.value.frame())  # always a frame the page can read

@@ -1,0 +1,108 @@
+"""Bad input on the real WebSocket gets a clear error and loses nothing; a down homeserver fails safely."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from hotline.devstack import DevStack, free_port
+from tests.support import Survivor, until
+from webchat.app import create_app
+from webchat.settings import GatewaySettings
+
+
+@pytest.fixture
+async def survivor(stack: DevStack):
+    page = Survivor(stack.page_url)
+    yield page
+    await page.close()
+
+
+def errors(survivor: Survivor) -> list[str]:
+    return [f["code"] for f in survivor.frames if f.get("type") == "error"]
+
+
+async def test_malformed_frames_get_errors_and_the_chat_goes_on(stack, survivor, canaries):
+    await survivor.connect()
+    await survivor.send({"type": "say", "id": "early", "text": "before start"})
+    await until(lambda: "not_started" in errors(survivor), 10, "not_started")
+    await survivor.start()
+    assert survivor.ws is not None
+    await survivor.ws.send_str("this is not json")
+    await survivor.ws.send_str("[1, 2, 3]")
+    await survivor.send({"type": "teleport"})
+    await survivor.send({"type": "say", "id": "bad id with spaces", "text": "x"})
+    await survivor.send({"type": "say", "id": "ok1"})
+    await survivor.send({"type": "say", "id": "ok2", "text": "   \n  "})
+    await survivor.send({"type": "say", "id": "ok3", "text": "y" * 10_001})
+    await survivor.ws.send_str('{"type": "say", "id": "ok4", "text": "\\ud800 lone surrogate"}')
+    await survivor.send({"type": "start"})
+    await survivor.ws.send_bytes(b"\x00\x01")
+    await until(lambda: len(errors(survivor)) >= 11, 10, "every error")
+    assert errors(survivor) == ["not_started", "bad_frame", "bad_frame", "bad_frame", "bad_frame", "bad_frame",
+                                "empty", "too_long", "bad_frame", "already_started", "bad_frame"]
+    too_long = next(f for f in survivor.frames if f.get("code") == "too_long")
+    assert too_long["id"] == "ok3" and "10000" in too_long["message"]
+    # The chat still works.
+    await survivor.say("still here")
+    await survivor.send({"type": "end"})
+    await until(lambda: survivor.first("ended"), 20, "ended")
+
+
+async def test_oversized_frame_closes_the_socket_with_1009(stack, survivor):
+    await survivor.connect()
+    assert survivor.ws is not None
+    await survivor.ws.send_str(json.dumps({"type": "say", "id": "big", "text": "z" * 70_000}))
+    await until(lambda: survivor.ws.closed, 10, "the close")
+    assert survivor.ws.close_code == 1009
+
+
+async def test_socket_from_another_origin_is_refused(stack):
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(stack.page_url + "ws", headers={"Origin": "https://evil.example"})
+        assert refused.value.status == 403
+
+
+async def test_resume_with_a_wrong_secret_reveals_nothing(stack, survivor):
+    await survivor.start()
+    other = Survivor(stack.page_url)
+    try:
+        await other.connect()
+        await other.send({"type": "resume", "chat": survivor.chat, "secret": "wrong", "seen": 0})
+        await until(lambda: other.first("ended"), 10, "ended")
+        assert not other.texts()
+    finally:
+        await other.close()
+    await survivor.send({"type": "end"})
+    await until(lambda: survivor.first("ended"), 20, "ended")
+
+
+async def test_homeserver_down_means_a_clear_unavailable_error():
+    """A gateway whose homeserver does not answer tells the page, and keeps running."""
+    port = free_port()
+    settings = GatewaySettings(
+        homeserver_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        bot_user_id="@hotline:hotline.localhost",
+        as_token="unused",
+        listen_port=port,
+        bot_join_timeout_seconds=5,
+    )
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    page = Survivor(f"http://127.0.0.1:{port}/")
+    try:
+        await page.connect()
+        await page.send({"type": "start"})
+        await until(lambda: "unavailable" in errors(page), 30, "unavailable")
+        await until(lambda: page.ws.closed, 10, "the close")
+        async with aiohttp.ClientSession() as http, http.get(page.page_url) as response:
+            assert response.status == 200  # the page itself (with the hotline number) still loads
+    finally:
+        await page.close()
+        await runner.cleanup()
