@@ -35,3 +35,12 @@ def test_bad_setting_is_named_in_one_line(program, change, named):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0], result.stderr
     assert "secret-value" not in result.stderr and "token-value" not in result.stderr
+
+
+def test_configuration_doc_is_generated_from_the_models():
+    from pathlib import Path
+
+    from hotline.config_docs import render
+
+    doc = Path(__file__).parent.parent / "docs" / "configuration.md"
+    assert doc.read_text() == render(), "run: python -m hotline.config_docs > docs/configuration.md"

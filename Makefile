@@ -1,0 +1,26 @@
+# matrix-hotline: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Homeserver, bot and web chat on 127.0.0.1; Ctrl-C stops everything. State stays in var/demo.
+demo: $(STAMP)
+	$(BIN)/python -m hotline demo --dir var/demo
+
+## The whole test suite; it starts its own Synapse, bot, gateway and browser.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
