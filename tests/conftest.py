@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hotline.devstack import DevStack
+from tests.support import Advocate, Survivor
 
 GRACE_SECONDS = 4
 
@@ -41,3 +42,19 @@ def canaries(stack: DevStack) -> Iterator[list[str]]:
             for line in text.splitlines():
                 if len(line.strip()) >= 4:
                     assert line not in content, f"message text found in {path.name}"
+
+
+@pytest.fixture
+async def advocate(stack: DevStack):
+    account = stack.accounts.advocates[0]
+    client = Advocate(stack.homeserver.url, account.user_id, account.password)
+    await client.login()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def survivor(stack: DevStack):
+    page = Survivor(stack.page_url)
+    yield page
+    await page.close()

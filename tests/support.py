@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import sqlite3
 import tempfile
@@ -22,6 +23,7 @@ from nio import (
     SyncResponse,
 )
 
+from hotline.devstack import DevStack
 from hotline.nio_sync import client_config, sync_loop
 
 
@@ -175,6 +177,54 @@ def user_deactivated(database: Path, user_id: str) -> bool:
     return bool(row and row[0])
 
 
-def bot_chat_rows(database: Path) -> int:
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        return db.execute("SELECT COUNT(*) FROM chats").fetchone()[0]
+async def new_alert(stack: DevStack, advocate: Advocate, before: int) -> str:
+    """The ref of the first dispatch alert after the first ``before`` ones."""
+    alerts = await until(lambda: alerts_in(stack, advocate)[before:], 30, "the dispatch alert")
+    ref = re.search(r"ref (\w{4})", alerts[0]).group(1)
+    remember(stack, ref)
+    return ref
+
+
+def alerts_in(stack: DevStack, advocate: Advocate) -> list[str]:
+    return [b for b in advocate.bodies(stack.accounts.dispatch_room) if b.startswith("Chat waiting")]
+
+
+async def claim_new_chat(stack: DevStack, advocate: Advocate, survivor: Survivor) -> tuple[str, str]:
+    """Start a chat on the page, claim it from the dispatch room; returns (ref, case room)."""
+    dispatch = stack.accounts.dispatch_room
+    before = len(alerts_in(stack, advocate))
+    await survivor.start()
+    ref = await new_alert(stack, advocate, before)
+    await advocate.say(dispatch, f"!claim {ref}")
+    case_room = await until(lambda: advocate.find_room_with(f"Case room for ref {ref}"), 30, "the case room")
+    return ref, case_room
+
+def open_chat(stack: DevStack, ref: str) -> tuple[str, str]:
+    """(survivor room, survivor account) of an open chat, from the bot's routing database."""
+    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT survivor_room, survivor FROM chats WHERE ref = ?", (ref,)).fetchone()
+    assert row is not None, f"chat {ref} is not open"
+    return row[0], row[1]
+
+
+def chat_row_exists(stack: DevStack, ref: str) -> bool:
+    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
+        return db.execute("SELECT 1 FROM chats WHERE ref = ?", (ref,)).fetchone() is not None
+
+
+ERASED_ROWS = {"events": 0, "event_json": 0, "room_memberships": 0, "rooms": 0}
+_rooms_of: dict[str, tuple[str, str]] = {}
+
+
+async def assert_erased(stack: DevStack, ref: str, case_room: str | None) -> None:
+    survivor_room, survivor_user = _rooms_of[ref]
+    await until(lambda: not chat_row_exists(stack, ref), 60, "the bot to erase the chat")
+    rooms = [survivor_room] + ([case_room] if case_room else [])
+    assert homeserver_rows(stack.homeserver.database_path, rooms) == ERASED_ROWS
+    assert user_deactivated(stack.homeserver.database_path, survivor_user)
+
+
+def remember(stack: DevStack, ref: str) -> None:
+    _rooms_of[ref] = open_chat(stack, ref)
+
+

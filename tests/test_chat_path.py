@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 
-import pytest
 
-from hotline.devstack import DevStack
-from tests.support import Advocate, Survivor, bot_chat_rows, homeserver_rows, until, user_deactivated
+from tests.support import Advocate, assert_erased, chat_row_exists, claim_new_chat, open_chat, remember, until
 
 MIXED_SCRIPTS = [
     "مرحبا، أحتاج إلى مساعدة من فضلك",
@@ -18,36 +15,6 @@ MIXED_SCRIPTS = [
     "e\u0301 combining mark and zero\u200bwidth",
     "long " + "x" * 4995,
 ]
-
-
-@pytest.fixture
-async def advocate(stack: DevStack):
-    account = stack.accounts.advocates[0]
-    client = Advocate(stack.homeserver.url, account.user_id, account.password)
-    await client.login()
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def survivor(stack: DevStack):
-    page = Survivor(stack.page_url)
-    yield page
-    await page.close()
-
-
-async def claim_new_chat(stack: DevStack, advocate: Advocate, survivor: Survivor) -> tuple[str, str]:
-    """Start a chat on the page, claim it from the dispatch room; returns (ref, case room)."""
-    dispatch = stack.accounts.dispatch_room
-    alerts_before = len([b for b in advocate.bodies(dispatch) if b.startswith("Chat waiting")])
-    await survivor.start()
-    alerts = await until(lambda: [b for b in advocate.bodies(dispatch) if b.startswith("Chat waiting")][alerts_before:],
-                         30, "the dispatch alert")
-    ref = re.search(r"ref (\w{4})", alerts[-1]).group(1)
-    remember(stack, ref)
-    await advocate.say(dispatch, f"!claim {ref}")
-    case_room = await until(lambda: advocate.find_room_with(f"Case room for ref {ref}"), 30, "the case room")
-    return ref, case_room
 
 
 async def test_whole_chat_both_ways_then_close_and_erase(stack, advocate, survivor, canaries):
@@ -79,35 +46,6 @@ async def test_whole_chat_both_ways_then_close_and_erase(stack, advocate, surviv
     await advocate.say(case_room, "!close")
     await until(lambda: survivor.first("ended"), 20, "the ended frame")
     await assert_erased(stack, ref, case_room)
-
-
-def open_chat(stack: DevStack, ref: str) -> tuple[str, str]:
-    """(survivor room, survivor account) of an open chat, from the bot's routing database."""
-    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
-        row = db.execute("SELECT survivor_room, survivor FROM chats WHERE ref = ?", (ref,)).fetchone()
-    assert row is not None, f"chat {ref} is not open"
-    return row[0], row[1]
-
-
-def chat_row_exists(stack: DevStack, ref: str) -> bool:
-    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
-        return db.execute("SELECT 1 FROM chats WHERE ref = ?", (ref,)).fetchone() is not None
-
-
-ERASED_ROWS = {"events": 0, "event_json": 0, "room_memberships": 0, "rooms": 0}
-_rooms_of: dict[str, tuple[str, str]] = {}
-
-
-async def assert_erased(stack: DevStack, ref: str, case_room: str | None) -> None:
-    survivor_room, survivor_user = _rooms_of[ref]
-    await until(lambda: not chat_row_exists(stack, ref), 60, "the bot to erase the chat")
-    rooms = [survivor_room] + ([case_room] if case_room else [])
-    assert homeserver_rows(stack.homeserver.database_path, rooms) == ERASED_ROWS
-    assert user_deactivated(stack.homeserver.database_path, survivor_user)
-
-
-def remember(stack: DevStack, ref: str) -> None:
-    _rooms_of[ref] = open_chat(stack, ref)
 
 
 async def test_end_chat_on_the_page_closes_and_erases(stack, advocate, survivor, canaries):

@@ -8,17 +8,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from hotline.devstack import DevStack, free_port
+from hotline.devstack import free_port
 from tests.support import Survivor, until
 from webchat.app import create_app
 from webchat.settings import GatewaySettings
-
-
-@pytest.fixture
-async def survivor(stack: DevStack):
-    page = Survivor(stack.page_url)
-    yield page
-    await page.close()
 
 
 def errors(survivor: Survivor) -> list[str]:

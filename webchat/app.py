@@ -40,14 +40,20 @@ def page_config(settings: GatewaySettings) -> dict[str, object]:
         "exit_url": str(settings.exit_url),
         "hotline_phone": settings.hotline_phone,
         "program_name": settings.program_name,
+        "max_message_chars": settings.max_message_chars,
         "strings": {},
     }
 
 
 def render_page(settings: GatewaySettings) -> bytes:
     template = resources.files("webchat").joinpath("static/index.html").read_text("utf-8")
-    # "<" escaped so that no text in the config can close the data block.
-    config = json.dumps(page_config(settings), ensure_ascii=False).replace("<", "\\u003c")
+    # <, > and & escaped so that no text in the config can close the data block.
+    config = (
+        json.dumps(page_config(settings), ensure_ascii=False)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
     page = (
         template.replace("{{CONFIG_JSON}}", config)
         .replace("{{TITLE}}", html.escape(settings.page_title))
@@ -77,7 +83,9 @@ async def index(request: web.Request) -> web.Response:
 
 
 async def static_file(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
+    name = request.match_info.get("name", "favicon.ico")
+    if name == "favicon.ico":
+        return web.Response(status=204)  # no icon: nothing that stands out in a tab or history
     if name not in STATIC:
         raise web.HTTPNotFound()
     body = resources.files("webchat").joinpath(f"static/{name}").read_bytes()
@@ -110,4 +118,6 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.router.add_get(base, index)
     app.router.add_get(base + "ws", chat_socket)
     app.router.add_get(base + "{name}", static_file)
+    if base != "/":
+        app.router.add_get("/favicon.ico", static_file)
     return app
