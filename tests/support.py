@@ -222,6 +222,18 @@ async def assert_erased(stack: DevStack, ref: str, case_room: str | None) -> Non
     rooms = [survivor_room] + ([case_room] if case_room else [])
     assert homeserver_rows(stack.homeserver.database_path, rooms) == ERASED_ROWS
     assert user_deactivated(stack.homeserver.database_path, survivor_user)
+    assert bot_room_keys(stack, rooms) == 0
+
+
+def bot_room_keys(stack: DevStack, room_ids: list[str]) -> int:
+    """Megolm sessions for these rooms left in the bot's crypto store."""
+    total = 0
+    for database in (stack.root / "bot" / "crypto").glob("*.db"):
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+            placeholders = ",".join("?" for _ in room_ids)
+            total += db.execute(f"SELECT COUNT(*) FROM megolminboundsessions WHERE room_id IN ({placeholders})",
+                                room_ids).fetchone()[0]
+    return total
 
 
 def remember(stack: DevStack, ref: str) -> None:

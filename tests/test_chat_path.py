@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 
-from tests.support import Advocate, assert_erased, chat_row_exists, claim_new_chat, open_chat, remember, until
+from tests.support import Advocate, bot_room_keys, assert_erased, chat_row_exists, claim_new_chat, open_chat, remember, until
 
 MIXED_SCRIPTS = [
     "مرحبا، أحتاج إلى مساعدة من فضلك",
@@ -43,6 +43,7 @@ async def test_whole_chat_both_ways_then_close_and_erase(stack, advocate, surviv
                    if f.get("role") == "hotline")
     assert all(set(f) <= {"type", "seq", "role", "text", "id", "chat", "secret"} for f in survivor.frames)
 
+    assert bot_room_keys(stack, [case_room, open_chat(stack, ref)[0]]) > 0  # so that erasing them means something
     await advocate.say(case_room, "!close")
     await until(lambda: survivor.first("ended"), 20, "the ended frame")
     await assert_erased(stack, ref, case_room)
