@@ -22,7 +22,12 @@ from typing import Any
 import aiohttp
 
 from bot.admin_api import SynapseAdmin
-from hotline.homeserver import SURVIVOR_LOCALPART_PREFIX, EmbeddedHomeserver, HomeserverProcess
+from hotline.homeserver import (
+    GATEWAY_SENDER_LOCALPART,
+    SURVIVOR_LOCALPART_PREFIX,
+    EmbeddedHomeserver,
+    HomeserverProcess,
+)
 
 SERVER_NAME = "hotline.localhost"
 ENCRYPTION = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
@@ -47,6 +52,7 @@ class Bootstrap:
     admins: list[Account]
     dispatch_room: str
     admin_room: str
+    service_room: str
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +61,7 @@ class Bootstrap:
             "admins": [vars(a) for a in self.admins],
             "dispatch_room": self.dispatch_room,
             "admin_room": self.admin_room,
+            "service_room": self.service_room,
         }
 
     @classmethod
@@ -65,6 +72,7 @@ class Bootstrap:
             admins=[Account(**a) for a in data["admins"]],
             dispatch_room=data["dispatch_room"],
             admin_room=data["admin_room"],
+            service_room=data["service_room"],
         )
 
 
@@ -103,12 +111,19 @@ async def bootstrap(homeserver: EmbeddedHomeserver, advocates: int = 1, admins: 
         admin_room = await room([a.user_id for a, _ in bosses])
         for (account, token), room_id in [(s, dispatch) for s in staff] + [(b, admin_room) for b in bosses]:
             await _client_api(http, hs, token, "POST", f"/_matrix/client/v3/join/{room_id}")
+        # The service room: the bot publishes whether chat is open (state event), the gateway's
+        # application-service user reads it. Not encrypted: it holds only the program's notice.
+        gateway_user = f"@{GATEWAY_SENDER_LOCALPART}:{homeserver.server_name}"
+        service = await _client_api(http, hs, bot_token, "POST", "/_matrix/client/v3/createRoom",
+                                    {"preset": "private_chat", "invite": [gateway_user]})
+        as_token = homeserver.secrets()["as_token"]
+        await _client_api(http, hs, as_token, "POST", f"/_matrix/client/v3/join/{service['room_id']}")
         await SynapseAdmin(http, hs, bot_token).exempt_from_rate_limits(bot.user_id)
         # The registration logins are not anyone's device: log them out. The bot logs in on its
         # own first start; staff log in with their Matrix client.
         for token in [bot_token] + [t for _, t in staff + bosses]:
             await _client_api(http, hs, token, "POST", "/_matrix/client/v3/logout")
-    return Bootstrap(bot, [a for a, _ in staff], [a for a, _ in bosses], dispatch, admin_room)
+    return Bootstrap(bot, [a for a, _ in staff], [a for a, _ in bosses], dispatch, admin_room, service["room_id"])
 
 
 def _write_env(path: Path, values: dict[str, str]) -> None:
@@ -177,6 +192,7 @@ class DevStack:
             "bot_user_id": self.accounts.bot.user_id,
             "survivor_prefix": SURVIVOR_LOCALPART_PREFIX,
             "hotline_phone": "+1 555 0100",
+            "service_room": self.accounts.service_room,
             "log_level": "INFO",
         }
         _write_env(self.root / "bot.env", common | {

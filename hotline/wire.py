@@ -1,7 +1,21 @@
-"""What the gateway and the bot say to each other inside the (encrypted) survivor room.
+"""What the gateway and the bot say to each other: the contract between the two processes.
 
-Both sides import these names, so the contract lives in one place. Every field below travels
-inside end-to-end-encrypted event content: the homeserver sees only ``m.room.encrypted``.
+Both sides import these names, so the contract lives in one place.
+
+In the survivor room (end-to-end encrypted; the homeserver sees only ``m.room.encrypted``):
+- ``m.room.message`` from the survivor's account: the survivor's text.
+- ``m.room.message`` from the bot with ``ROLE_FIELD``: a message for the page, labelled by role.
+- ``CONTROL_EVENT`` with ``{"action": Control…}``, plus for ``PROFILE``
+  ``{"language": "<BCP 47 tag or empty>"}`` (the survivor's preferred language, if given).
+- The bot's typing notifications (``m.typing``, ephemeral) mean "an advocate is typing".
+
+In the service room (members: the bot and the gateway's application-service user):
+- state event ``SERVICE_STATE`` (state key ``""``) set by the bot:
+  ``{"closed": bool, "message": str}`` — an emergency closure by an admin (``!service close``).
+  Absent means open. Not encrypted (state never is): it holds only the program's notice.
+- message event ``ANSWERS_EVENT`` sent by the gateway (encrypted like every message):
+  ``{"day": "YYYY-MM-DD", "submissions": int, "counts": {question: {answer: int}}}`` —
+  aggregate counts of optional answers, pooled over many chats and never tied to one.
 """
 
 from __future__ import annotations
@@ -12,10 +26,14 @@ from enum import StrEnum
 CONTROL_EVENT = "org.matrix_hotline.control"
 # Content key of the bot's m.room.message events in the survivor room: who speaks.
 ROLE_FIELD = "org.matrix_hotline.role"
+# Service room: emergency closure (state) and pooled optional answers (messages).
+SERVICE_STATE = "org.matrix_hotline.service"
+ANSWERS_EVENT = "org.matrix_hotline.answers"
 
 
 class Control(StrEnum):
     # gateway → bot
+    PROFILE = "profile"  # sent once, before the page hears "started": {"language": …}
     END = "end"  # the survivor pressed "End chat"
     DISCONNECTED = "disconnected"  # the page's connection dropped
     RECONNECTED = "reconnected"  # the page came back within the grace period
