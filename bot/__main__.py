@@ -11,6 +11,7 @@ import sys
 import aiohttp
 
 from bot.matrix import BotMatrix
+from bot.messages import Catalog
 from bot.service import HotlineBot
 from bot.settings import BotSettings
 from bot.store import Store
@@ -19,7 +20,7 @@ from hotline.nio_sync import SessionGone
 from hotline.settings_util import load_settings
 
 
-async def run(settings: BotSettings) -> int:
+async def run(settings: BotSettings, catalog: Catalog) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = await Store.open(settings.data_dir / "routing.db")
     matrix = BotMatrix(settings.homeserver, settings.bot_user_id, settings.data_dir / "crypto")
@@ -29,7 +30,7 @@ async def run(settings: BotSettings) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with aiohttp.ClientSession() as http:
-            bot = HotlineBot(settings, store, matrix, http)
+            bot = HotlineBot(settings, store, matrix, http, catalog)
             running = asyncio.create_task(bot.run())
             stopping = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -55,8 +56,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", help="a file of HOTLINE_NAME=value lines (environment variables win)")
     args = parser.parse_args(argv)
     settings = load_settings(BotSettings, "hotline-bot", args.config)
+    try:
+        catalog = Catalog.load(settings.messages_file, settings.hotline_phone, settings.rights_url)
+    except ValueError as error:
+        sys.exit(f"hotline-bot: setting HOTLINE_MESSAGES_FILE: {error}")
     setup_logging(settings.log_level)
-    sys.exit(asyncio.run(run(settings)))
+    sys.exit(asyncio.run(run(settings, catalog)))
 
 
 if __name__ == "__main__":

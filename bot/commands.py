@@ -30,6 +30,22 @@ class Help:
 
 
 @dataclass(frozen=True)
+class Say:
+    key: str | None  # None: list the canned messages
+
+
+@dataclass(frozen=True)
+class Service:
+    open: bool
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Stats:
+    days: int  # the last N days, today included
+
+
+@dataclass(frozen=True)
 class Invalid:
     """A line that starts with ``!`` but is not a valid command."""
 
@@ -37,7 +53,10 @@ class Invalid:
     reason: str  # a key of bot.messages.STAFF
 
 
-Command = Claim | Close | Help | Invalid
+Command = Claim | Close | Help | Say | Service | Stats | Invalid
+
+STATS_PERIODS = {"today": 1, "week": 7, "7d": 7, "month": 30, "30d": 30, "90d": 90, "year": 365}
+MAX_SERVICE_MESSAGE = 500
 
 
 def is_command(text: str) -> bool:
@@ -63,4 +82,32 @@ def parse(text: str) -> Command | None:
         return Close() if not args else Invalid(name=name, reason="no_arguments")
     if name == "help":
         return Help()
+    if name == "say":
+        if len(args) > 1:
+            return Invalid(name=name, reason="say_one_key")
+        return Say(key=args[0].lower() if args else None)
+    if name == "service":
+        return _service(text, args)
+    if name == "stats":
+        if not args:
+            return Stats(days=7)
+        days = STATS_PERIODS.get(args[0].lower())
+        if days is None or len(args) > 1:
+            return Invalid(name=name, reason="bad_period")
+        return Stats(days=days)
     return Invalid(name=name[:32], reason="unknown_command")
+
+
+def _service(text: str, args: list[str]) -> Command:
+    if not args or args[0].lower() not in {"open", "close"}:
+        return Invalid(name="service", reason="service_usage")
+    if args[0].lower() == "open":
+        return Service(open=True) if len(args) == 1 else Invalid(name="service", reason="service_usage")
+    # The message is the rest of the line, as typed (several words, any script).
+    message = text.strip()[len(PREFIX):].split(None, 2)[2:] or [""]
+    message_text = message[0].strip()
+    if not message_text:
+        return Invalid(name="service", reason="service_usage")
+    if len(message_text) > MAX_SERVICE_MESSAGE:
+        return Invalid(name="service", reason="service_message_long")
+    return Service(open=False, message=message_text)

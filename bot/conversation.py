@@ -2,18 +2,21 @@
 
 ``apply(state, event, now)`` is the only way the bot's routing state changes. The adapters turn
 Matrix events into the events below and carry out the effects; the tests drive this module with
-plain tables of events (see tests/test_conversation.py).
+plain tables of events and a fake clock (see tests/test_conversation.py).
 
 A chat moves WAITING → INVITING (claimed; case room made, advocate invited) → ACTIVE (advocate
 joined; relaying both ways) → CLOSING (final notice sent, erase under way) → gone.
+``ClockTicked`` drives every timer: reassurance and re-alerts while waiting, escalation,
+inactivity warning and close, the advocate reminder, and the reconnect grace period.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from bot.commands import Claim, Close, Command, Help, Invalid
+from bot.commands import Claim, Close, Command, Help, Invalid, Say, Service, Stats
 from bot.ids import ChatRef, EventId, RoomId, UserId
 from hotline.wire import Role
 
@@ -29,6 +32,16 @@ class CloseReason(StrEnum):
     ADVOCATE = "advocate"
     SURVIVOR = "survivor"
     CONNECTION_LOST = "connection_lost"
+    INACTIVITY = "inactivity"
+
+
+class StaffRole(StrEnum):
+    """Roles are room memberships: dispatch, supervisors, interpreters and admin rooms."""
+
+    ADVOCATE = "advocate"
+    SUPERVISOR = "supervisor"
+    INTERPRETER = "interpreter"
+    ADMIN = "admin"
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,28 @@ class Chat:
     advocate: UserId | None = None
     case_room: RoomId | None = None
     disconnected_at: float | None = None
+    language: str | None = None
+    rights_delivered: bool = False
+    claimed_at: float | None = None
+    alerted_at: float | None = None  # the last dispatch alert
+    escalated: bool = False
+    reassured_at: float | None = None  # the last "still waiting" notice
+    survivor_at: float | None = None  # the last word from the survivor (while active)
+    warned: bool = False  # inactivity warning sent since survivor_at
+    advocate_at: float | None = None  # the last word from the advocate
+    reminded: bool = False  # advocate reminder sent since survivor_at
+
+
+@dataclass(frozen=True)
+class Practice:
+    """The program's timers, in seconds (settings in minutes; see bot/settings.py)."""
+
+    reassure_every: float = 180.0
+    realert_after: float = 300.0
+    escalate_after: float = 600.0
+    inactivity_warning_after: float = 600.0
+    inactivity_close_after: float = 300.0  # after the warning
+    advocate_reminder_after: float = 180.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +84,10 @@ class Rules:
     survivor_prefix: str  # "@chat_"
     server_name: str
     reconnect_grace: float = 120.0
+    dispatch_room: RoomId = RoomId("!dispatch")
+    admin_room: RoomId | None = None
+    canned: frozenset[str] = frozenset()
+    practice: Practice = field(default_factory=Practice)
 
     def is_survivor_account(self, user_id: str) -> bool:
         localpart, _, server = user_id.partition(":")
@@ -70,9 +109,17 @@ class Hotline:
     def by_case_room(self, room: RoomId) -> Chat | None:
         return next((c for c in self.chats.values() if c.case_room == room), None)
 
+    def waiting(self) -> list[Chat]:
+        """The queue: oldest first."""
+        return sorted((c for c in self.chats.values() if c.phase is Phase.WAITING),
+                      key=lambda c: (c.opened_at, c.ref))
+
     def oldest_waiting(self) -> Chat | None:
-        waiting = [c for c in self.chats.values() if c.phase is Phase.WAITING]
-        return min(waiting, key=lambda c: (c.opened_at, c.ref), default=None)
+        queue = self.waiting()
+        return queue[0] if queue else None
+
+    def place_in_line(self, chat: Chat) -> int:
+        return next((i for i, c in enumerate(self.waiting(), 1) if c.ref == chat.ref), 0)
 
     def with_chat(self, chat: Chat) -> Hotline:
         return replace(self, chats={**self.chats, chat.ref: chat})
@@ -80,6 +127,8 @@ class Hotline:
     def without(self, ref: ChatRef) -> Hotline:
         return replace(self, chats={k: v for k, v in self.chats.items() if k != ref})
 
+
+Params = tuple[tuple[str, str], ...]
 
 # ---------------------------------------------------------------- events (past tense)
 
@@ -100,6 +149,20 @@ class SurvivorWrote:
 
 
 @dataclass(frozen=True)
+class SurvivorProfile:
+    room: RoomId
+    language: str
+
+
+@dataclass(frozen=True)
+class SurvivorNotified:
+    """A notice reached the survivor room (sent, encrypted)."""
+
+    room: RoomId
+    key: str
+
+
+@dataclass(frozen=True)
 class StaffWrote:
     room: RoomId
     sender: UserId
@@ -112,7 +175,8 @@ class CommandGiven:
     room: RoomId
     sender: UserId
     command: Command
-    sender_is_advocate: bool  # a member of the dispatch room
+    roles: frozenset[StaffRole]
+    event_id: EventId = EventId("")
 
 
 @dataclass(frozen=True)
@@ -155,6 +219,8 @@ class ChatErased:
 Event = (
     InviteReceived
     | SurvivorWrote
+    | SurvivorProfile
+    | SurvivorNotified
     | StaffWrote
     | CommandGiven
     | CaseRoomOpened
@@ -177,6 +243,13 @@ class AcceptInvite:
 @dataclass(frozen=True)
 class PostAlert:
     ref: ChatRef
+    waited_minutes: int = 0  # > 0: a repeat for a chat still waiting
+
+
+@dataclass(frozen=True)
+class Escalate:
+    ref: ChatRef
+    waited_minutes: int
 
 
 @dataclass(frozen=True)
@@ -185,15 +258,16 @@ class Reply:
 
     room: RoomId
     key: str
-    params: tuple[tuple[str, str], ...] = ()
+    params: Params = ()
 
 
 @dataclass(frozen=True)
 class NotifySurvivor:
-    """An automatic notice to the survivor; ``key`` is in messages.SURVIVOR."""
+    """An automatic notice to the survivor; ``key`` is in the survivor catalog."""
 
     room: RoomId
     key: str
+    params: Params = ()
 
 
 @dataclass(frozen=True)
@@ -209,6 +283,16 @@ class RelayToSurvivor:
     source: EventId
     text: str
     role: Role
+
+
+@dataclass(frozen=True)
+class SendCanned:
+    """A canned message from the library, sent to the survivor as the advocate's words."""
+
+    survivor_room: RoomId
+    case_room: RoomId
+    key: str
+    source: EventId
 
 
 @dataclass(frozen=True)
@@ -236,20 +320,70 @@ class EraseChat:
     chat: Chat
 
 
+@dataclass(frozen=True)
+class Count:
+    """Add one to today's aggregate statistic (never tied to a chat)."""
+
+    metric: str
+    bucket: str = ""
+
+
+@dataclass(frozen=True)
+class SetService:
+    closed: bool
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ShowStats:
+    room: RoomId
+    days: int
+
+
+@dataclass(frozen=True)
+class ShowHelp:
+    room: RoomId
+    roles: frozenset[StaffRole]
+
+
+@dataclass(frozen=True)
+class ListCanned:
+    room: RoomId
+
+
 Effect = (
     AcceptInvite
     | PostAlert
+    | Escalate
     | Reply
     | NotifySurvivor
     | RelayToCase
     | RelayToSurvivor
+    | SendCanned
     | OpenCaseRoom
     | RelayBacklog
     | SignalClosed
     | EraseChat
+    | Count
+    | SetService
+    | ShowStats
+    | ShowHelp
+    | ListCanned
 )
 
 Result = tuple[Hotline, list[Effect]]
+
+WAIT_BUCKETS = ((60, "<1m"), (300, "1-5m"), (900, "5-15m"), (3600, "15-60m"))
+DURATION_BUCKETS = ((300, "<5m"), (900, "5-15m"), (1800, "15-30m"), (3600, "30-60m"))
+LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,3}$")
+
+
+def bucket(seconds: float, buckets: tuple[tuple[int, str], ...]) -> str:
+    """A coarse bucket for a wait or a duration: statistics never keep exact times."""
+    for limit, name in buckets:
+        if seconds < limit:
+            return name
+    return f"{buckets[-1][0] // 60}m+"
 
 
 class IllegalTransition(Exception):
@@ -283,25 +417,49 @@ def on_invite_received(state: Hotline, event: InviteReceived, now: float) -> Res
     if event.ref in state.chats:
         raise IllegalTransition(f"reference {event.ref} is in use")
     chat = Chat(ref=event.ref, survivor_room=event.room, survivor=event.inviter, opened_at=now)
-    # The welcome and the alert follow when the bot's own join shows up (MemberJoined).
+    # The notices and the alert follow when the bot's own join shows up (MemberJoined).
     return state.with_chat(chat), [AcceptInvite(event.room)]
 
 
 def on_survivor_wrote(state: Hotline, event: SurvivorWrote, now: float) -> Result:
     chat = state.by_survivor_room(event.room)
-    if chat is None or event.sender != chat.survivor:
+    if chat is None or event.sender != chat.survivor or chat.phase is Phase.CLOSING:
         return state, []
+    heard = replace(chat, survivor_at=now, warned=False, reminded=False)
     if chat.phase is Phase.ACTIVE and chat.case_room is not None:
-        return state, [RelayToCase(chat.case_room, event.event_id, event.text)]
-    # WAITING / INVITING: relayed as backlog when the advocate joins; CLOSING: dropped.
-    return state, []
+        return state.with_chat(heard), [RelayToCase(chat.case_room, event.event_id, event.text)]
+    # WAITING / INVITING: relayed as backlog when the advocate joins.
+    return state.with_chat(heard), []
+
+
+def on_survivor_profile(state: Hotline, event: SurvivorProfile, now: float) -> Result:
+    chat = state.by_survivor_room(event.room)
+    language = event.language.strip()
+    if chat is None or chat.language is not None or not LANGUAGE_TAG.match(language):
+        return state, []
+    chat = replace(chat, language=language)
+    effects: list[Effect] = []
+    if chat.phase is Phase.WAITING:
+        effects.append(Reply(state.rules.dispatch_room, "alert_language",
+                             (("ref", chat.ref), ("language", language))))
+    return state.with_chat(chat), effects
+
+
+def on_survivor_notified(state: Hotline, event: SurvivorNotified, now: float) -> Result:
+    chat = state.by_survivor_room(event.room)
+    if chat is None or event.key != "rights" or chat.rights_delivered:
+        return state, []
+    return state.with_chat(replace(chat, rights_delivered=True)), []
 
 
 def on_staff_wrote(state: Hotline, event: StaffWrote, now: float) -> Result:
     chat = state.by_case_room(event.room)
     if chat is None or chat.phase is not Phase.ACTIVE or event.sender != chat.advocate:
         return state, []
-    return state, [RelayToSurvivor(chat.survivor_room, event.event_id, event.text, Role.ADVOCATE)]
+    chat = replace(chat, advocate_at=now, reminded=False)
+    return state.with_chat(chat), [
+        RelayToSurvivor(chat.survivor_room, event.event_id, event.text, Role.ADVOCATE)
+    ]
 
 
 def on_command_given(state: Hotline, event: CommandGiven, now: float) -> Result:
@@ -309,16 +467,24 @@ def on_command_given(state: Hotline, event: CommandGiven, now: float) -> Result:
     if isinstance(command, Invalid):
         return state, [Reply(event.room, command.reason, (("name", command.name),))]
     if isinstance(command, Help):
-        return state, [Reply(event.room, "help")]
+        return state, [ShowHelp(event.room, event.roles)]
     if isinstance(command, Claim):
-        return _claim(state, event, command)
+        return _claim(state, event, command, now)
     if isinstance(command, Close):
-        return _close_command(state, event)
+        return _close_command(state, event, now)
+    if isinstance(command, Say):
+        return _say(state, event, command, now)
+    if isinstance(command, Service):
+        return _service(state, event, command)
+    if isinstance(command, Stats):
+        if StaffRole.ADMIN not in event.roles:
+            return state, [Reply(event.room, "not_admin")]
+        return state, [ShowStats(event.room, command.days)]
     raise IllegalTransition(f"unhandled command {command!r}")
 
 
-def _claim(state: Hotline, event: CommandGiven, command: Claim) -> Result:
-    if not event.sender_is_advocate:
+def _claim(state: Hotline, event: CommandGiven, command: Claim, now: float) -> Result:
+    if StaffRole.ADVOCATE not in event.roles:
         return state, [Reply(event.room, "not_advocate")]
     if command.ref is None:
         chat = state.oldest_waiting()
@@ -330,30 +496,68 @@ def _claim(state: Hotline, event: CommandGiven, command: Claim) -> Result:
             return state, [Reply(event.room, "unknown_ref", (("ref", command.ref),))]
         if chat.phase is not Phase.WAITING:
             return state, [Reply(event.room, "already_taken", (("ref", chat.ref),))]
-    claimed = replace(chat, phase=Phase.INVITING, advocate=event.sender)
+    claimed = replace(chat, phase=Phase.INVITING, advocate=event.sender, claimed_at=now)
     return state.with_chat(claimed), [
         Reply(event.room, "claimed", (("ref", chat.ref),)),
         OpenCaseRoom(chat.ref, event.sender),
+        Count("answered"),
+        Count("wait", bucket(now - chat.opened_at, WAIT_BUCKETS)),
     ]
 
 
-def _close_command(state: Hotline, event: CommandGiven) -> Result:
+def _assigned_chat(state: Hotline, event: CommandGiven) -> tuple[Chat | None, list[Effect]]:
+    """The chat of this case room if the sender is its advocate; otherwise the reply to give."""
     chat = state.by_case_room(event.room)
     if chat is None:
-        return state, [Reply(event.room, "close_in_case_room")]
+        return None, [Reply(event.room, "in_case_room")]
     if event.sender != chat.advocate:
-        return state, [Reply(event.room, "not_your_chat")]
+        return None, [Reply(event.room, "not_your_chat")]
+    return chat, []
+
+
+def _close_command(state: Hotline, event: CommandGiven, now: float) -> Result:
+    chat, refusal = _assigned_chat(state, event)
+    if chat is None:
+        return state, refusal
     if chat.phase is Phase.CLOSING:
         return state, []
-    return _close(state, chat, CloseReason.ADVOCATE)
+    return _close(state, chat, CloseReason.ADVOCATE, now)
 
 
-def _close(state: Hotline, chat: Chat, reason: CloseReason) -> Result:
+def _say(state: Hotline, event: CommandGiven, command: Say, now: float) -> Result:
+    if command.key is None:
+        return state, [ListCanned(event.room)]
+    chat, refusal = _assigned_chat(state, event)
+    if chat is None:
+        return state, refusal
+    if command.key not in state.rules.canned:
+        return state, [Reply(event.room, "unknown_canned", (("key", command.key[:32]),))]
+    if chat.phase is not Phase.ACTIVE:
+        return state, [Reply(event.room, "not_active")]
+    chat = replace(chat, advocate_at=now, reminded=False)
+    assert chat.case_room is not None
+    return state.with_chat(chat), [SendCanned(chat.survivor_room, chat.case_room, command.key, event.event_id)]
+
+
+def _service(state: Hotline, event: CommandGiven, command: Service) -> Result:
+    if StaffRole.ADMIN not in event.roles or event.room != state.rules.admin_room:
+        return state, [Reply(event.room, "not_admin")]
+    if command.open:
+        return state, [SetService(closed=False), Reply(event.room, "service_opened")]
+    return state, [SetService(closed=True, message=command.message),
+                   Reply(event.room, "service_closed", (("message", command.message),))]
+
+
+def _close(state: Hotline, chat: Chat, reason: CloseReason, now: float) -> Result:
     closing = replace(chat, phase=Phase.CLOSING)
     effects: list[Effect] = [NotifySurvivor(chat.survivor_room, "chat_ended")]
     if chat.case_room is not None:
         effects.append(Reply(chat.case_room, f"closed_{reason}", (("ref", chat.ref),)))
-    effects += [SignalClosed(chat.survivor_room), EraseChat(closing)]
+    effects += [SignalClosed(chat.survivor_room), EraseChat(closing), Count(f"closed_{reason}")]
+    if chat.phase is Phase.WAITING:
+        effects.append(Count("abandoned"))
+    if chat.claimed_at is not None:
+        effects.append(Count("duration", bucket(now - chat.claimed_at, DURATION_BUCKETS)))
     return state.with_chat(closing), effects
 
 
@@ -367,18 +571,30 @@ def on_case_room_opened(state: Hotline, event: CaseRoomOpened, now: float) -> Re
 def on_member_joined(state: Hotline, event: MemberJoined, now: float) -> Result:
     if event.user == state.rules.bot:
         chat = state.by_survivor_room(event.room)
-        if chat is None or chat.phase is not Phase.WAITING:
+        if chat is None or chat.phase is not Phase.WAITING or chat.alerted_at is not None:
             return state, []
-        return state, [NotifySurvivor(chat.survivor_room, "welcome"), PostAlert(chat.ref)]
+        chat = replace(chat, alerted_at=now, reassured_at=now)
+        state = state.with_chat(chat)
+        place = str(state.place_in_line(chat))
+        return state, [
+            NotifySurvivor(chat.survivor_room, "rights"),
+            NotifySurvivor(chat.survivor_room, "welcome", (("place", place),)),
+            PostAlert(chat.ref),
+            Count("started"),
+        ]
     chat = state.by_case_room(event.room)
     if chat is None or chat.phase is not Phase.INVITING or event.user != chat.advocate:
         return state, []
     assert chat.case_room is not None
-    active = replace(chat, phase=Phase.ACTIVE)
+    # The silence clocks start now: what was written while waiting is answered from here on.
+    active = replace(chat, phase=Phase.ACTIVE, survivor_at=now, warned=False, reminded=False)
+    intro: Params = (("ref", chat.ref), ("language", chat.language or "not given"),
+                     ("rights", "yes" if chat.rights_delivered else "no"))
     effects: list[Effect] = [
-        Reply(chat.case_room, "case_intro", (("ref", chat.ref),)),
+        Reply(chat.case_room, "case_intro", intro),
         RelayBacklog(chat.survivor_room, chat.survivor, chat.case_room),
         NotifySurvivor(chat.survivor_room, "advocate_joined"),
+        Reply(chat.case_room, "safety_prompt"),
     ]
     if chat.disconnected_at is not None:
         effects.append(_disconnected_notice(state, chat))
@@ -389,7 +605,7 @@ def on_survivor_ended(state: Hotline, event: SurvivorEnded, now: float) -> Resul
     chat = state.by_survivor_room(event.room)
     if chat is None or chat.phase is Phase.CLOSING:
         return state, []
-    return _close(state, chat, CloseReason.SURVIVOR)
+    return _close(state, chat, CloseReason.SURVIVOR, now)
 
 
 def on_survivor_disconnected(state: Hotline, event: SurvivorDisconnected, now: float) -> Result:
@@ -405,8 +621,11 @@ def on_survivor_disconnected(state: Hotline, event: SurvivorDisconnected, now: f
 
 def _disconnected_notice(state: Hotline, chat: Chat) -> Reply:
     assert chat.case_room is not None
-    minutes = max(1, round(state.rules.reconnect_grace / 60))
-    return Reply(chat.case_room, "survivor_disconnected", (("minutes", str(minutes)),))
+    return Reply(chat.case_room, "survivor_disconnected", (("minutes", _minutes(state.rules.reconnect_grace)),))
+
+
+def _minutes(seconds: float) -> str:
+    return str(max(1, round(seconds / 60)))
 
 
 def on_survivor_reconnected(state: Hotline, event: SurvivorReconnected, now: float) -> Result:
@@ -422,15 +641,47 @@ def on_survivor_reconnected(state: Hotline, event: SurvivorReconnected, now: flo
 
 def on_clock_ticked(state: Hotline, event: ClockTicked, now: float) -> Result:
     effects: list[Effect] = []
-    for chat in sorted(state.chats.values(), key=lambda c: c.opened_at):
-        if (
-            chat.phase is not Phase.CLOSING
-            and chat.disconnected_at is not None
-            and now - chat.disconnected_at >= state.rules.reconnect_grace
-        ):
-            state, more = _close(state, chat, CloseReason.CONNECTION_LOST)
-            effects += more
+    for ref in [c.ref for c in sorted(state.chats.values(), key=lambda c: c.opened_at)]:
+        state, more = _timers(state, state.chats[ref], now)
+        effects += more
     return state, effects
+
+
+def _timers(state: Hotline, chat: Chat, now: float) -> Result:
+    rules, practice = state.rules, state.rules.practice
+    if chat.phase is Phase.CLOSING:
+        return state, []
+    if chat.disconnected_at is not None:
+        if now - chat.disconnected_at >= rules.reconnect_grace:
+            return _close(state, chat, CloseReason.CONNECTION_LOST, now)
+        return state, []  # a survivor who is away gets no notices and no inactivity close
+    effects: list[Effect] = []
+    if chat.phase is Phase.WAITING and chat.alerted_at is not None:
+        waited = _minutes(now - chat.opened_at)
+        if now - (chat.reassured_at or chat.opened_at) >= practice.reassure_every:
+            chat = replace(chat, reassured_at=now)
+            effects.append(NotifySurvivor(chat.survivor_room, "still_waiting",
+                                          (("place", str(state.place_in_line(chat))),)))
+        if now - chat.alerted_at >= practice.realert_after:
+            chat = replace(chat, alerted_at=now)
+            effects.append(PostAlert(chat.ref, int(waited)))
+        if not chat.escalated and now - chat.opened_at >= practice.escalate_after:
+            chat = replace(chat, escalated=True)
+            effects.append(Escalate(chat.ref, int(waited)))
+    elif chat.phase is Phase.ACTIVE and chat.survivor_at is not None and chat.case_room is not None:
+        quiet = now - chat.survivor_at
+        if quiet >= practice.inactivity_warning_after + practice.inactivity_close_after and chat.warned:
+            return _close(state, chat, CloseReason.INACTIVITY, now)
+        if quiet >= practice.inactivity_warning_after and not chat.warned:
+            chat = replace(chat, warned=True)
+            minutes = (("minutes", _minutes(practice.inactivity_close_after)),)
+            effects += [NotifySurvivor(chat.survivor_room, "inactivity_warning", minutes),
+                        Reply(chat.case_room, "inactivity_warned", minutes)]
+        answered = chat.advocate_at is not None and chat.advocate_at >= chat.survivor_at
+        if not answered and not chat.reminded and quiet >= practice.advocate_reminder_after:
+            chat = replace(chat, reminded=True)
+            effects.append(Reply(chat.case_room, "advocate_reminder", (("minutes", _minutes(quiet)),)))
+    return state.with_chat(chat), effects
 
 
 def on_chat_erased(state: Hotline, event: ChatErased, now: float) -> Result:
@@ -445,6 +696,8 @@ def on_chat_erased(state: Hotline, event: ChatErased, now: float) -> Result:
 _HANDLERS = {
     InviteReceived: on_invite_received,
     SurvivorWrote: on_survivor_wrote,
+    SurvivorProfile: on_survivor_profile,
+    SurvivorNotified: on_survivor_notified,
     StaffWrote: on_staff_wrote,
     CommandGiven: on_command_given,
     CaseRoomOpened: on_case_room_opened,

@@ -128,6 +128,11 @@ class BotMatrix:
             raise MatrixError("room create", response.status_code)
         return response.room_id
 
+    async def put_state(self, room_id: str, event_type: str, content: dict[str, Any]) -> None:
+        response = await self.client.room_put_state(room_id, event_type, content, state_key="")
+        if not hasattr(response, "event_id"):
+            raise MatrixError("put state", getattr(response, "status_code", None))
+
     def room_members(self, room_id: str) -> set[str]:
         room = self.client.rooms.get(room_id)
         if room is None:

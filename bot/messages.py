@@ -1,51 +1,130 @@
-"""Every sentence the bot writes, in one place.
+"""Every sentence the bot writes, in one place, and the program's own texts on top.
 
-SURVIVOR texts reach the survivor's page as automatic notices ("Hotline"); STAFF texts are
-notices in the staff rooms. Placeholders are ``str.format`` fields; ``{phone}`` is the program's
-hotline number from the settings. Plain language; nothing that blames, pressures or promises
-what the system cannot keep.
+SURVIVOR texts reach the survivor's page as automatic notices ("Hotline"); CANNED texts are the
+advocates' library for ``!say KEY`` (sent as the advocate's words); STAFF texts are notices in
+the staff rooms. A program replaces or adds texts with a JSON file (``HOTLINE_MESSAGES_FILE``):
+``{"survivor": {"rights": "…"}, "canned": {"greeting": "…", "my_key": "…"}}``.
+
+Placeholders are ``str.format`` fields: ``{phone}`` (the hotline number), ``{rights_url}`` (the
+full rights text), ``{place}``, ``{minutes}``. Plain language; nothing that blames, pressures or
+promises what the system cannot keep.
 """
 
 from __future__ import annotations
 
+import json
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
 SURVIVOR: dict[str, str] = {
+    "rights": (
+        "Before you share anything: what you write here is confidential, with limits. "
+        "An advocate may have to report some things by law, for example if a child is being "
+        "harmed or someone's life is in immediate danger. You can ask the advocate about this "
+        "at any time. The full text is at {rights_url}"
+    ),
     "welcome": (
-        "Thank you for reaching out. An advocate will join this chat as soon as one is free. "
-        "You can write here while you wait. If you are in danger right now, call {phone}."
+        "Thank you for reaching out. An advocate will join this chat as soon as one is free; "
+        "you are number {place} in line. You can write here while you wait. "
+        "If you are in danger right now, call {phone}."
+    ),
+    "still_waiting": (
+        "You are still in line (number {place}). An advocate will be with you as soon as "
+        "possible. If you would rather talk now, you can call {phone}."
     ),
     "advocate_joined": "An advocate has joined the chat.",
+    "inactivity_warning": (
+        "We have not heard from you for a while. This chat will close in {minutes} minutes "
+        "unless you write something. You can start a new chat at any time, or call {phone}."
+    ),
     "chat_ended": (
         "This chat has ended, and the conversation is being erased. "
         "You can start a new chat at any time, or call {phone}."
     ),
 }
 
+CANNED: dict[str, str] = {
+    "greeting": "Hello, I'm an advocate. Thank you for reaching out. What would you like to talk about?",
+    "safety": (
+        "Before we go on: are you safe right now? And do you worry that someone can see this "
+        "device or what you type? You can skip this question."
+    ),
+    "device": (
+        "If someone might be watching this device, it can be safer to chat from another device, "
+        "such as a friend's or a library computer, or to call {phone}. The \"Leave quickly\" "
+        "button takes you away from this page at once."
+    ),
+    "inactivity": "Are you still there? Take your time; write when you are ready.",
+    "closing": (
+        "Thank you for talking with me today. You can start a new chat or call {phone} any time."
+    ),
+    "shift_change": (
+        "My shift is ending soon. Another advocate will continue with you, and they will be able "
+        "to read what we have written so far."
+    ),
+    "interpreter_consent": (
+        "Would you like an interpreter to join this chat? Interpreters keep what they hear "
+        "confidential. You can say no."
+    ),
+    "transfer": (
+        "I am going to connect you with another advocate who can help with this. They will be "
+        "able to read what we have written so far."
+    ),
+    "closing_soon": (
+        "Chat is closing for today soon. If you need more time, you can call {phone}."
+    ),
+}
+
 STAFF: dict[str, str] = {
     "alert": "Chat waiting · ref {ref} · type !claim {ref} to take it",
+    "alert_repeat": "Still waiting ({minutes} min) · ref {ref} · type !claim {ref} to take it",
+    "alert_language": "Ref {ref} · preferred language: {language}",
+    "escalation": "A chat has waited {minutes} min with no advocate · ref {ref} · can someone take it? (!claim {ref})",
     "claimed": "Ref {ref} is taken. A case room is being opened.",
     "already_taken": "Ref {ref} is already taken by another advocate.",
     "unknown_ref": "There is no waiting chat with ref {ref}.",
     "nothing_waiting": "No chat is waiting right now.",
     "not_advocate": "Only advocates (members of the dispatch room) can claim chats.",
+    "not_admin": "Only admins can do that, in the admin room.",
     "not_your_chat": "Only the advocate assigned to this chat can do that.",
-    "close_in_case_room": "!close works in the case room of the chat you want to close.",
+    "not_active": "The survivor is not in the chat right now.",
+    "in_case_room": "That works in the case room of the chat you mean.",
     "case_intro": (
-        "Case room for ref {ref}. Messages from the survivor appear here marked «Survivor». "
-        "What you write here goes to the survivor, except lines that start with ! "
-        "(commands). Type !close to end the chat; everything is then erased."
+        "Case room for ref {ref}. Preferred language: {language}. Rights notice shown to the "
+        "survivor: {rights}. Messages from the survivor appear here marked «Survivor». What you "
+        "write here goes to the survivor, except lines that start with ! (commands). "
+        "!say lists ready-made messages; !close ends the chat and erases it."
+    ),
+    "safety_prompt": (
+        "Safety check-in: early on, ask whether they are safe right now and whether someone "
+        "might be watching their device. Suggested: !say safety, then !say device if needed."
     ),
     "survivor_label": "Survivor: {text}",
+    "canned_sent": "Sent to the survivor: {text}",
+    "canned_list": "Ready-made messages (!say KEY):\n{items}",
+    "unknown_canned": "There is no ready-made message called {key}. Type !say for the list.",
     "survivor_disconnected": (
         "The survivor's connection dropped. The chat waits {minutes} min for them to come back, "
         "then it closes and is erased."
     ),
     "survivor_reconnected": "The survivor is connected again.",
+    "inactivity_warned": (
+        "The survivor has been quiet for a while and was told the chat closes in {minutes} min "
+        "unless they write."
+    ),
+    "advocate_reminder": "The survivor wrote {minutes} min ago and is waiting for an answer.",
     "closed_advocate": "Chat {ref} closed. Erasing the conversation now.",
     "closed_survivor": "The survivor ended chat {ref}. Erasing the conversation now.",
     "closed_connection_lost": (
         "The survivor did not come back after the connection dropped. Chat {ref} is closed; "
         "erasing the conversation now."
     ),
+    "closed_inactivity": "Chat {ref} closed after a long silence. Erasing the conversation now.",
+    "service_closed": "Chat intake is closed. The page now says: {message}",
+    "service_opened": "Chat intake is open again (within the opening hours).",
+    "stats": "Statistics, last {days} days (no personal data):\n{table}",
     "relay_failed": (
         "A message could not be delivered (reference {incident}). "
         "Please send it again; if this keeps happening, tell an admin."
@@ -56,21 +135,91 @@ STAFF: dict[str, str] = {
     ),
     "command_failed": "That command did not work (reference {incident}). Please tell an admin.",
     "unknown_command": "Unknown command !{name}. Type !help for the list.",
-    "bad_ref": "That does not look like a chat ref. Use it as shown in the alert, e.g. !claim K7Q2.",
+    "bad_ref": "That does not look like a chat ref. Use it as shown in the alert, e.g. !claim K7Q3.",
     "no_arguments": "!{name} takes no arguments.",
-    "help": (
-        "Commands:\n"
-        "!claim REF — take the waiting chat with that ref (dispatch room)\n"
-        "!claim — take the chat that has waited longest\n"
-        "!close — end this chat and erase it (case room)\n"
-        "!help — this list"
-    ),
+    "say_one_key": "Use !say KEY with one key, or !say for the list.",
+    "bad_period": "Use !stats, !stats today, !stats week (7d), !stats month (30d), !stats 90d or !stats year.",
+    "service_usage": "Use !service close MESSAGE (the page shows MESSAGE) or !service open.",
+    "service_message_long": "That message is too long for the page; keep it under 500 characters.",
+}
+
+HELP: dict[str, list[str]] = {
+    "advocate": [
+        "!claim REF — take the waiting chat with that ref (dispatch room)",
+        "!claim — take the chat that has waited longest",
+        "!say — list ready-made messages; !say KEY sends one (case room)",
+        "!close — end this chat and erase it (case room)",
+    ],
+    "admin": [
+        "!service close MESSAGE — stop new chats now; the page shows MESSAGE (admin room)",
+        "!service open — take new chats again (admin room)",
+        "!stats [today|week|month|90d|year] — statistics without personal data (admin room)",
+    ],
+    "everyone": ["!help — this list"],
 }
 
 
-def survivor_text(key: str, phone: str) -> str:
-    return SURVIVOR[key].format(phone=phone)
+def _fields(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+ALLOWED_FIELDS = {"phone", "rights_url", "place", "minutes"}
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The texts in force: the defaults with the program's file on top."""
+
+    survivor: Mapping[str, str] = field(default_factory=lambda: dict(SURVIVOR))
+    canned: Mapping[str, str] = field(default_factory=lambda: dict(CANNED))
+    phone: str = "your local hotline"
+    rights_url: str = "(ask the advocate for the full text)"
+
+    @classmethod
+    def load(cls, path: Path | None, phone: str, rights_url: str) -> Catalog:
+        survivor, canned = dict(SURVIVOR), dict(CANNED)
+        if path is not None:
+            try:
+                data = json.loads(path.read_text("utf-8"))
+            except (OSError, ValueError) as error:
+                raise ValueError(f"cannot read {path}: {error}") from error
+            if not isinstance(data, dict) or set(data) - {"survivor", "canned"}:
+                raise ValueError(f"{path}: expected an object with \"survivor\" and/or \"canned\"")
+            for section, target in (("survivor", survivor), ("canned", canned)):
+                items = data.get(section, {})
+                if not isinstance(items, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in items.items()
+                ):
+                    raise ValueError(f"{path}: \"{section}\" must map names to non-empty texts")
+                target.update(items)
+        for name, text in [*survivor.items(), *canned.items()]:
+            unknown = _fields(text) - ALLOWED_FIELDS
+            if unknown:
+                raise ValueError(f"text {name!r} uses unknown placeholders {sorted(unknown)}")
+        for key in canned:
+            if not key.isidentifier() or key != key.lower() or len(key) > 32:
+                raise ValueError(f"canned message key {key!r} must be a short lower-case word")
+        return cls(survivor, canned, phone, rights_url)
+
+    def _fill(self, text: str, params: Mapping[str, str]) -> str:
+        return text.format(phone=self.phone, rights_url=self.rights_url,
+                           **{"place": "", "minutes": "", **params})
+
+    def survivor_text(self, key: str, params: Iterable[tuple[str, str]] = ()) -> str:
+        return self._fill(self.survivor[key], dict(params))
+
+    def canned_text(self, key: str) -> str:
+        return self._fill(self.canned[key], {})
 
 
 def staff_text(key: str, **params: str) -> str:
     return STAFF[key].format(**params)
+
+
+def help_text(roles: Iterable[str]) -> str:
+    lines = ["Commands you can use:"]
+    for role in ("advocate", "admin"):
+        if role in roles:
+            lines += HELP[role]
+    lines += HELP["everyone"]
+    return "\n".join(lines)

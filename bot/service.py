@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from nio import (
     InviteMemberEvent,
+    TypingNoticeEvent,
     MegolmEvent,
     RoomMemberEvent,
     RoomMessageEmote,
@@ -25,9 +28,21 @@ from nio import (
 )
 
 from bot import commands, messages
+from bot.messages import Catalog
 from bot.admin_api import SynapseAdmin
 from bot.conversation import (
     AcceptInvite,
+    Count,
+    Escalate,
+    ListCanned,
+    Practice,
+    SendCanned,
+    SetService,
+    ShowHelp,
+    ShowStats,
+    StaffRole,
+    SurvivorNotified,
+    SurvivorProfile,
     CaseRoomOpened,
     Chat,
     ChatErased,
@@ -39,6 +54,7 @@ from bot.conversation import (
     Hotline,
     IllegalTransition,
     InviteReceived,
+    Phase,
     MemberJoined,
     NotifySurvivor,
     OpenCaseRoom,
@@ -63,7 +79,7 @@ from bot.matrix import BotMatrix, TrustPolicy, txn_id_for
 from bot.settings import BotSettings
 from bot.store import Store
 from hotline.nio_sync import SessionGone, sync_loop
-from hotline.wire import CONTROL_EVENT, ROLE_FIELD, Control, Role
+from hotline.wire import ANSWERS_EVENT, CONTROL_EVENT, ROLE_FIELD, SERVICE_STATE, Control, Role
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +89,18 @@ CONTROL_EVENTS = {
     Control.DISCONNECTED: SurvivorDisconnected,
     Control.RECONNECTED: SurvivorReconnected,
 }
-TICK_SECONDS = 5.0
+TICK_SECONDS = 1.0
+TYPING_TIMEOUT_MS = 30_000
 SYNC_POSITION = "sync_position"
 ERASE_ATTEMPTS = 5
 
 
 class HotlineBot:
-    def __init__(self, settings: BotSettings, store: Store, matrix: BotMatrix, http: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: BotSettings, store: Store, matrix: BotMatrix, http: aiohttp.ClientSession,
+                 catalog: Catalog) -> None:
         self.settings = settings
+        self.catalog = catalog
+        self.zone = ZoneInfo(settings.timezone)
         self.store = store
         self.matrix = matrix
         self.http = http
@@ -90,6 +110,17 @@ class HotlineBot:
             survivor_prefix="@" + settings.survivor_prefix,
             server_name=settings.bot_user_id.split(":", 1)[1],
             reconnect_grace=settings.reconnect_grace_seconds,
+            dispatch_room=RoomId(settings.dispatch_room),
+            admin_room=RoomId(settings.admin_room) if settings.admin_room else None,
+            canned=frozenset(catalog.canned),
+            practice=Practice(
+                reassure_every=settings.reassure_minutes * 60,
+                realert_after=settings.realert_minutes * 60,
+                escalate_after=settings.escalate_minutes * 60,
+                inactivity_warning_after=settings.inactivity_warning_minutes * 60,
+                inactivity_close_after=settings.inactivity_close_minutes * 60,
+                advocate_reminder_after=settings.advocate_reminder_minutes * 60,
+            ),
         )
         self.state = Hotline(rules=self.rules)
         self.trust = TrustPolicy(store, self.rules.is_survivor_account,
@@ -98,6 +129,7 @@ class HotlineBot:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._undecrypted: list[tuple[RoomId, MegolmEvent]] = []
         self._erasing: set[ChatRef] = set()
+        self._typing: dict[RoomId, bool] = {}  # survivor room → the bot shows "typing" there
 
     # ------------------------------------------------------------------ running
 
@@ -179,6 +211,9 @@ class HotlineBot:
         for room_id, info in response.rooms.join.items():
             for event in info.timeline.events:
                 await self._guarded(self.on_timeline_event, RoomId(room_id), event)
+            for event in info.ephemeral:
+                if isinstance(event, TypingNoticeEvent):
+                    await self._guarded(self._on_typing, RoomId(room_id), event.users)
         await self._retry_undecrypted()
 
     async def _guarded(self, handler: Any, *args: Any) -> None:
@@ -203,6 +238,9 @@ class HotlineBot:
         if chat is not None:
             await self._on_survivor_room_event(room, chat, event)
             return
+        if room == self.settings.service_room:
+            await self._on_service_room_event(event)
+            return
         if isinstance(event, TEXT_EVENTS) and getattr(event, "decrypted", False):
             await self._on_staff_text(room, UserId(event.sender), EventId(event.event_id), event.body)
 
@@ -212,18 +250,57 @@ class HotlineBot:
         if isinstance(event, TEXT_EVENTS):
             await self.handle(SurvivorWrote(room, UserId(event.sender), EventId(event.event_id), event.body))
         elif isinstance(event, UnknownEvent) and event.type == CONTROL_EVENT:
-            action = event.source.get("content", {}).get("action")
+            content = event.source.get("content", {})
+            action = content.get("action")
+            if action == Control.PROFILE:
+                language = content.get("language")
+                if isinstance(language, str) and language:
+                    await self.handle(SurvivorProfile(room, language[:40]))
+                return
             kind = CONTROL_EVENTS.get(action)  # type: ignore[call-overload]
             if kind is not None:
                 await self.handle(kind(room))
+
+    async def _on_service_room_event(self, event: Any) -> None:
+        """Pooled answers to the page's optional questions, from the gateway: counts only."""
+        gateway = f"@hotline-webchat:{self.rules.server_name}"
+        if not (isinstance(event, UnknownEvent) and event.type == ANSWERS_EVENT and event.sender == gateway
+                and getattr(event, "decrypted", False)):
+            return
+        content = event.source.get("content", {})
+        day, counts = content.get("day"), content.get("counts")
+        if not isinstance(day, str) or len(day) != 10 or not isinstance(counts, dict):
+            log.warning("ignored a malformed answers event")
+            return
+        for question, answers in list(counts.items())[:50]:
+            if not isinstance(question, str) or not isinstance(answers, dict):
+                continue
+            for answer, n in list(answers.items())[:50]:
+                if isinstance(answer, str) and isinstance(n, int) and 0 < n < 1_000_000:
+                    await self.store.count(day, f"answer:{question[:40]}", answer[:40], n)
+
+    async def _on_typing(self, room: RoomId, users: list[str]) -> None:
+        """The advocate typing in the case room shows as the bot typing in the survivor room."""
+        chat = self.state.by_case_room(room)
+        if chat is None or chat.phase is not Phase.ACTIVE or chat.advocate is None:
+            return
+        typing = chat.advocate in users
+        if self._typing.get(chat.survivor_room, False) == typing:
+            return
+        self._typing[chat.survivor_room] = typing
+        await self.matrix.client.room_typing(chat.survivor_room, typing_state=typing, timeout=TYPING_TIMEOUT_MS)
 
     async def _on_staff_text(self, room: RoomId, sender: UserId, event_id: EventId, text: str) -> None:
         command = commands.parse(text)
         if command is None:
             await self.handle(StaffWrote(room, sender, event_id, text))
             return
-        is_advocate = sender in self.matrix.room_members(self.settings.dispatch_room)
-        await self.handle(CommandGiven(room, sender, command, is_advocate))
+        await self.handle(CommandGiven(room, sender, command, self.roles_of(sender), event_id))
+
+    def roles_of(self, user: UserId) -> frozenset[StaffRole]:
+        """Roles are room memberships."""
+        rooms = {StaffRole.ADVOCATE: self.settings.dispatch_room, StaffRole.ADMIN: self.settings.admin_room}
+        return frozenset(role for role, room in rooms.items() if room and user in self.matrix.room_members(room))
 
     async def _undecryptable(self, room: RoomId, event: MegolmEvent) -> None:
         self._undecrypted.append((room, event))
@@ -280,12 +357,34 @@ class HotlineBot:
         if isinstance(effect, AcceptInvite):
             await self.matrix.join(effect.room)
         elif isinstance(effect, PostAlert):
-            await self._reply(Reply(RoomId(self.settings.dispatch_room), "alert", (("ref", effect.ref),)))
+            params = (("ref", effect.ref), ("minutes", str(effect.waited_minutes)))
+            key = "alert_repeat" if effect.waited_minutes else "alert"
+            await self._reply(Reply(RoomId(self.settings.dispatch_room), key, params))
+        elif isinstance(effect, Escalate):
+            params = (("ref", effect.ref), ("minutes", str(effect.waited_minutes)))
+            await self._reply(Reply(RoomId(self.settings.dispatch_room), "escalation", params))
         elif isinstance(effect, Reply):
             await self._reply(effect)
         elif isinstance(effect, NotifySurvivor):
-            text = messages.survivor_text(effect.key, self.settings.hotline_phone)
+            text = self.catalog.survivor_text(effect.key, effect.params)
             await self._send(effect.room, {"msgtype": "m.notice", "body": text, ROLE_FIELD: Role.HOTLINE})
+            return [SurvivorNotified(effect.room, effect.key)]
+        elif isinstance(effect, SendCanned):
+            text = self.catalog.canned_text(effect.key)
+            content = {"msgtype": "m.text", "body": text, ROLE_FIELD: Role.ADVOCATE}
+            await self._send(effect.survivor_room, content, txn_id=txn_id_for(effect.source, "canned"))
+            await self._reply(Reply(effect.case_room, "canned_sent", (("text", text),)))
+        elif isinstance(effect, ListCanned):
+            items = "\n".join(f"{key} — {self.catalog.canned_text(key)[:60]}…" for key in sorted(self.catalog.canned))
+            await self._reply(Reply(effect.room, "canned_list", (("items", items),)))
+        elif isinstance(effect, ShowHelp):
+            await self._send(effect.room, {"msgtype": "m.notice", "body": messages.help_text(effect.roles)})
+        elif isinstance(effect, Count):
+            await self.store.count(self.today(), effect.metric, effect.bucket)
+        elif isinstance(effect, ShowStats):
+            await self._show_stats(effect)
+        elif isinstance(effect, SetService):
+            await self._set_service(effect)
         elif isinstance(effect, RelayToCase):
             await self._relay_to_case(effect.room, effect.source, effect.text)
         elif isinstance(effect, RelayToSurvivor):
@@ -305,6 +404,24 @@ class HotlineBot:
         else:
             raise IllegalTransition(f"unknown effect {effect!r}")
         return []
+
+    def today(self) -> str:
+        return datetime.now(self.zone).date().isoformat()
+
+    async def _show_stats(self, effect: ShowStats) -> None:
+        first = (datetime.now(self.zone).date() - timedelta(days=effect.days - 1)).isoformat()
+        totals: dict[tuple[str, str], int] = {}
+        for _, metric, bucket_name, n in await self.store.stats_since(first):
+            totals[(metric, bucket_name)] = totals.get((metric, bucket_name), 0) + n
+        lines = [f"{metric}{' · ' + b if b else ''}: {n}" for (metric, b), n in sorted(totals.items())]
+        table = "\n".join(lines) or "(nothing counted yet)"
+        await self._reply(Reply(effect.room, "stats", (("days", str(effect.days)), ("table", table))))
+
+    async def _set_service(self, effect: SetService) -> None:
+        if not self.settings.service_room:
+            raise HotlineError("no service room is configured (HOTLINE_SERVICE_ROOM)")
+        content = {"closed": effect.closed, "message": effect.message}
+        await self.matrix.put_state(self.settings.service_room, SERVICE_STATE, content)
 
     async def _report_failure(self, effect: Effect, incident: str) -> None:
         room: RoomId | None = None

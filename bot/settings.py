@@ -20,9 +20,19 @@ class BotSettings(BaseSettings):
     data_dir: Path = Field(description="Where the bot keeps its crypto store and routing database (back this up).")
     dispatch_room: str = Field(description="Room ID of the dispatch room: its members are the advocates.")
     admin_room: str | None = Field(default=None, description="Room ID of the admin room, if any.")
+    service_room: str | None = Field(default=None, description="Room ID of the service room (the bot and the gateway's application-service user): emergency closure and pooled answers.")
     survivor_prefix: str = Field(default="chat_", description="Localpart prefix of the web chat gateway's survivor accounts.")
     hotline_phone: str = Field(default="your local hotline", description="The program's hotline number, shown to survivors in notices.")
     reconnect_grace_seconds: float = Field(default=120.0, gt=0, description="How long a chat waits for a survivor whose connection dropped.")
+    rights_url: str = Field(default="(ask the advocate for the full text)", description="Link to the program's full statement of rights and limits of confidentiality, quoted in the rights notice.")
+    messages_file: Path | None = Field(default=None, description="A JSON file with the program's own texts: {\"survivor\": {...}, \"canned\": {...}} (see bot/messages.py).")
+    timezone: str = Field(default="UTC", description="The program's time zone (statistics are counted per local day).")
+    reassure_minutes: float = Field(default=3, gt=0, description="While a survivor waits, how often they are told their place in line.")
+    realert_minutes: float = Field(default=5, gt=0, description="How often a chat that is still waiting is announced again in the dispatch room.")
+    escalate_minutes: float = Field(default=10, gt=0, description="After how long an unclaimed chat is escalated to the supervisors (or the dispatch room).")
+    inactivity_warning_minutes: float = Field(default=10, gt=0, description="Survivor silence after which they are warned that the chat will close.")
+    inactivity_close_minutes: float = Field(default=5, gt=0, description="Minutes after that warning before the chat closes.")
+    advocate_reminder_minutes: float = Field(default=3, gt=0, description="An advocate who has not answered the survivor for this long gets a reminder.")
     trust_new_staff_devices: bool = Field(default=False, description="Share keys with staff devices that appear after enrollment without approval. Only for demos.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
@@ -33,7 +43,18 @@ class BotSettings(BaseSettings):
             raise ValueError("must be a Matrix user ID like @hotline:example.org")
         return value
 
-    @field_validator("dispatch_room", "admin_room")
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(value)
+        except Exception:
+            raise ValueError("must be a time zone name such as Europe/Berlin") from None
+        return value
+
+    @field_validator("dispatch_room", "admin_room", "service_room")
     @classmethod
     def _room_id(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("!"):

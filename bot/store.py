@@ -7,13 +7,13 @@ row is deleted when the chat is erased. ``secure_delete`` overwrites deleted row
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import aiosqlite
 
 from bot.conversation import Chat, Phase
-from bot.ids import ChatRef, RoomId, UserId
+from bot.ids import ChatRef
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chats (
@@ -30,16 +30,17 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS enrolled_staff (user_id TEXT PRIMARY KEY);
 """
 
-COLUMNS = (
-    "ref",
-    "survivor_room",
-    "survivor",
-    "opened_at",
-    "phase",
-    "advocate",
-    "case_room",
-    "disconnected_at",
-)
+TIMES = {"opened_at", "claimed_at", "alerted_at", "reassured_at", "survivor_at", "advocate_at"}
+COLUMNS = tuple(f.name for f in fields(Chat))
+STATS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS stats_daily (
+    day TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    bucket TEXT NOT NULL DEFAULT '',
+    count INTEGER NOT NULL,
+    PRIMARY KEY (day, metric, bucket)
+);
+"""
 
 
 def coarse(timestamp: float, *, up: bool = False) -> float:
@@ -64,7 +65,8 @@ class Store:
         db = await aiosqlite.connect(path)
         await db.execute("PRAGMA secure_delete = ON")
         await db.execute("PRAGMA journal_mode = DELETE")
-        await db.executescript(SCHEMA)
+        await db.executescript(SCHEMA + STATS_SCHEMA)
+        await _add_missing_columns(db)
         await db.commit()
         return cls(db)
 
@@ -75,17 +77,12 @@ class Store:
         chats: dict[ChatRef, Chat] = {}
         async with self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM chats") as cursor:
             async for row in cursor:
-                values = dict(zip(COLUMNS, row, strict=True))
-                chat = Chat(
-                    ref=ChatRef(values["ref"]),
-                    survivor_room=RoomId(values["survivor_room"]),
-                    survivor=UserId(values["survivor"]),
-                    opened_at=values["opened_at"],
-                    phase=Phase(values["phase"]),
-                    advocate=values["advocate"] and UserId(values["advocate"]),
-                    case_room=values["case_room"] and RoomId(values["case_room"]),
-                    disconnected_at=values["disconnected_at"],
-                )
+                values = {k: v for k, v in zip(COLUMNS, row, strict=True) if v is not None}
+                values["phase"] = Phase(values["phase"])
+                for flag in ("rights_delivered", "escalated", "warned", "reminded"):
+                    if flag in values:
+                        values[flag] = bool(values[flag])
+                chat = Chat(**values)
                 chats[chat.ref] = chat
         return chats
 
@@ -100,12 +97,15 @@ class Store:
         placeholders = ", ".join("?" for _ in COLUMNS)
         for chat in changed:
             row = asdict(chat)
-            row["opened_at"] = coarse(row["opened_at"])
+            for name in TIMES:
+                if row[name] is not None:
+                    row[name] = coarse(row[name])
             if row["disconnected_at"] is not None:
                 row["disconnected_at"] = coarse(row["disconnected_at"], up=True)
+            row["phase"] = str(row["phase"])
             await self._db.execute(
                 f"INSERT OR REPLACE INTO chats ({', '.join(COLUMNS)}) VALUES ({placeholders})",
-                tuple(str(row[c]) if c == "phase" else row[c] for c in COLUMNS),
+                tuple(row[c] for c in COLUMNS),
             )
         await self._db.commit()
 
@@ -129,3 +129,29 @@ class Store:
     async def enroll(self, user_id: str) -> None:
         await self._db.execute("INSERT OR IGNORE INTO enrolled_staff (user_id) VALUES (?)", (user_id,))
         await self._db.commit()
+
+    async def count(self, day: str, metric: str, bucket: str = "", n: int = 1) -> None:
+        await self._db.execute(
+            "INSERT INTO stats_daily (day, metric, bucket, count) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (day, metric, bucket) DO UPDATE SET count = count + excluded.count",
+            (day, metric, bucket, n),
+        )
+        await self._db.commit()
+
+    async def stats_since(self, first_day: str) -> list[tuple[str, str, str, int]]:
+        async with self._db.execute(
+            "SELECT day, metric, bucket, count FROM stats_daily WHERE day >= ? ORDER BY day, metric, bucket",
+            (first_day,),
+        ) as cursor:
+            return [tuple(row) async for row in cursor]  # type: ignore[misc]
+
+
+async def _add_missing_columns(db: aiosqlite.Connection) -> None:
+    """Databases made by an older version get the columns added since (all nullable)."""
+    async with db.execute("PRAGMA table_info(chats)") as cursor:
+        present = {row[1] async for row in cursor}
+    for name in COLUMNS:
+        if name not in present:
+            kind = "REAL" if name.endswith("_at") else "INTEGER" if name in {
+                "rights_delivered", "escalated", "warned", "reminded"} else "TEXT"
+            await db.execute(f"ALTER TABLE chats ADD COLUMN {name} {kind}")

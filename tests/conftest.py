@@ -21,6 +21,12 @@ def stack() -> Iterator[DevStack]:
     keep = os.environ.get("HOTLINE_TEST_KEEP")
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="hotline-test-"))
     hotline = DevStack(root / "stack", advocates=2, settings={"reconnect_grace_seconds": str(GRACE_SECONDS)})
+    yield from running(hotline)
+
+
+def running(hotline: DevStack) -> Iterator[DevStack]:
+    """Start a stack, hand it out, stop it; its logs are checked by ``canaries``."""
+    STACKS.append(hotline)
     try:
         asyncio.run(hotline.start())
         yield hotline
@@ -28,12 +34,16 @@ def stack() -> Iterator[DevStack]:
         hotline.stop()
 
 
+STACKS: list[DevStack] = []
+
+
 @pytest.fixture
-def canaries(stack: DevStack) -> Iterator[list[str]]:
+def canaries() -> Iterator[list[str]]:
     """Texts a test sends; afterwards none may appear in any log of the hotline's processes."""
     texts: list[str] = []
     yield texts
-    logs = list(stack.logs.glob("*.log")) + [stack.homeserver.directory / "homeserver.log"]
+    logs = [path for hotline in STACKS
+            for path in [*hotline.logs.glob("*.log"), hotline.homeserver.directory / "homeserver.log"]]
     for path in logs:
         if not path.exists():
             continue

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bot.commands import Claim, Close, Help, Invalid, parse
+from bot.commands import Claim, Close, Help, Invalid, Say, Service, Stats, parse
 from bot.ids import new_ref, normalize_ref
 from webchat.protocol import End, FrameError, Resume, Say, Start
 from webchat.protocol import parse as parse_frame
@@ -25,6 +25,19 @@ COMMANDS = [
     ("!", Invalid("", "unknown_command")),
     ("!frobnicate", Invalid("frobnicate", "unknown_command")),
     ("!" + "x" * 100, Invalid("x" * 32, "unknown_command")),
+    ("!say", Say(None)),
+    ("!say Safety", Say("safety")),
+    ("!say a b", Invalid("say", "say_one_key")),
+    ("!service open", Service(True)),
+    ("!service open now", Invalid("service", "service_usage")),
+    ("!service close Closed for the storm — call +1 555 0100", Service(False, "Closed for the storm — call +1 555 0100")),
+    ("!service close", Invalid("service", "service_usage")),
+    ("!service close " + "m" * 501, Invalid("service", "service_message_long")),
+    ("!service", Invalid("service", "service_usage")),
+    ("!stats", Stats(7)),
+    ("!stats today", Stats(1)),
+    ("!stats month", Stats(30)),
+    ("!stats forever", Invalid("stats", "bad_period")),
 ]
 
 

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from bot.commands import Claim, Close, Help, Invalid
+from bot.commands import Claim, Close, Help, Invalid, Say, Service, Stats
 from bot.conversation import (
     AcceptInvite,
     CaseRoomOpened,
+    Count,
+    Escalate,
+    ListCanned,
+    Practice,
+    SendCanned,
+    SetService,
+    ShowHelp,
+    ShowStats,
+    StaffRole,
+    SurvivorNotified,
+    SurvivorProfile,
     ChatErased,
     ClockTicked,
     CommandGiven,
@@ -45,19 +56,32 @@ DISPATCH = RoomId("!dispatch")
 ADVOCATE = UserId("@advocate1:hs")
 OTHER = UserId("@advocate2:hs")
 REF = ChatRef("K7Q3")
-RULES = Rules(bot=BOT, survivor_prefix="@chat_", server_name="hs", reconnect_grace=120)
+ADMIN_ROOM = RoomId("!admin")
+ADVOCATES = frozenset({StaffRole.ADVOCATE})
+ADMINS = frozenset({StaffRole.ADMIN})
+# Minutes are made distinct so a table row shows which timer fired.
+PRACTICE = Practice(reassure_every=180, realert_after=300, escalate_after=600, inactivity_warning_after=600,
+                    inactivity_close_after=300, advocate_reminder_after=240)
+RULES = Rules(bot=BOT, survivor_prefix="@chat_", server_name="hs", reconnect_grace=120, dispatch_room=DISPATCH,
+              admin_room=ADMIN_ROOM, canned=frozenset({"safety", "greeting"}), practice=PRACTICE)
 
 
 def claim(ref: str | None = REF, who: UserId = ADVOCATE, advocate: bool = True) -> CommandGiven:
-    return CommandGiven(DISPATCH, who, Claim(ChatRef(ref) if ref else None), advocate)
+    return CommandGiven(DISPATCH, who, Claim(ChatRef(ref) if ref else None), ADVOCATES if advocate else frozenset())
 
 
 def close(who: UserId = ADVOCATE, room: RoomId = CASE_ROOM) -> CommandGiven:
-    return CommandGiven(room, who, Close(), True)
+    return CommandGiven(room, who, Close(), ADVOCATES)
+
+
+def command(command, room: RoomId = CASE_ROOM, who: UserId = ADVOCATE, roles=ADVOCATES) -> CommandGiven:
+    return CommandGiven(room, who, command, roles, EventId("$cmd"))
 
 
 OPEN = [(0, InviteReceived(SURVIVOR_ROOM, SURVIVOR, REF)), (1, MemberJoined(SURVIVOR_ROOM, BOT))]
 ACTIVE = OPEN + [(10, claim()), (11, CaseRoomOpened(REF, CASE_ROOM)), (12, MemberJoined(CASE_ROOM, ADVOCATE))]
+SILENT = ACTIVE + [(12, StaffWrote(CASE_ROOM, ADVOCATE, EventId("$a"), "hello"))]  # answered, then quiet
+INTRO = (("ref", REF), ("language", "not given"), ("rights", "no"))
 
 
 def run(steps: list[tuple[float, object]]) -> tuple[Hotline, list[object]]:
@@ -75,8 +99,16 @@ def phase(state: Hotline) -> Phase | None:
 CASES = [
     # (name, steps, expected phase afterwards, expected effects of the last step)
     ("invite from a survivor account is accepted", OPEN[:1], Phase.WAITING, [AcceptInvite(SURVIVOR_ROOM)]),
-    ("welcome and alert once the bot has joined", OPEN, Phase.WAITING,
-     [NotifySurvivor(SURVIVOR_ROOM, "welcome"), PostAlert(REF)]),
+    ("rights notice first, then welcome and alert, once the bot has joined", OPEN, Phase.WAITING,
+     [NotifySurvivor(SURVIVOR_ROOM, "rights"), NotifySurvivor(SURVIVOR_ROOM, "welcome", (("place", "1"),)),
+      PostAlert(REF), Count("started")]),
+    ("a second chat is second in line", OPEN + [(2, InviteReceived(RoomId("!s2"), UserId("@chat_b:hs"), "M4N6")),
+                                              (3, MemberJoined(RoomId("!s2"), BOT))], Phase.WAITING,
+     [NotifySurvivor(RoomId("!s2"), "rights"), NotifySurvivor(RoomId("!s2"), "welcome", (("place", "2"),)),
+      PostAlert(ChatRef("M4N6")), Count("started")]),
+    ("the preferred language goes to the dispatch room", OPEN + [(2, SurvivorProfile(SURVIVOR_ROOM, "es-MX"))],
+     Phase.WAITING, [Reply(DISPATCH, "alert_language", (("ref", REF), ("language", "es-MX")))]),
+    ("a malformed language is ignored", OPEN + [(2, SurvivorProfile(SURVIVOR_ROOM, "<script>"))], Phase.WAITING, []),
     ("invite from anyone else is ignored", [(0, InviteReceived(SURVIVOR_ROOM, ADVOCATE, REF))], None, []),
     ("invite from another server's lookalike is ignored",
      [(0, InviteReceived(SURVIVOR_ROOM, UserId("@chat_abc:evil"), REF))], None, []),
@@ -85,9 +117,11 @@ CASES = [
     ("waiting messages are kept for the backlog", OPEN + [(2, SurvivorWrote(SURVIVOR_ROOM, SURVIVOR, EventId("$1"), "hi"))],
      Phase.WAITING, []),
     ("claim by ref", OPEN + [(10, claim())], Phase.INVITING,
-     [Reply(DISPATCH, "claimed", (("ref", REF),)), OpenCaseRoom(REF, ADVOCATE)]),
-    ("claim the oldest", OPEN + [(10, claim(None))], Phase.INVITING,
-     [Reply(DISPATCH, "claimed", (("ref", REF),)), OpenCaseRoom(REF, ADVOCATE)]),
+     [Reply(DISPATCH, "claimed", (("ref", REF),)), OpenCaseRoom(REF, ADVOCATE), Count("answered"),
+      Count("wait", "<1m")]),
+    ("claim the oldest, after a longer wait", OPEN + [(400, claim(None))], Phase.INVITING,
+     [Reply(DISPATCH, "claimed", (("ref", REF),)), OpenCaseRoom(REF, ADVOCATE), Count("answered"),
+      Count("wait", "5-15m")]),
     ("claim by a non-advocate is refused", OPEN + [(10, claim(advocate=False))], Phase.WAITING,
      [Reply(DISPATCH, "not_advocate")]),
     ("claim of an unknown ref", OPEN + [(10, claim("QQQQ"))], Phase.WAITING,
@@ -95,9 +129,15 @@ CASES = [
     ("claim with nothing waiting", [(10, claim(None))], None, [Reply(DISPATCH, "nothing_waiting")]),
     ("second claim is already taken", OPEN + [(10, claim()), (11, claim(who=OTHER))], Phase.INVITING,
      [Reply(DISPATCH, "already_taken", (("ref", REF),))]),
-    ("advocate joins: intro, backlog, survivor told", ACTIVE, Phase.ACTIVE,
-     [Reply(CASE_ROOM, "case_intro", (("ref", REF),)), RelayBacklog(SURVIVOR_ROOM, SURVIVOR, CASE_ROOM),
-      NotifySurvivor(SURVIVOR_ROOM, "advocate_joined")]),
+    ("advocate joins: intro, backlog, survivor told, safety prompt", ACTIVE, Phase.ACTIVE,
+     [Reply(CASE_ROOM, "case_intro", INTRO), RelayBacklog(SURVIVOR_ROOM, SURVIVOR, CASE_ROOM),
+      NotifySurvivor(SURVIVOR_ROOM, "advocate_joined"), Reply(CASE_ROOM, "safety_prompt")]),
+    ("the intro says the rights notice was delivered and the language",
+     OPEN + [(2, SurvivorNotified(SURVIVOR_ROOM, "rights")), (3, SurvivorProfile(SURVIVOR_ROOM, "ar"))] + ACTIVE[2:],
+     Phase.ACTIVE,
+     [Reply(CASE_ROOM, "case_intro", (("ref", REF), ("language", "ar"), ("rights", "yes"))),
+      RelayBacklog(SURVIVOR_ROOM, SURVIVOR, CASE_ROOM), NotifySurvivor(SURVIVOR_ROOM, "advocate_joined"),
+      Reply(CASE_ROOM, "safety_prompt")]),
     ("someone else joining the case room changes nothing", ACTIVE[:-1] + [(12, MemberJoined(CASE_ROOM, OTHER))],
      Phase.INVITING, []),
     ("survivor text is relayed to the case room",
@@ -114,7 +154,7 @@ CASES = [
     ("!close by someone else is refused", ACTIVE + [(30, close(OTHER))], Phase.ACTIVE,
      [Reply(CASE_ROOM, "not_your_chat")]),
     ("!close outside a case room", ACTIVE + [(30, close(room=DISPATCH))], Phase.ACTIVE,
-     [Reply(DISPATCH, "close_in_case_room")]),
+     [Reply(DISPATCH, "in_case_room")]),
     ("End chat on the page", ACTIVE + [(30, SurvivorEnded(SURVIVOR_ROOM))], Phase.CLOSING, "closing:survivor"),
     ("End chat while waiting", OPEN + [(30, SurvivorEnded(SURVIVOR_ROOM))], Phase.CLOSING, "closing:waiting"),
     ("a second end changes nothing", ACTIVE + [(30, SurvivorEnded(SURVIVOR_ROOM)), (31, close())], Phase.CLOSING,
@@ -130,14 +170,62 @@ CASES = [
      ACTIVE + [(40, SurvivorDisconnected(SURVIVOR_ROOM)), (159.9, ClockTicked())], Phase.ACTIVE, []),
     ("the grace period ends: closed", ACTIVE + [(40, SurvivorDisconnected(SURVIVOR_ROOM)), (160, ClockTicked())],
      Phase.CLOSING, "closing:lost"),
-    ("a reconnect stops the grace timer", ACTIVE + [(40, SurvivorDisconnected(SURVIVOR_ROOM)),
-                                                    (100, SurvivorReconnected(SURVIVOR_ROOM)), (500, ClockTicked())],
+    ("a reconnect stops the grace timer", SILENT + [(40, SurvivorDisconnected(SURVIVOR_ROOM)),
+                                                    (100, SurvivorReconnected(SURVIVOR_ROOM)), (200, ClockTicked())],
      Phase.ACTIVE, []),
     ("erased: the chat is gone", ACTIVE + [(30, close()), (31, ChatErased(REF))], None, []),
-    ("!help answers where it was asked", [(0, CommandGiven(DISPATCH, ADVOCATE, Help(), True))], None,
-     [Reply(DISPATCH, "help")]),
-    ("an invalid command is explained", [(0, CommandGiven(DISPATCH, ADVOCATE, Invalid("zap", "unknown_command"), True))],
+    ("!help answers where it was asked, for the sender's roles", [(0, command(Help(), DISPATCH))], None,
+     [ShowHelp(DISPATCH, ADVOCATES)]),
+    ("an invalid command is explained", [(0, command(Invalid("zap", "unknown_command"), DISPATCH))],
      None, [Reply(DISPATCH, "unknown_command", (("name", "zap"),))]),
+    ("!say lists the library", ACTIVE + [(20, command(Say(None)))], Phase.ACTIVE, [ListCanned(CASE_ROOM)]),
+    ("!say KEY sends it", ACTIVE + [(20, command(Say("safety")))], Phase.ACTIVE,
+     [SendCanned(SURVIVOR_ROOM, CASE_ROOM, "safety", EventId("$cmd"))]),
+    ("!say with an unknown key", ACTIVE + [(20, command(Say("nope")))], Phase.ACTIVE,
+     [Reply(CASE_ROOM, "unknown_canned", (("key", "nope"),))]),
+    ("!say by someone else", ACTIVE + [(20, command(Say("safety"), who=OTHER))], Phase.ACTIVE,
+     [Reply(CASE_ROOM, "not_your_chat")]),
+    ("!say before the advocate joined", OPEN + [(10, claim()), (11, CaseRoomOpened(REF, CASE_ROOM)),
+                                                (12, command(Say("safety")))], Phase.INVITING,
+     [Reply(CASE_ROOM, "not_active")]),
+    ("!service close by an admin in the admin room", [(0, command(Service(False, "Storm"), ADMIN_ROOM, roles=ADMINS))],
+     None, [SetService(True, "Storm"), Reply(ADMIN_ROOM, "service_closed", (("message", "Storm"),))]),
+    ("!service open", [(0, command(Service(True), ADMIN_ROOM, roles=ADMINS))], None,
+     [SetService(False), Reply(ADMIN_ROOM, "service_opened")]),
+    ("!service by an advocate is refused", [(0, command(Service(True), ADMIN_ROOM))], None,
+     [Reply(ADMIN_ROOM, "not_admin")]),
+    ("!service by an admin outside the admin room is refused",
+     [(0, command(Service(True), DISPATCH, roles=ADMINS))], None, [Reply(DISPATCH, "not_admin")]),
+    ("!stats for admins", [(0, command(Stats(30), ADMIN_ROOM, roles=ADMINS))], None, [ShowStats(ADMIN_ROOM, 30)]),
+    ("!stats refused for advocates", [(0, command(Stats(7), DISPATCH))], None, [Reply(DISPATCH, "not_admin")]),
+    # Timers while waiting (opened at 0, bot joined at 1).
+    ("reassurance with the place in line", OPEN + [(181, ClockTicked())], Phase.WAITING,
+     [NotifySurvivor(SURVIVOR_ROOM, "still_waiting", (("place", "1"),))]),
+    ("no reassurance before its time", OPEN + [(180, ClockTicked())], Phase.WAITING, []),
+    ("announced again after 5 minutes", OPEN + [(181, ClockTicked()), (301, ClockTicked())], Phase.WAITING,
+     [PostAlert(REF, 5)]),
+    ("escalated once after 10 minutes", OPEN + [(181, ClockTicked()), (301, ClockTicked()), (361, ClockTicked()),
+                                                (600, ClockTicked())], Phase.WAITING,
+     [NotifySurvivor(SURVIVOR_ROOM, "still_waiting", (("place", "1"),)), Escalate(REF, 10)]),
+    ("not escalated twice", OPEN + [(600, ClockTicked()), (601, ClockTicked())], Phase.WAITING, []),
+    # Timers while active (advocate joined at 12 and answered at 12).
+    ("inactivity warning after 10 quiet minutes", SILENT + [(612, ClockTicked())], Phase.ACTIVE,
+     [NotifySurvivor(SURVIVOR_ROOM, "inactivity_warning", (("minutes", "5"),)),
+      Reply(CASE_ROOM, "inactivity_warned", (("minutes", "5"),))]),
+    ("closed for inactivity 5 minutes later", SILENT + [(612, ClockTicked()), (912, ClockTicked())], Phase.CLOSING,
+     "closing:inactivity"),
+    ("a word from the survivor resets the silence", SILENT + [(612, ClockTicked()),
+                                                              (700, SurvivorWrote(SURVIVOR_ROOM, SURVIVOR, EventId("$w"), "here")),
+                                                              (700, StaffWrote(CASE_ROOM, ADVOCATE, EventId("$b"), "ok")),
+                                                              (912, ClockTicked())], Phase.ACTIVE, []),
+    ("advocate reminded after 4 minutes without an answer",
+     SILENT + [(20, SurvivorWrote(SURVIVOR_ROOM, SURVIVOR, EventId("$w"), "hi")), (260, ClockTicked())],
+     Phase.ACTIVE, [Reply(CASE_ROOM, "advocate_reminder", (("minutes", "4"),))]),
+    ("no reminder once answered",
+     SILENT + [(20, SurvivorWrote(SURVIVOR_ROOM, SURVIVOR, EventId("$w"), "hi")),
+               (30, StaffWrote(CASE_ROOM, ADVOCATE, EventId("$b"), "yes")), (260, ClockTicked())], Phase.ACTIVE, []),
+    ("a disconnected survivor gets no inactivity warning",
+     SILENT + [(100, SurvivorDisconnected(SURVIVOR_ROOM)), (219, ClockTicked())], Phase.ACTIVE, []),
 ]
 
 
@@ -153,11 +241,17 @@ def test_rules(name, steps, expected_phase, expected):
 
 def assert_closing(state: Hotline, effects: list[object], why: str) -> None:
     chat = state.chats[REF]
-    key = {"advocate": "closed_advocate", "survivor": "closed_survivor", "lost": "closed_connection_lost"}.get(why)
+    reason = {"advocate": "advocate", "survivor": "survivor", "lost": "connection_lost",
+              "inactivity": "inactivity", "waiting": "survivor"}[why]
     expected: list[object] = [NotifySurvivor(SURVIVOR_ROOM, "chat_ended")]
-    if key:
-        expected.append(Reply(CASE_ROOM, key, (("ref", REF),)))
-    expected += [SignalClosed(SURVIVOR_ROOM), EraseChat(chat)]
+    if why != "waiting":
+        expected.append(Reply(CASE_ROOM, f"closed_{reason}", (("ref", REF),)))
+    expected += [SignalClosed(SURVIVOR_ROOM), EraseChat(chat), Count(f"closed_{reason}")]
+    if why == "waiting":
+        expected.append(Count("abandoned"))
+    else:
+        assert isinstance(effects[-1], Count) and effects[-1].metric == "duration"
+        expected.append(effects[-1])
     assert effects == expected
 
 
@@ -179,7 +273,7 @@ def test_oldest_waiting_is_claimed_first():
     state, effects = run(steps)
     assert state.chats[REF].advocate == ADVOCATE  # opened at 0: first in line
     assert state.chats[later].advocate == OTHER
-    assert effects[-1] == OpenCaseRoom(later, OTHER)
+    assert OpenCaseRoom(later, OTHER) in effects
 
 
 def test_recover_finishes_interrupted_work():
