@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from bot.commands import Claim, Close, Help, Invalid, Say, Service, Stats, parse
+from bot.commands import Claim, Close, Help, Invalid, Service, Stats, parse
+from bot.commands import Say as SayCommand
 from bot.ids import new_ref, normalize_ref
 from webchat.protocol import End, FrameError, Resume, Say, Start
 from webchat.protocol import parse as parse_frame
@@ -25,8 +26,8 @@ COMMANDS = [
     ("!", Invalid("", "unknown_command")),
     ("!frobnicate", Invalid("frobnicate", "unknown_command")),
     ("!" + "x" * 100, Invalid("x" * 32, "unknown_command")),
-    ("!say", Say(None)),
-    ("!say Safety", Say("safety")),
+    ("!say", SayCommand(None)),
+    ("!say Safety", SayCommand("safety")),
     ("!say a b", Invalid("say", "say_one_key")),
     ("!service open", Service(True)),
     ("!service open now", Invalid("service", "service_usage")),
