@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,8 +29,10 @@ from hotline.homeserver import (
     EmbeddedHomeserver,
     HomeserverProcess,
 )
+from hotline.postgres import ThrowawayPostgres, synapse_database
 
 SERVER_NAME = "hotline.localhost"
+DATABASE_ENV = "HOTLINE_TEST_DATABASE"
 ENCRYPTION = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
 
 
@@ -141,10 +144,20 @@ class DevStack:
     relaxed_rate_limits: bool = True
     advocates: int = 1
     settings: dict[str, str] = field(default_factory=dict)  # extra HOTLINE_ settings for both
+    # "sqlite" (default) or "postgres": a throwaway PostgreSQL cluster for the homeserver.
+    database: str = field(default_factory=lambda: os.environ.get(DATABASE_ENV, "sqlite"))
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
-        self.homeserver = EmbeddedHomeserver(self.root / "homeserver", SERVER_NAME, self.synapse_port)
+        if self.database not in ("sqlite", "postgres"):
+            raise ValueError(f"{DATABASE_ENV} must be sqlite or postgres, not {self.database!r}")
+        self.postgres: ThrowawayPostgres | None = None
+        database = None
+        if self.database == "postgres":
+            self.postgres = ThrowawayPostgres(free_port())
+            database = synapse_database(self.postgres.port)
+        self.homeserver = EmbeddedHomeserver(self.root / "homeserver", SERVER_NAME, self.synapse_port,
+                                             database=database)
         self.synapse = HomeserverProcess(self.homeserver)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.accounts: Bootstrap | None = None
@@ -172,8 +185,12 @@ class DevStack:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.logs.mkdir(exist_ok=True)
         self.homeserver.write_config(relaxed_rate_limits=self.relaxed_rate_limits)
-        await self.synapse.start()
         state = self.root / "bootstrap.json"
+        if self.postgres is not None:
+            await self.postgres.start()  # a fresh cluster each start: forget earlier accounts
+            state.unlink(missing_ok=True)
+            shutil.rmtree(self.root / "bot", ignore_errors=True)
+        await self.synapse.start()
         if state.exists():
             self.accounts = Bootstrap.from_json(json.loads(state.read_text()))
         else:
@@ -258,6 +275,8 @@ class DevStack:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self.synapse.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
 
 
 def _write_private_json(path: Path, data: dict[str, Any]) -> None:

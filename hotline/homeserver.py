@@ -155,6 +155,8 @@ class EmbeddedHomeserver:
     server_name: str
     port: int
     bot_localpart: str = "hotline"
+    # Synapse's ``database:`` section; None means SQLite in ``database_path``.
+    database: dict[str, Any] | None = None
 
     @property
     def config_path(self) -> Path:
@@ -175,6 +177,32 @@ class EmbeddedHomeserver:
     @property
     def bot_user_id(self) -> str:
         return f"@{self.bot_localpart}:{self.server_name}"
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database is not None and self.database["name"] == "psycopg2"
+
+    def query(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on Synapse's database, SQLite or PostgreSQL (``?`` placeholders).
+
+        For tests and ``hotline admin`` checks: Synapse's tables are not an API.
+        """
+        if self.uses_postgres:
+            import psycopg2
+
+            assert self.database is not None
+            args = {k: v for k, v in self.database["args"].items() if not k.startswith("cp_")}
+            connection = psycopg2.connect(**args)
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(sql.replace("?", "%s"), tuple(params))
+                    return list(cursor.fetchall())
+            finally:
+                connection.close()
+        import sqlite3
+
+        with sqlite3.connect(f"file:{self.database_path}?mode=ro", uri=True) as db:
+            return list(db.execute(sql, tuple(params)).fetchall())
 
     def secrets(self) -> dict[str, str]:
         """The config's secrets, made once and kept in ``secrets.yaml`` (mode 0600)."""
@@ -217,7 +245,7 @@ class EmbeddedHomeserver:
                     "resources": [{"names": ["client"], "compress": False}],
                 }
             ],
-            "database": {"name": "sqlite3", "args": {"database": str(self.database_path)}},
+            "database": self.database or {"name": "sqlite3", "args": {"database": str(self.database_path)}},
             "log_config": str(log_path),
             "media_store_path": str(self.directory / "media"),
             "signing_key_path": str(self.directory / "signing.key"),
