@@ -1,20 +1,27 @@
-"""The gateway's aiohttp application: the page, its two static files and the WebSocket."""
+"""The gateway's aiohttp application: the page, its static files, status, answers, the WebSocket."""
 
 from __future__ import annotations
 
-import html
+import asyncio
 import json
+import logging
 import weakref
 from collections.abc import AsyncIterator
 from importlib import resources
 
 import aiohttp
 from aiohttp import WSCloseCode, web
+from aiolimiter import AsyncLimiter
 
 from webchat import keys
+from webchat.answers import MAX_BODY_BYTES, AnswerPool, BadAnswers
 from webchat.chats import Chats
+from webchat.page import Texts
+from webchat.service import Service
 from webchat.settings import GatewaySettings
 from webchat.ws import chat_socket
+
+log = logging.getLogger(__name__)
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -31,36 +38,10 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 STATIC = {"chat.js": "text/javascript", "chat.css": "text/css"}
-
-
-def page_config(settings: GatewaySettings) -> dict[str, object]:
-    """What the page's script reads from its JSON data block."""
-    return {
-        "ws_path": settings.chat_path + "ws",
-        "exit_url": str(settings.exit_url),
-        "hotline_phone": settings.hotline_phone,
-        "program_name": settings.program_name,
-        "max_message_chars": settings.max_message_chars,
-        "strings": {},
-    }
-
-
-def render_page(settings: GatewaySettings) -> bytes:
-    template = resources.files("webchat").joinpath("static/index.html").read_text("utf-8")
-    # <, > and & escaped so that no text in the config can close the data block.
-    config = (
-        json.dumps(page_config(settings), ensure_ascii=False)
-        .replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-    )
-    page = (
-        template.replace("{{CONFIG_JSON}}", config)
-        .replace("{{TITLE}}", html.escape(settings.page_title))
-        .replace("{{LANG}}", "en")
-        .replace("{{DIR}}", "ltr")
-    )
-    return page.encode("utf-8")
+# Answer submissions the whole gateway takes per minute (a flood would only skew the counts).
+ANSWERS_PER_MINUTE = 120
+SERVICE_TASK = web.AppKey("service_task", asyncio.Task)
+ANSWERS_LIMIT = web.AppKey("answers_limit", AsyncLimiter)
 
 
 @web.middleware
@@ -77,9 +58,53 @@ async def security_headers(request: web.Request, handler: web.RequestHandler) ->
 
 
 async def index(request: web.Request) -> web.Response:
-    response = web.Response(body=request.app[keys.PAGE], content_type="text/html", charset="utf-8")
+    texts = request.app[keys.TEXTS]
+    tag = texts.pick(request.headers.get("Accept-Language", ""))
+    body = texts.render(tag, request.app[keys.SERVICE].status())
+    response = web.Response(body=body, content_type="text/html", charset="utf-8")
+    response.headers["Vary"] = "Accept-Language"
+    response.headers["Content-Language"] = tag
     response.enable_compression()
     return response
+
+
+async def service_status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[keys.SERVICE].status())
+
+
+async def catalog(request: web.Request) -> web.Response:
+    texts = request.app[keys.TEXTS]
+    tag = request.match_info["tag"]
+    if tag not in texts.offered:
+        raise web.HTTPNotFound(text="no such language")
+    response = web.Response(body=texts.catalog_json(tag), content_type="application/json", charset="utf-8")
+    response.enable_compression()
+    return response
+
+
+async def answers(request: web.Request) -> web.Response:
+    """Optional answers, on their own: no chat id, no cookie, nothing that ties them to a chat."""
+    settings = request.app[keys.SETTINGS]
+    if request.headers.get("Origin") != settings.origin:
+        return web.Response(status=403, text="Answers are only taken from the chat page.")
+    if not settings.service_room:
+        return web.Response(status=404, text="This program does not collect answers.")
+    if request.content_length is None or request.content_length > MAX_BODY_BYTES:
+        return web.Response(status=413, text=f"At most {MAX_BODY_BYTES} bytes.")
+    limiter = request.app[ANSWERS_LIMIT]
+    if not limiter.has_capacity():
+        return web.Response(status=429, text="Too many answers right now; they were not counted.")
+    await limiter.acquire()
+    try:
+        data = json.loads(await request.text())
+        pool = request.app[keys.SERVICE].pool
+        checked = pool.check(data)
+    except (ValueError, BadAnswers) as problem:
+        message = str(problem) if isinstance(problem, BadAnswers) else "not JSON"
+        return web.Response(status=400, text=message)
+    service = request.app[keys.SERVICE]
+    pool.add(service.today(), checked)
+    return web.Response(status=204)
 
 
 async def static_file(request: web.Request) -> web.Response:
@@ -95,9 +120,22 @@ async def static_file(request: web.Request) -> web.Response:
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
     async with aiohttp.ClientSession() as http:
         app[keys.HTTP] = http
+        pool = AnswerPool(app[keys.TEXTS].questions, settings.answers_pool_min)
+        service = Service(settings, http, pool)
+        app[keys.SERVICE] = service
+        if settings.service_room:
+            await service.refresh()  # the first page already knows about a closure
+        task = asyncio.create_task(service.run(), name="service status")
+        app[SERVICE_TASK] = task
         yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if pool.pooled:
+            # Fewer than the minimum: sending them now could tie them to a few chats.
+            log.info("%d pooled answer submissions dropped at shutdown", pool.pooled)
         await app[keys.CHATS].end_all()
 
 
@@ -111,12 +149,16 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[keys.SETTINGS] = settings
     app[keys.CHATS] = Chats(settings.reconnect_grace_seconds)
     app[keys.SOCKETS] = weakref.WeakSet()
-    app[keys.PAGE] = render_page(settings)
+    app[keys.TEXTS] = Texts(settings)
+    app[ANSWERS_LIMIT] = AsyncLimiter(ANSWERS_PER_MINUTE, 60)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_sockets)
     base = settings.chat_path
     app.router.add_get(base, index)
     app.router.add_get(base + "ws", chat_socket)
+    app.router.add_get(base + "status", service_status)
+    app.router.add_post(base + "answers", answers)
+    app.router.add_get(base + "i18n/{tag}.json", catalog)
     app.router.add_get(base + "{name}", static_file)
     if base != "/":
         app.router.add_get("/favicon.ico", static_file)

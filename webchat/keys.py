@@ -8,10 +8,13 @@ import aiohttp
 from aiohttp import web
 
 from webchat.chats import Chats
+from webchat.page import Texts
+from webchat.service import Service
 from webchat.settings import GatewaySettings
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 CHATS = web.AppKey("chats", Chats)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
-PAGE = web.AppKey("page", bytes)
+TEXTS = web.AppKey("texts", Texts)
+SERVICE = web.AppKey("service", Service)

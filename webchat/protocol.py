@@ -16,6 +16,8 @@ class _Frame(BaseModel):
 
 class Start(_Frame):
     type: Literal["start"]
+    # The survivor's preferred language (one of the gateway's chat languages), or "" for none.
+    language: str = Field(default="", max_length=35)
 
 
 class Resume(_Frame):

@@ -29,6 +29,7 @@ from nio import (
     RoomSendError,
     RoomVisibility,
     SyncResponse,
+    TypingNoticeEvent,
     UnknownEvent,
 )
 from nio.exceptions import OlmTrustError
@@ -72,11 +73,16 @@ class ChatSession:
         self._bot_joined = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._send_lock = asyncio.Lock()
+        self.advocate_typing = False
 
     # ------------------------------------------------------------------ set-up
 
-    async def open(self) -> None:
-        """Account, device, room, bot. Raises ChatUnavailable; cleans up after itself."""
+    async def open(self, language: str = "") -> None:
+        """Account, device, room, bot, profile. Raises ChatUnavailable; cleans up after itself.
+
+        ``language`` is the survivor's preferred language ("" if not given); the bot shows it in
+        the dispatch alert. It is sent once, encrypted, before the page hears "started".
+        """
         try:
             user_id, device_id, token = await self._register()
             client = AsyncClient(
@@ -115,6 +121,10 @@ class ChatSession:
                 await asyncio.wait_for(self._bot_joined.wait(), self.settings.bot_join_timeout_seconds)
             except TimeoutError:
                 raise ChatUnavailable("the bot did not join in time") from None
+            try:
+                await self.send_event(CONTROL_EVENT, {"action": str(Control.PROFILE), "language": language}, None)
+            except SendFailed as error:
+                raise ChatUnavailable(f"the profile could not be sent encrypted ({error})") from None
         except ChatUnavailable:
             await self.close()
             raise
@@ -152,7 +162,15 @@ class ChatSession:
         if room is not None and self.settings.bot_user_id in room.users \
                 and self.settings.bot_user_id not in room.invited_users:
             self._bot_joined.set()
-        for event in response.rooms.join[self.room_id].timeline.events:
+        joined = response.rooms.join[self.room_id]
+        for event in joined.ephemeral:
+            if isinstance(event, TypingNoticeEvent):
+                # The bot types in the survivor room while an advocate types in the case room.
+                typing = self.settings.bot_user_id in event.users
+                if typing != self.advocate_typing:
+                    self.advocate_typing = typing
+                    await self.tell({"type": "typing", "active": typing})
+        for event in joined.timeline.events:
             if getattr(event, "sender", None) != self.settings.bot_user_id:
                 continue
             if not getattr(event, "decrypted", False):
@@ -175,6 +193,14 @@ class ChatSession:
                 await self._sink(frame)
             except Exception:
                 self._sink = None  # kept in the buffer; the page gets it on resume
+
+    async def tell(self, frame: dict[str, Any]) -> None:
+        """A passing frame (no seq, not kept for a reconnecting page): only if a page is attached."""
+        if self._sink is not None and not self.ended.is_set():
+            try:
+                await self._sink(frame)
+            except Exception:
+                self._sink = None
 
     async def _closed_by_hotline(self) -> None:
         if self.ended.is_set():

@@ -6,8 +6,24 @@ service token that lets it create survivor accounts in its own namespace.
 
 from __future__ import annotations
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+import re
+
+from pathlib import Path
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hotline.hours import ALWAYS, Schedule, ScheduleError
+
+LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$")
+
+
+def _tag_list(value: str) -> list[str]:
+    tags = [t.strip() for t in value.split(",") if t.strip()]
+    for tag in tags:
+        if not LANGUAGE_TAG.match(tag):
+            raise ValueError(f"{tag!r} is not a language tag like en or pt-BR")
+    return tags
 
 
 class GatewaySettings(BaseSettings):
@@ -30,6 +46,23 @@ class GatewaySettings(BaseSettings):
     bot_join_timeout_seconds: float = Field(default=20.0, gt=0, description="How long a new chat waits for the bot before telling the survivor chat is unavailable.")
     max_open_chats: int = Field(default=500, ge=1, description="Chats this gateway holds at once; more are told chat is busy.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    # Opening hours (hotline/hours.py): outside them "Start chat" says when chat opens next.
+    hours: str = Field(default=ALWAYS, description="When chat is open, e.g. \"mon-fri 09:00-17:00; sat 10:00-14:00\" (a day not named is closed).")
+    timezone: str = Field(default="UTC", description="The program's time zone for HOTLINE_HOURS, e.g. America/New_York.")
+    holidays: str = Field(default="", description="Dates on which chat is closed all day, e.g. \"2026-12-25, 2027-01-01\".")
+    last_intake_minutes: int = Field(default=30, ge=0, le=600, description="No new chat starts this many minutes before closing; open chats continue.")
+    # The service room: emergency closure (read) and pooled optional answers (sent).
+    service_room: str = Field(default="", description="Room ID of the service room (the bot's closure state; pooled answers). Empty: no closure polling, answers are not kept.")
+    service_poll_seconds: float = Field(default=5.0, ge=0.5, le=300, description="How often the gateway reads the service room's closure state.")
+    status_poll_seconds: float = Field(default=10.0, ge=1, le=600, description="How often an open page asks whether chat is open.")
+    answers_pool_min: int = Field(default=5, ge=1, le=1000, description="Optional answers are sent to the service room only when this many submissions are pooled (or at the end of the day).")
+    # The page's texts and languages (docs/page.md). Order matters: later checks use earlier ones.
+    catalog_dir: Path | None = Field(default=None, validate_default=True, description="A directory of extra catalogs (<tag>.json): new languages, or the program's own texts overriding shipped ones.")
+    default_language: str = Field(default="en", description="The page's language when the browser asks for none the page has.")
+    languages: str = Field(default="", validate_default=True, description="The page languages offered, e.g. \"en,es\" (each needs a catalog). Empty: every catalog found.")
+    chat_languages: str = Field(default="en", description="Languages advocates can chat in (BCP 47 tags, e.g. \"en,es\"); the page offers them in the preferred-language question.")
+    questions_file: Path | None = Field(default=None, validate_default=True, description="A JSON file of optional questions (docs/page.md). Default: the shipped webchat/questions.json. Texts come from the catalogs.")
+    rights_url: AnyHttpUrl | None = Field(default=None, description="Link to the program's full text on rights and confidentiality, shown with the summary before a chat.")
 
     @field_validator("chat_path")
     @classmethod
@@ -52,6 +85,111 @@ class GatewaySettings(BaseSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return value
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        try:
+            Schedule.parse(value)
+        except ScheduleError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            Schedule.parse(ALWAYS, value)
+        except ScheduleError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, value: str) -> str:
+        try:
+            Schedule.parse(ALWAYS, "UTC", value)
+        except ScheduleError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("service_room")
+    @classmethod
+    def _room(cls, value: str) -> str:
+        if value and not (value.startswith("!") and len(value) > 1 and " " not in value):
+            raise ValueError("must be a room ID starting with !")
+        return value
+
+    @field_validator("default_language")
+    @classmethod
+    def _tag(cls, value: str) -> str:
+        if not LANGUAGE_TAG.match(value):
+            raise ValueError("must be a language tag like en or pt-BR")
+        return value
+
+    @field_validator("chat_languages")
+    @classmethod
+    def _tags(cls, value: str) -> str:
+        return ",".join(_tag_list(value))
+
+    # Catalogs and questions are checked at start-up, so that a typo stops the gateway with one
+    # line naming the setting instead of showing a broken page to a survivor.
+    @field_validator("catalog_dir")
+    @classmethod
+    def _catalogs(cls, value: Path | None) -> Path | None:
+        from webchat.i18n import CatalogError, load_catalogs
+
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        try:
+            load_catalogs(value)
+        except CatalogError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, value: str, info: ValidationInfo) -> str:
+        from webchat.i18n import CatalogError, load_catalogs
+
+        if "catalog_dir" not in info.data or "default_language" not in info.data:
+            return value  # reported on those settings
+        try:
+            available = load_catalogs(info.data["catalog_dir"])
+        except CatalogError:
+            return value
+        tags = _tag_list(value) or sorted(available)
+        for tag in tags + [info.data["default_language"]]:
+            if tag not in available:
+                raise ValueError(f"no catalog for {tag!r} (have: {', '.join(sorted(available))})")
+        return ",".join(tags)
+
+    @field_validator("questions_file")
+    @classmethod
+    def _questions(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        from webchat.i18n import CatalogError, load_catalogs, load_questions
+
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a file")
+        if "catalog_dir" not in info.data:
+            return value
+        try:
+            load_questions(value, load_catalogs(info.data["catalog_dir"]))
+        except CatalogError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule.parse(self.hours, self.timezone, self.holidays, self.last_intake_minutes)
+
+    @property
+    def chat_language_list(self) -> list[str]:
+        return [t for t in self.chat_languages.split(",") if t]
+
+    @property
+    def language_list(self) -> list[str]:
+        return [t for t in self.languages.split(",") if t]
 
     @property
     def homeserver(self) -> str:

@@ -69,7 +69,7 @@ class Conversation:
             await self.send(problem.frame())
             return
         if isinstance(frame, Start):
-            await self.on_start()
+            await self.on_start(frame)
         elif isinstance(frame, Resume):
             await self.on_resume(frame)
         elif self.session is None:
@@ -79,16 +79,25 @@ class Conversation:
         elif isinstance(frame, End):
             await self.session.end()
 
-    async def on_start(self) -> None:
+    async def on_start(self, frame: Start) -> None:
         if self.session is not None:
             await self.send(error("already_started", "this socket has a chat already"))
+            return
+        if frame.language and frame.language not in self.settings.chat_language_list:
+            await self.send(error("bad_frame", "language: not one of the chat languages"))
+            return
+        status = self.app[keys.SERVICE].status()
+        if not status["accepting"]:
+            # Outside opening hours or closed by the program: chats already open continue.
+            await self.send({**error("closed", "chat is not taking new chats now"), "status": status})
+            self.finished = True
             return
         if len(self.chats) >= self.settings.max_open_chats:
             await self._unavailable("the gateway is at its limit of open chats")
             return
         session = ChatSession(self.settings, self.app[keys.HTTP])
         try:
-            await session.open()
+            await session.open(frame.language)
         except ChatUnavailable as why:
             log.warning("a chat could not start: %s", why)
             await self._unavailable("chat is not available right now")
@@ -122,6 +131,8 @@ class Conversation:
         self.session = session
         await self.send({"type": "resumed"})
         await self._follow(session, frame.seen)
+        if session.advocate_typing:
+            await self.send({"type": "typing", "active": True})
         self.chats.reconnected(session)
 
     async def on_say(self, frame: Say) -> None:

@@ -1,94 +1,230 @@
 "use strict";
-// The survivor's chat page; protocol in docs/protocol.md. Nothing is stored on the device:
-// the chat id and resume secret live only in variables.
-const DEFAULT_STRINGS = {
-  hotline: "Hotline:",
-  leave: "Leave quickly",
-  esc_hint: "You can also press Esc twice to leave this page quickly.",
-  welcome_title: "Chat with an advocate",
-  welcome: "This chat is private. The conversation is not saved on this device, and it is erased when the chat ends.",
-  start_chat: "Start chat",
-  connecting: "Connecting…",
-  started: "Chat started. You can write your message now.",
-  conversation: "Conversation",
-  message: "Message",
-  send: "Send",
-  end_chat: "End chat",
-  confirm_end: "End this chat? The conversation will be erased.",
-  keep_chatting: "Keep chatting",
-  ending: "Ending the chat…",
-  you: "You",
-  role_advocate: "Advocate",
-  role_interpreter: "Interpreter",
-  role_supervisor: "Supervisor",
-  role_hotline: "Hotline",
-  sending: "Sending…",
-  delivered: "Delivered",
-  not_sent: "Not sent",
-  try_again: "Try again",
-  reconnecting: "Connection lost. Reconnecting…",
-  reconnected: "Reconnected.",
-  ended_title: "Chat ended",
-  ended: "This chat has ended, and the conversation has been erased from this page.",
-  unavailable_title: "Chat not available",
-  unavailable: "Chat is not available right now.",
-  call: "You can call the hotline: {phone}",
-  too_long: "This message is too long. Please shorten it or send it in parts.",
-  send_failed: "A message could not be sent. You can try again.",
-  rate_limited: "Messages are being sent too quickly. Yours will be sent in a moment.",
-};
-
+// The survivor's chat page; protocol in docs/protocol.md, admin guide in docs/page.md.
+// Nothing is stored on the device: the chat id and resume secret live only in variables.
+// Every text comes from the catalog in the page's data block (webchat/i18n/<lang>.json).
 (function () {
   const $ = (id) => document.getElementById(id);
   const str = (v) => (typeof v === "string" ? v : "");
   let config;
-  try { config = JSON.parse($("hotline-config").textContent); } catch (e) { /* defaults */ }
+  try { config = JSON.parse($("hotline-config").textContent); } catch (e) { /* below */ }
   if (!config || typeof config !== "object") config = {};
-  const S = Object.assign({}, DEFAULT_STRINGS);
-  for (const [k, v] of Object.entries(config.strings || {})) if (typeof v === "string") S[k] = v;
-  const wsPath = /^\/[^/]/.test(str(config.ws_path)) ? config.ws_path : "/ws";
+  let S = config.strings || {};
+  const T = (k) => str(S[k]);
+  const fill = (k, vars) => T(k).replace(/\{(\w+)\}/g, (m, n) => (n in vars ? vars[n] : m));
+  let lang = str(config.lang) || "en";
+  const path = (v, dflt) => (/^\/([^/]|$)/.test(str(v)) ? v : dflt);
+  const wsPath = path(config.ws_path, "/ws");
   let exitUrl = "about:blank";
   try {
     const u = new URL(str(config.exit_url), location.href);
     if (/^https?:$/.test(u.protocol)) exitUrl = u.href;
   } catch (e) { /* keep about:blank */ }
   const phone = str(config.hotline_phone).trim();
+  const questions = Array.isArray(config.questions) ? config.questions : [];
+  const before = questions.filter((q) => q.when === "before");
+  const after = questions.filter((q) => q.when === "after");
+  let service = config.status || { accepting: true };
 
-  const notice = $("notice"), noticeTitle = $("notice-title"), chatSec = $("chat");
-  const log = $("log"), statusEl = $("status"), confirmBox = $("confirm");
+  const notice = $("notice"), noticeTitle = $("notice-title"), chatSec = $("chat"), qSec = $("questions");
+  const log = $("log"), statusEl = $("status"), confirmBox = $("confirm"), typingEl = $("typing");
   const composer = $("composer"), box = $("message"), sendBtn = $("send"), endBtn = $("end");
 
-  for (const e of document.querySelectorAll("[data-s]")) e.textContent = S[e.dataset.s];
-  for (const e of document.querySelectorAll("[data-s-label]")) e.setAttribute("aria-label", S[e.dataset.sLabel]);
-  $("program-name").textContent = str(config.program_name) || document.title;
-  if (phone) {
-    $("phone").textContent = phone;
-    $("phone").setAttribute("href", "tel:" + phone.replace(/[^0-9+*#]/g, ""));
-    $("phone-line").hidden = false;
+  let ws = null;        // the current socket
+  let state = "idle";   // idle | asking | connecting | active | ended | unavailable
+  let screen = "welcome"; // what the notice shows: welcome | ended | unavailable
+  let attached = false; // the current socket is attached to our chat
+  let chat = null, secret = null, lastSeq = 0, endRequested = false, surveyDone = false;
+  let retry = 0, retryTimer = 0, openTimer = 0, pollTimer = 0, typingSaid = 0, typingTimer = 0;
+  const pending = new Map(); // id -> {id, text, el}: sent, not yet acknowledged
+
+  // ---------------------------------------------------------------- texts and language
+
+  function applyTexts() {
+    document.documentElement.lang = lang;
+    document.documentElement.dir = config.dir === "rtl" ? "rtl" : "ltr";
+    for (const e of document.querySelectorAll("[data-s]")) e.textContent = T(e.dataset.s);
+    for (const e of document.querySelectorAll("[data-s-label]")) e.setAttribute("aria-label", T(e.dataset.sLabel));
+    for (const e of log.querySelectorAll(".who")) e.textContent = T(e.dataset.key);
+    for (const e of log.querySelectorAll(".state")) if (e.dataset.key) setMsgState(e.parentNode, e.dataset.key);
+    $("program-name").textContent = str(config.program_name) || document.title;
+    if (phone) {
+      $("phone").textContent = phone;
+      $("phone").setAttribute("href", "tel:" + phone.replace(/[^0-9+*#]/g, ""));
+      $("phone-line").hidden = false;
+      $("help-call").textContent = fill("call", { phone });
+      $("help-call").hidden = false;
+    }
+    const rights = str(config.rights_url);
+    if (/^https?:\/\//.test(rights)) { $("rights-link").href = rights; $("rights-link").hidden = false; }
+    buildQuestions($("question-fields"), before, "qb-");
+    buildQuestions($("survey-fields"), after, "qa-");
+    if (!notice.hidden) renderNotice(false);
   }
 
-  let ws = null;        // the current socket
-  let state = "idle";   // idle | connecting | active | ended | unavailable
-  let attached = false; // the current socket is attached to our chat
-  let chat = null, secret = null, lastSeq = 0, endRequested = false;
-  let retry = 0, retryTimer = 0, openTimer = 0;
-  const pending = new Map(); // id -> {id, text, el}: sent, not yet acknowledged
+  const languages = Array.isArray(config.languages) ? config.languages : [];
+  const langSelect = $("lang");
+  if (languages.length > 1) {
+    for (const l of languages) {
+      const o = document.createElement("option");
+      o.value = str(l.tag); o.textContent = str(l.name) || o.value; o.lang = o.value;
+      langSelect.appendChild(o);
+    }
+    langSelect.value = lang;
+    $("lang-line").hidden = false;
+    langSelect.addEventListener("change", () => {
+      const tag = langSelect.value;
+      fetch(path(config.i18n_path, "/i18n/") + encodeURIComponent(tag) + ".json",
+        { credentials: "omit", cache: "no-store", referrerPolicy: "no-referrer" })
+        .then((r) => (r.ok ? r.json() : Promise.reject(r.status)))
+        .then((c) => {
+          if (!c || typeof c.strings !== "object") return;
+          S = c.strings; lang = str(c.lang) || tag; config.dir = c.dir;
+          applyTexts();
+          langSelect.focus();
+        })
+        .catch(() => { langSelect.value = lang; });
+    });
+  }
+
+  function timeText(iso) {
+    const d = new Date(iso);
+    const opts = { weekday: "long", day: "numeric", month: "long", hour: "numeric", minute: "2-digit",
+      timeZoneName: "short" };
+    try { return new Intl.DateTimeFormat(lang, Object.assign({ timeZone: str(config.timezone) || undefined }, opts)).format(d); }
+    catch (e) {
+      try { return new Intl.DateTimeFormat(lang, opts).format(d); } catch (e2) { return d.toString(); }
+    }
+  }
+
+  function languageName(tag) {
+    try { return new Intl.DisplayNames([lang], { type: "language" }).of(tag) || tag; } catch (e) { return tag; }
+  }
+
+  // ---------------------------------------------------------------- optional questions
+
+  // Each question is a group of radio buttons with "Prefer not to say"; none chosen = skipped.
+  function buildQuestions(where, list, prefix) {
+    const chosen = readAnswers(where);
+    where.textContent = "";
+    for (const q of list) {
+      const set = make("fieldset", "question");
+      const legend = make("legend", "", T("q." + q.id));
+      const why = make("p", "why", T("why") + " " + T("q." + q.id + ".why"));
+      why.id = prefix + q.id + "-why";
+      set.setAttribute("aria-describedby", why.id);
+      set.append(legend, why);
+      const answers = q.language ? (config.chat_languages || []) : (q.answers || []);
+      for (const a of answers.concat(["prefer_not"])) {
+        const label = make("label", "choice");
+        const input = document.createElement("input");
+        input.type = "radio";
+        input.name = prefix + q.id;
+        input.value = a;
+        input.dataset.q = q.id;
+        if (chosen[q.id] === a) input.checked = true;
+        const text = a === "prefer_not" ? T("prefer_not") : q.language ? languageName(a) : T("q." + q.id + "." + a);
+        label.append(input, " ", text);
+        set.appendChild(label);
+      }
+      where.appendChild(set);
+    }
+  }
+
+  function readAnswers(where) {
+    const out = {};
+    for (const i of where.querySelectorAll("input:checked")) out[i.dataset.q] = i.value;
+    return out;
+  }
+
+  function clearAnswers(where) {
+    for (const i of where.querySelectorAll("input:checked")) i.checked = false;
+  }
+
+  // Answers other than the language go on their own, later and in no relation to the chat:
+  // no chat id, no cookie. The gateway only adds them to counts (docs/protocol.md).
+  function sendAnswers(answers) {
+    if (!Object.keys(answers).length || !config.answers_path) return;
+    const body = JSON.stringify({ answers });
+    const wait = 1000 + (crypto.getRandomValues(new Uint16Array(1))[0] % 9000);
+    setTimeout(() => {
+      fetch(path(config.answers_path, "/answers"), { method: "POST", body, credentials: "omit", cache: "no-store",
+        referrerPolicy: "no-referrer", keepalive: true, headers: { "Content-Type": "application/json" } })
+        .catch(() => { /* optional: nothing to tell the survivor */ });
+    }, wait);
+  }
+
+  // ---------------------------------------------------------------- screens
+
+  function renderNotice(moveFocus) {
+    const st = service || {};
+    let title, text = "";
+    if (screen === "welcome") {
+      title = st.accepting ? "welcome_title" : st.closed ? "closure_title" : "closed_title";
+      if (st.accepting) text = T("welcome");
+    } else {
+      title = screen + "_title";
+      text = T(screen);
+    }
+    noticeTitle.textContent = T(title);
+    $("notice-text").textContent = text;
+    $("notice-text").hidden = !text;
+    $("hours").textContent = hoursText(st);
+    $("closure-msg").textContent = str(st.message);
+    $("closure-msg").hidden = !(st.closed && st.message);
+    $("intro").hidden = screen !== "welcome";
+    $("survey").hidden = !(screen === "ended" && after.length && !surveyDone);
+    $("start").hidden = !st.accepting;
+    chatSec.hidden = qSec.hidden = true;
+    notice.hidden = false;
+    if (moveFocus) noticeTitle.focus();
+  }
+
+  function hoursText(st) {
+    if (st.closed) return T("closed_now");
+    if (st.accepting) return st.closes_at ? fill("open_until", { time: timeText(st.closes_at) }) : T("open_now");
+    let t = st.open ? T("closing_soon") : T("closed_now");
+    if (st.next_open) t += " " + fill("opens_at", { time: timeText(st.next_open) });
+    return t;
+  }
+
+  // While no chat is open, keep "open or closed" current (an admin may close chat any time).
+  function pollStatus() {
+    clearTimeout(pollTimer);
+    const every = Math.max(1, Number(config.status_poll_seconds) || 10) * 1000;
+    pollTimer = setTimeout(() => {
+      if (state === "active" || state === "connecting") return;
+      fetch(path(config.status_path, "/status"), { credentials: "omit", cache: "no-store", referrerPolicy: "no-referrer" })
+        .then((r) => (r.ok ? r.json() : null))
+        .then((st) => {
+          if (st && typeof st === "object" && JSON.stringify(st) !== JSON.stringify(service)) {
+            service = st;
+            if (!notice.hidden) renderNotice(false);
+          }
+        })
+        .catch(() => { /* keep what is shown; the hotline number is always there */ })
+        .finally(pollStatus);
+    }, every);
+  }
+
+  // ---------------------------------------------------------------- the socket
 
   const setStatus = (t) => { statusEl.textContent = t; };
   const setComposer = (on) => { box.disabled = sendBtn.disabled = endBtn.disabled = !on; };
   const send = (obj) => { if (ws && ws.readyState === 1) ws.send(JSON.stringify(obj)); };
   const sendSay = (p) => { if (attached) send({ type: "say", id: p.id, text: p.text }); };
-  const make = (tag, cls, text) => {
+  function make(tag, cls, text) {
     const e = document.createElement(tag);
-    e.className = cls;
+    if (cls) e.className = cls;
     if (text) e.appendChild(document.createTextNode(text));
     return e;
-  };
+  }
 
   function newId() {
     const b = crypto.getRandomValues(new Uint8Array(16));
     return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
   }
+
+  let startFrame = { type: "start" };
 
   function openSocket() {
     clearTimeout(retryTimer);
@@ -102,7 +238,7 @@ const DEFAULT_STRINGS = {
     sock.onopen = () => {
       if (ws !== sock) return;
       clearTimeout(openTimer);
-      send(chat ? { type: "resume", chat, secret, seen: lastSeq } : { type: "start" });
+      send(chat ? { type: "resume", chat, secret, seen: lastSeq } : startFrame);
     };
     sock.onmessage = (ev) => {
       let f;
@@ -120,7 +256,8 @@ const DEFAULT_STRINGS = {
 
   function dropped() {
     if (state === "active") {
-      setStatus(S.reconnecting);
+      setTyping(false);
+      setStatus(T("reconnecting"));
       retryTimer = setTimeout(openSocket, Math.min(10000, 1000 * 2 ** retry)); // 1, 2, 4, 8, 10 s
       retry = Math.min(retry + 1, 10);
     } else if (state === "connecting") {
@@ -134,14 +271,14 @@ const DEFAULT_STRINGS = {
         if (state !== "connecting" || typeof f.chat !== "string" || typeof f.secret !== "string") return;
         chat = f.chat; secret = f.secret; state = "active"; attached = true; retry = 0;
         setComposer(true);
-        setStatus(S.started);
+        setStatus(T("started"));
         box.focus();
         break;
       case "resumed":
         if (!chat) return;
         attached = true; retry = 0;
         if (endRequested) { send({ type: "end" }); return; }
-        setStatus(S.reconnected);
+        setStatus(T("reconnected"));
         for (const p of pending.values()) sendSay(p); // same id and text: never delivered twice
         break;
       case "message":
@@ -150,7 +287,13 @@ const DEFAULT_STRINGS = {
           if (f.seq <= lastSeq) return; // already shown before a reconnect
           lastSeq = f.seq;
         }
-        if (!endRequested && typeof f.text === "string") addMessage(f.role, f.text);
+        if (!endRequested && typeof f.text === "string") {
+          if (f.role !== "hotline") setTyping(false);
+          addMessage(f.role, f.text);
+        }
+        break;
+      case "typing":
+        if (state === "active" && !endRequested) setTyping(f.active === true);
         break;
       case "ack": {
         const p = pending.get(f.id);
@@ -161,28 +304,46 @@ const DEFAULT_STRINGS = {
         if (state === "active") finish("ended");
         break;
       case "error":
-        onError(f.code, typeof f.id === "string" ? pending.get(f.id) : undefined);
+        onError(f, typeof f.id === "string" ? pending.get(f.id) : undefined);
     }
   }
 
   // bad_frame, not_started, already_started: nothing the survivor can do about them.
-  function onError(code, p) {
+  function onError(f, p) {
+    const code = f.code;
     if (code === "too_long") {
       p = p || Array.from(pending.values()).pop();
       if (p) { pending.delete(p.id); failed(p, false); if (!box.value) box.value = p.text; }
-      setStatus(S.too_long);
+      setStatus(T("too_long"));
     } else if (code === "send_failed") {
       if (p) { pending.delete(p.id); failed(p, true); }
-      setStatus(S.send_failed);
+      setStatus(T("send_failed"));
     } else if (code === "empty") {
       if (p) { pending.delete(p.id); p.el.remove(); }
     } else if (code === "rate_limited") {
-      setStatus(S.rate_limited);
+      setStatus(T("rate_limited"));
       setTimeout(() => {
         if (p) { if (pending.has(p.id)) sendSay(p); } else if (endRequested && attached) send({ type: "end" });
       }, 3000);
     } else if (code === "unavailable") {
       finish("unavailable");
+    } else if (code === "closed") {
+      if (f.status && typeof f.status === "object") service = f.status;
+      else service = Object.assign({}, service, { accepting: false });
+      finish("welcome");
+    }
+  }
+
+  // "Advocate is typing…": shown at once; told to screen readers at most every 30 seconds.
+  function setTyping(on) {
+    typingEl.textContent = on ? T("typing") : "";
+    clearTimeout(typingTimer);
+    if (on && Date.now() - typingSaid > 30000) {
+      typingSaid = Date.now();
+      $("typing-sr").textContent = T("typing");
+      typingTimer = setTimeout(() => { $("typing-sr").textContent = ""; }, 5000);
+    } else if (!on) {
+      $("typing-sr").textContent = "";
     }
   }
 
@@ -194,7 +355,9 @@ const DEFAULT_STRINGS = {
     const body = make("p", "text", text);
     el.setAttribute("dir", "auto");
     body.setAttribute("dir", "auto");
-    el.append(make("p", "who", mine ? S.you : S["role_" + role]), body);
+    const who = make("p", "who", mine ? T("you") : T("role_" + role));
+    who.dataset.key = mine ? "you" : "role_" + role;
+    el.append(who, body);
     if (mine) el.appendChild(make("p", "state"));
     const follow = nearBottom(log.clientHeight);
     log.appendChild(el);
@@ -220,13 +383,17 @@ const DEFAULT_STRINGS = {
 
   function setMsgState(el, key) {
     el.classList.toggle("failed", key === "not_sent");
-    el.querySelector(".state").textContent = S[key];
+    const s = el.querySelector(".state");
+    const button = s.querySelector("button");
+    s.dataset.key = key;
+    s.textContent = T(key);
+    if (button) { button.textContent = T("try_again"); s.append(" ", button); }
   }
 
   function failed(p, canRetry) {
     setMsgState(p.el, "not_sent");
     if (!canRetry) return;
-    const b = make("button", "btn small", S.try_again);
+    const b = make("button", "btn small", T("try_again"));
     b.type = "button";
     b.addEventListener("click", () => {
       b.remove();
@@ -248,7 +415,7 @@ const DEFAULT_STRINGS = {
     const maxChars = Number(config.max_message_chars) || 0;
     if ((maxChars && [...text].length > maxChars) ||
         new TextEncoder().encode(JSON.stringify({ type: "say", id, text })).length > 65000) {
-      setStatus(S.too_long);
+      setStatus(T("too_long"));
       return;
     }
     box.value = "";
@@ -266,19 +433,41 @@ const DEFAULT_STRINGS = {
     pending.clear();
     log.textContent = "";
     box.value = "";
+    setTyping(false);
   }
 
-  function start() {
+  // "Start chat": the optional questions first, if there are any.
+  function askOrStart() {
+    if (!before.length) return start("");
+    state = "asking";
+    notice.hidden = chatSec.hidden = true;
+    qSec.hidden = false;
+    $("questions-title").focus();
+  }
+
+  function continueFromQuestions(skip) {
+    const answers = skip ? {} : readAnswers($("question-fields"));
+    clearAnswers($("question-fields"));
+    const language = before.some((q) => q.language) ? str(answers.language) : "";
+    delete answers.language; // goes with the chat, to the advocate; never counted here
+    sendAnswers(answers);
+    start(language === "prefer_not" ? "" : language);
+  }
+
+  function start(language) {
+    clearTimeout(pollTimer);
     state = "connecting";
     chat = secret = null;
     lastSeq = 0;
     endRequested = false;
+    surveyDone = false;
+    startFrame = language ? { type: "start", language } : { type: "start" };
     wipe();
-    notice.hidden = confirmBox.hidden = true;
+    notice.hidden = qSec.hidden = confirmBox.hidden = true;
     chatSec.hidden = composer.hidden = false;
     setComposer(false);
     statusEl.classList.remove("sr");
-    setStatus(S.connecting);
+    setStatus(T("connecting"));
     log.focus();
     openSocket();
   }
@@ -289,23 +478,19 @@ const DEFAULT_STRINGS = {
     if (sock) sock.close();
     clearTimeout(retryTimer);
     clearTimeout(openTimer);
-    state = kind;
+    state = kind === "welcome" ? "idle" : kind;
+    screen = kind;
     attached = false;
     chat = secret = null;
     retry = 0;
     wipe();
     setComposer(false);
-    showNotice(S[kind + "_title"], S[kind] + (phone ? " " + S.call.replace("{phone}", phone) : ""));
+    renderNotice(false);
     statusEl.classList.add("sr"); // the notice shows it; screen readers hear it
-    setStatus($("notice-text").textContent);
+    setStatus([noticeTitle.textContent, $("notice-text").textContent, $("hours").textContent]
+      .filter(Boolean).join(" "));
     noticeTitle.focus();
-  }
-
-  function showNotice(title, text) {
-    noticeTitle.textContent = title;
-    $("notice-text").textContent = text;
-    chatSec.hidden = true;
-    notice.hidden = false;
+    pollStatus();
   }
 
   function keepChatting() {
@@ -320,9 +505,18 @@ const DEFAULT_STRINGS = {
     endRequested = true;
     wipe();
     setComposer(false);
-    setStatus(S.ending);
+    setStatus(T("ending"));
     log.focus();
     if (attached) send({ type: "end" });
+  }
+
+  function surveyFinished(sendIt) {
+    if (sendIt) sendAnswers(readAnswers($("survey-fields")));
+    clearAnswers($("survey-fields"));
+    surveyDone = true;
+    $("survey").hidden = true;
+    $("survey-thanks").hidden = !sendIt;
+    if (sendIt) $("survey-thanks").focus(); else noticeTitle.focus();
   }
 
   function leave() {
@@ -331,7 +525,11 @@ const DEFAULT_STRINGS = {
     location.replace(exitUrl);
   }
 
-  $("start").addEventListener("click", start);
+  $("start").addEventListener("click", () => { $("survey-thanks").hidden = true; askOrStart(); });
+  $("q-continue").addEventListener("click", () => continueFromQuestions(false));
+  $("q-skip").addEventListener("click", () => continueFromQuestions(true));
+  $("survey-send").addEventListener("click", () => surveyFinished(true));
+  $("survey-skip").addEventListener("click", () => surveyFinished(false));
   sendBtn.addEventListener("click", sendMessage);
   endBtn.addEventListener("click", () => {
     composer.hidden = true;
@@ -358,5 +556,7 @@ const DEFAULT_STRINGS = {
     if (state === "active" && !ws) { retry = 0; openSocket(); }
   });
 
-  showNotice(S.welcome_title, S.welcome);
+  applyTexts();
+  renderNotice(false);
+  pollStatus();
 })();
