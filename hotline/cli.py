@@ -1,4 +1,5 @@
-"""The ``hotline`` command: ``hotline demo`` (more subcommands come with the production issue)."""
+"""The ``hotline`` command: ``demo`` (everything on loopback), ``init`` (a production
+configuration) and ``admin …`` (staff, service, check, sweep, statistics). See docs/admin-guide.md."""
 
 from __future__ import annotations
 
@@ -51,19 +52,167 @@ Sign in as the advocate, open the dispatch room, start a chat on the page, then 
         stack.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
+def run_init(args: argparse.Namespace) -> None:
+    from hotline.production import InitError, InitOptions, init
+
+    options = InitOptions(
+        domain=args.domain, directory=args.dir, target=args.target, state_dir=args.state_dir,
+        synapse_port=args.synapse_port, gateway_port=args.gateway_port, db_host=args.db_host,
+        db_port=args.db_port, program_name=args.program_name, hotline_phone=args.phone,
+        acme_email=args.acme_email, overwrite=args.overwrite,
+    )
+    try:
+        report = init(options)
+    except (InitError, OSError) as error:
+        sys.exit(f"hotline init: {error}")
+    if report.secrets_reused:
+        print(f"Kept the existing secrets in {args.dir / 'secrets.yaml'} (no secret was replaced).")
+    else:
+        print(f"Made fresh secrets in {args.dir / 'secrets.yaml'} (mode 0600): back it up.")
+    for path in report.written:
+        print(f"  wrote {path}")
+    for path in report.kept:
+        print(f"  kept  {path} (it exists; --overwrite rewrites it from secrets.yaml)")
+    print(f"\nNext: {args.dir / 'NEXT-STEPS.md'}")
+
+
+def run_admin(args: argparse.Namespace) -> None:
+    from hotline import admin
+
+    files = admin.Files.from_args(args.dir, args.bot_config, args.webchat_config, args.homeserver_config)
+    try:
+        if args.admin_command == "setup":
+            rooms = asyncio.run(admin.setup(files))
+            print("Created the bot account and the rooms; bot.env and webchat.env now name them:")
+            for name, room in rooms.items():
+                print(f"  {name}: {room}")
+            print("Start the bot and the gateway, then add staff with `hotline admin staff add`.")
+        elif args.admin_command == "check":
+            result = asyncio.run(admin.check(files, public_url=args.public_url))
+            for kind, text in result.lines:
+                print(f"{kind:4}  {text}")
+            if result.failed:
+                sys.exit("hotline admin check: FAILED (see the FAIL lines above)")
+            print("All checks passed.")
+        elif args.admin_command == "staff":
+            ctx = admin.Context.load(files)
+            if args.staff_command == "add":
+                password = asyncio.run(admin.staff_add(ctx, args.user_id, args.role))
+                print(f"Created {args.user_id} ({args.role}) and added them to the {args.role} room.")
+                print(f"One-time password (shown only now): {password}")
+                print("They sign in with any Matrix client and change it at once (Settings → Security).")
+            elif args.staff_command == "remove":
+                asyncio.run(admin.staff_remove(ctx, args.user_id, erase=args.erase))
+                print(f"Removed {args.user_id} from the staff rooms and deactivated the account.")
+            else:
+                for member in asyncio.run(admin.staff_list(ctx)):
+                    print(f"{member.user_id}  {', '.join(member.roles)}")
+                    for device in member.devices:
+                        print(f"    device {device['device_id']}  {device['display_name'] or '-'}  "
+                              f"last seen {device['last_seen']}")
+                    if not member.devices:
+                        print("    (no devices: not signed in yet)")
+        elif args.admin_command == "service":
+            ctx = admin.Context.load(files)
+            closed = args.state == "close"
+            asyncio.run(admin.service(ctx, closed, " ".join(args.message)))
+            print("The service is closed; survivors see your message." if closed else "The service is open.")
+        elif args.admin_command == "sweep":
+            ctx = admin.Context.load(files)
+            plan = asyncio.run(admin.sweep(ctx, apply=False, min_age_seconds=args.min_age * 60))
+            if not plan.rooms and not plan.accounts:
+                print("Nothing to sweep: every chat room and survivor account belongs to an open chat.")
+                return
+            print(f"Left over (no open chat references them, older than {args.min_age:g} min):")
+            for room in plan.rooms:
+                print(f"  room {room}")
+            for account in plan.accounts:
+                print(f"  account {account}")
+            if not args.yes:
+                print("Run again with --yes to erase them (redact, delete with purge, deactivate with erase).")
+                return
+            asyncio.run(admin.sweep(ctx, apply=True, min_age_seconds=args.min_age * 60))
+            print("Swept.")
+        elif args.admin_command == "stats":
+            ctx = admin.Context.load(files)
+            text = admin.stats_export(ctx.settings)
+            if args.output:
+                args.output.write_text(text)
+                print(f"wrote {args.output}")
+            else:
+                print(text, end="")
+    except admin.AdminError as error:
+        sys.exit(f"hotline admin: {error}")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hotline", description="matrix-hotline tools")
     commands = parser.add_subparsers(dest="command", required=True)
     run_demo = commands.add_parser("demo", help="run homeserver, bot and web chat on loopback")
     run_demo.add_argument("--dir", type=Path, default=Path("var/demo"))
     run_demo.add_argument("--synapse-port", type=int, default=8008)
     run_demo.add_argument("--gateway-port", type=int, default=8080)
-    args = parser.parse_args(argv)
+
+    init = commands.add_parser("init", help="write a production configuration for DOMAIN",
+                               description="Write Synapse's config (PostgreSQL, every privacy setting), the "
+                               "gateway's registration, bot.env and webchat.env with fresh secrets, the proxy "
+                               "configs and systemd units. Existing files and secrets are kept.")
+    init.add_argument("domain", help="the public hostname, e.g. chat.example.org (also the Matrix server name)")
+    init.add_argument("--dir", type=Path, default=Path("/etc/hotline"), help="where to write (default /etc/hotline)")
+    init.add_argument("--target", choices=("compose", "systemd"), default="compose",
+                      help="docker compose (deploy/docker-compose.yml) or systemd units on this host")
+    init.add_argument("--state-dir", type=Path, default=None, help="Synapse's media and keys, the bot's data (default /var/lib/hotline)")
+    init.add_argument("--synapse-port", type=int, default=8008)
+    init.add_argument("--gateway-port", type=int, default=8080)
+    init.add_argument("--db-host", default=None, help="PostgreSQL host (default: postgres for compose, 127.0.0.1 for systemd)")
+    init.add_argument("--db-port", type=int, default=5432)
+    init.add_argument("--program-name", default="Support chat", help="the program's name as the page shows it")
+    init.add_argument("--phone", default="", help="the hotline's phone number, shown to survivors")
+    init.add_argument("--acme-email", default=None, help="an address for Let's Encrypt notices (Caddy)")
+    init.add_argument("--overwrite", action="store_true", help="rewrite existing files (secrets are still kept)")
+
+    admin = commands.add_parser("admin", help="administer a running hotline (Synapse admin API)")
+    admin.add_argument("--dir", type=Path, default=None, help="the directory `hotline init` wrote (default /etc/hotline)")
+    admin.add_argument("--bot-config", type=Path, default=None, help="the bot's settings file (default DIR/bot.env)")
+    admin.add_argument("--webchat-config", type=Path, default=None, help="the gateway's settings file (default DIR/webchat.env)")
+    admin.add_argument("--homeserver-config", type=Path, default=None, help="homeserver.yaml (default DIR/synapse/homeserver.yaml)")
+    sub = admin.add_subparsers(dest="admin_command", required=True)
+    sub.add_parser("setup", help="once: create the bot account and the dispatch, admin and service rooms")
+    checking = sub.add_parser("check", help="settings valid, homeserver reachable, every privacy setting in force")
+    checking.add_argument("--public-url", default=None, help="also check from outside that the proxy hides the admin API")
+    staff = sub.add_parser("staff", help="add, remove and list staff")
+    staff_sub = staff.add_subparsers(dest="staff_command", required=True)
+    add = staff_sub.add_parser("add", help="create an account with a one-time password and add it to its role's room")
+    add.add_argument("user_id", help="e.g. @alex:chat.example.org")
+    add.add_argument("--role", choices=("advocate", "admin"), required=True)
+    remove = staff_sub.add_parser("remove", help="remove from the staff rooms and deactivate the account")
+    remove.add_argument("user_id")
+    remove.add_argument("--erase", action="store_true", help="also erase the profile (display name, avatar)")
+    staff_sub.add_parser("list", help="staff by role, with their devices")
+    svc = sub.add_parser("service", help="open or close the chat service (emergency closure)")
+    svc.add_argument("state", choices=("open", "close"))
+    svc.add_argument("message", nargs="*", help="what survivors see while it is closed")
+    sweeping = sub.add_parser("sweep", help="find (and with --yes erase) rooms and survivor accounts left by a crash")
+    sweeping.add_argument("--yes", action="store_true", help="erase what was found")
+    sweeping.add_argument("--min-age", type=float, default=10.0, help="only what is older than this many minutes (default 10)")
+    stats = sub.add_parser("stats", help="aggregate statistics")
+    stats_sub = stats.add_subparsers(dest="stats_command", required=True)
+    export = stats_sub.add_parser("export", help="daily counts as CSV")
+    export.add_argument("--output", type=Path, default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.command == "demo":
         try:
             asyncio.run(demo(args.dir, args.synapse_port, args.gateway_port))
         except RuntimeError as error:
             sys.exit(f"hotline demo: {error}")
+    elif args.command == "init":
+        run_init(args)
+    elif args.command == "admin":
+        run_admin(args)
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ def synapse_database(port: int, *, host: str = "127.0.0.1", user: str = DB_USER,
 
 
 class ThrowawayPostgres:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, user: str = DB_USER) -> None:
         self.port = port
+        self.user = user
         self.directory: Path | None = None
         self._as_postgres = os.geteuid() == 0
 
@@ -69,14 +70,14 @@ class ThrowawayPostgres:
             entry = pwd.getpwnam("postgres")
             os.chown(self.directory, entry.pw_uid, entry.pw_gid)
         # Synapse needs UTF8 and the C collation.
-        await self._run(server_binary("initdb"), "-D", str(self.data), "-U", DB_USER, "--auth=trust",
+        await self._run(server_binary("initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust",
                         "-E", "UTF8", "--locale=C", "--no-sync")
         options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} "
                    "-c fsync=off -c full_page_writes=off -c synchronous_commit=off")
         await self._run(server_binary("pg_ctl"), "-D", str(self.data), "-l", str(self.directory / "server.log"),
                         "-o", options, "-w", "-t", "60", "start")
-        await self._run(server_binary("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", DB_USER, DB_NAME)
-        return synapse_database(self.port)
+        await self._run(server_binary("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, DB_NAME)
+        return synapse_database(self.port, user=self.user)
 
     def stop(self) -> None:
         if self.directory is None:

@@ -1,0 +1,650 @@
+"""``hotline admin …``: running a hotline through Synapse's admin API.
+
+Which files: ``--dir DIR`` is the directory ``hotline init`` wrote (``bot.env``, ``webchat.env``,
+``synapse/homeserver.yaml``); ``--bot-config``, ``--webchat-config`` and ``--homeserver-config``
+name the files one by one instead.
+
+Whose token: the bot's. The bot is a server admin and keeps its device id and access token in
+``DATA_DIR/routing.db`` (table ``meta``); these commands read it there, so the bot must have
+started once (``setup`` is the exception: it runs before the bot exists, with the registration
+shared secret of homeserver.yaml). Using the bot's own token means no second admin device or
+password lies around; the commands run on the host (or in the compose ``admin`` service), which
+is the only place that can reach the admin API.
+
+Never printed: tokens, passwords other than a new staff member's one-time password, addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import re
+import secrets
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import yaml
+from dotenv import dotenv_values
+from pydantic import ValidationError
+
+from bot.admin_api import SynapseAdmin
+from bot.errors import AdminApiError
+from bot.settings import BotSettings
+from hotline.homeserver import GATEWAY_SENDER_LOCALPART, health_ok, privacy_settings
+from hotline.settings_util import describe
+from hotline.wire import SERVICE_STATE
+from webchat.settings import GatewaySettings
+
+ENCRYPTION = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+ROLE_ROOMS = {"advocate": "dispatch_room", "admin": "admin_room"}
+# Privacy settings that are durations: a shorter value is stricter, so it passes.
+DURATIONS_AT_MOST = ("user_ips_max_age", "delete_stale_devices_after", "redaction_retention_period",
+                     "forgotten_room_retention_period")
+INVITE_POLICY = "hotline.synapse_module.InvitePolicy"
+
+
+class AdminError(Exception):
+    """A failure the operator can act on; the message says what and what to do."""
+
+
+# --------------------------------------------------------------------------- configuration
+
+@dataclass
+class Files:
+    bot: Path
+    webchat: Path | None
+    homeserver: Path | None
+
+    @classmethod
+    def from_args(cls, directory: Path | None, bot: Path | None, webchat: Path | None,
+                  homeserver: Path | None) -> Files:
+        base = directory or Path("/etc/hotline")
+        bot = bot or base / "bot.env"
+        webchat = webchat or (base / "webchat.env" if (base / "webchat.env").exists() else None)
+        homeserver = homeserver or (base / "synapse" / "homeserver.yaml"
+                                    if (base / "synapse" / "homeserver.yaml").exists() else None)
+        return cls(bot, webchat, homeserver)
+
+
+def raw_env(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        raise AdminError(f"the settings file {path} does not exist (give --dir or --bot-config)")
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def load_bot_settings(path: Path) -> BotSettings:
+    raw_env(path)
+    try:
+        return BotSettings(_env_file=str(path))  # type: ignore[call-arg]
+    except ValidationError as error:
+        raise AdminError(f"{path}: {describe(error)}") from None
+
+
+def load_gateway_settings(path: Path) -> GatewaySettings:
+    try:
+        return GatewaySettings(_env_file=str(path))  # type: ignore[call-arg]
+    except ValidationError as error:
+        raise AdminError(f"{path}: {describe(error)}") from None
+
+
+def bot_login(settings: BotSettings) -> tuple[str, str]:
+    """(device id, access token) the bot saved in its routing database."""
+    database = settings.data_dir / "routing.db"
+    if not database.exists():
+        raise AdminError(f"{database} does not exist: start the bot once (it logs in and saves its device there)")
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        rows = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('device_id', 'access_token')").fetchall())
+    if "access_token" not in rows:
+        raise AdminError("the bot has not logged in yet: start it once, then try again")
+    return rows.get("device_id", ""), rows["access_token"]
+
+
+def server_name(user_id: str) -> str:
+    return user_id.split(":", 1)[1]
+
+
+USER_ID = re.compile(r"^@[a-z0-9._=\-/+]+:[A-Za-z0-9.\-]+(:\d+)?$")
+
+
+def parse_staff_id(user_id: str, server: str) -> str:
+    if not USER_ID.match(user_id):
+        raise AdminError(f"{user_id!r} is not a Matrix user ID like @alex:{server} "
+                         "(lower-case letters, digits and . _ = - / + before the colon)")
+    if server_name(user_id) != server:
+        raise AdminError(f"{user_id} is not on this homeserver ({server})")
+    return user_id
+
+
+# --------------------------------------------------------------------------- HTTP
+
+class Api:
+    """The client and admin API with one token (the bot's)."""
+
+    def __init__(self, http: aiohttp.ClientSession, homeserver: str, token: str | None) -> None:
+        self.http = http
+        self.base = homeserver.rstrip("/")
+        self.token = token
+        self.admin = SynapseAdmin(http, homeserver, token)
+
+    async def call(self, method: str, path: str, body: Any = None, *, token: str | None = None,
+                   ok: tuple[int, ...] = ()) -> tuple[int, dict[str, Any]]:
+        headers = {}
+        if token or self.token:
+            headers["Authorization"] = f"Bearer {token or self.token}"
+        try:
+            async with self.http.request(method, self.base + path, json=body, headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=60)) as response:
+                data = await response.json(content_type=None) or {}
+                if response.status >= 400 and response.status not in ok:
+                    raise AdminError(f"{method} {path.split('?')[0]} → {response.status} {data.get('errcode', '')}"
+                                     f" {data.get('error', '')}".rstrip())
+                return response.status, data
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            raise AdminError(f"the homeserver at {self.base} did not answer ({type(error).__name__})") from None
+
+    async def get(self, path: str) -> dict[str, Any]:
+        return (await self.call("GET", path))[1]
+
+    async def room_members(self, room_id: str) -> list[str]:
+        return (await self.get(f"/_synapse/admin/v1/rooms/{quote(room_id)}/members")).get("members", [])
+
+    async def force_join(self, room_id: str, user_id: str) -> None:
+        await self.call("POST", f"/_synapse/admin/v1/join/{quote(room_id)}", {"user_id": user_id})
+
+
+@dataclass
+class Context:
+    files: Files
+    settings: BotSettings
+    raw: dict[str, str]
+
+    @classmethod
+    def load(cls, files: Files) -> Context:
+        return cls(files, load_bot_settings(files.bot), raw_env(files.bot))
+
+    @property
+    def server(self) -> str:
+        return server_name(self.settings.bot_user_id)
+
+    def room(self, name: str) -> str | None:
+        value = getattr(self.settings, name, None) or self.raw.get(f"HOTLINE_{name.upper()}")
+        return value or None
+
+    def configured_rooms(self) -> set[str]:
+        """Every room ID in the bot's and the gateway's settings: never swept."""
+        rooms = {v for v in self.raw.values() if v.startswith("!")}
+        if self.files.webchat and self.files.webchat.exists():
+            rooms |= {v for v in raw_env(self.files.webchat).values() if v.startswith("!")}
+        return rooms
+
+
+def session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession()
+
+
+# --------------------------------------------------------------------------- setup
+
+def set_env_values(path: Path, values: dict[str, str]) -> None:
+    """Fill in or replace ``HOTLINE_NAME=`` lines (also commented placeholders), keeping the rest."""
+    lines = path.read_text().splitlines()
+    remaining = dict(values)
+    for index, line in enumerate(lines):
+        for key in list(remaining):
+            name = f"HOTLINE_{key.upper()}"
+            if re.match(rf"^#?\s*{name}=", line):
+                lines[index] = f"{name}={remaining.pop(key)}"
+    lines += [f"HOTLINE_{key.upper()}={value}" for key, value in remaining.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def setup(files: Files) -> dict[str, str]:
+    """Create the bot account (server admin) and the dispatch, admin and service rooms; fill in
+    the room IDs of bot.env and webchat.env. Refuses if the bot.env already names a dispatch room."""
+    raw = raw_env(files.bot)
+    if raw.get("HOTLINE_DISPATCH_ROOM"):
+        raise AdminError(f"{files.bot} already names a dispatch room: this hotline is set up already")
+    if files.homeserver is None or files.webchat is None:
+        raise AdminError("setup needs the homeserver.yaml and webchat.env that `hotline init` wrote (give --dir)")
+    hs_config = yaml.safe_load(files.homeserver.read_text())
+    shared = hs_config.get("registration_shared_secret")
+    if not shared:
+        raise AdminError(f"{files.homeserver} has no registration_shared_secret, which setup needs once")
+    bot_user = raw.get("HOTLINE_BOT_USER_ID", "")
+    password = raw.get("HOTLINE_BOT_PASSWORD", "")
+    homeserver = raw.get("HOTLINE_HOMESERVER_URL", "")
+    as_token = raw_env(files.webchat).get("HOTLINE_AS_TOKEN", "")
+    if not (bot_user.startswith("@") and password and homeserver and as_token):
+        raise AdminError("bot.env needs HOTLINE_BOT_USER_ID, HOTLINE_BOT_PASSWORD and HOTLINE_HOMESERVER_URL, "
+                         "webchat.env HOTLINE_AS_TOKEN")
+    localpart = bot_user[1:].split(":", 1)[0]
+    async with session() as http:
+        api = Api(http, homeserver, None)
+        try:
+            await api.admin.register(shared, localpart, password, admin=True)
+        except AdminApiError as error:
+            if "USER_IN_USE" not in str(error):
+                raise AdminError(f"could not create the bot account: {error}") from None
+        _, login = await api.call("POST", "/_matrix/client/v3/login", {
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart},
+            "password": password, "initial_device_display_name": "hotline setup"})
+        token = login["access_token"]
+        api = Api(http, homeserver, token)
+        try:
+            rooms = {}
+            for name in ("dispatch_room", "admin_room"):
+                _, created = await api.call("POST", "/_matrix/client/v3/createRoom",
+                                            {"preset": "private_chat", "initial_state": [ENCRYPTION]})
+                rooms[name] = created["room_id"]
+            # The service room holds only the program's open/closed notice (state, never encrypted).
+            gateway_user = f"@{GATEWAY_SENDER_LOCALPART}:{server_name(bot_user)}"
+            _, created = await api.call("POST", "/_matrix/client/v3/createRoom",
+                                        {"preset": "private_chat", "invite": [gateway_user]})
+            rooms["service_room"] = created["room_id"]
+            await api.call("POST", f"/_matrix/client/v3/join/{quote(created['room_id'])}", token=as_token)
+            await api.admin.exempt_from_rate_limits(bot_user)
+        finally:
+            await api.call("POST", "/_matrix/client/v3/logout", {}, ok=(401,))
+    set_env_values(files.bot, rooms)
+    set_env_values(files.webchat, {"service_room": rooms["service_room"]})
+    return rooms
+
+
+# --------------------------------------------------------------------------- staff
+
+async def staff_add(ctx: Context, user_id: str, role: str) -> str:
+    """Create a staff account with a one-time password and put it in its role's room."""
+    user_id = parse_staff_id(user_id, ctx.server)
+    room = ctx.room(ROLE_ROOMS[role])
+    if room is None:
+        raise AdminError(f"the bot's settings name no {ROLE_ROOMS[role]} (HOTLINE_{ROLE_ROOMS[role].upper()})")
+    if user_id == ctx.settings.bot_user_id or user_id[1:].startswith(ctx.settings.survivor_prefix):
+        raise AdminError(f"{user_id} is reserved (the bot or the web chat's namespace)")
+    _, token = bot_login(ctx.settings)
+    password = secrets.token_urlsafe(15)
+    async with session() as http:
+        api = Api(http, ctx.settings.homeserver, token)
+        status, existing = await api.call("GET", f"/_synapse/admin/v2/users/{quote(user_id)}", ok=(404,))
+        if status == 200:
+            state = "deactivated" if existing.get("deactivated") else "active"
+            raise AdminError(f"{user_id} already exists ({state}); choose another ID")
+        await api.call("PUT", f"/_synapse/admin/v2/users/{quote(user_id)}",
+                       {"password": password, "admin": role == "admin", "logout_devices": True})
+        await api.force_join(room, user_id)
+    return password
+
+
+async def staff_remove(ctx: Context, user_id: str, *, erase: bool) -> None:
+    user_id = parse_staff_id(user_id, ctx.server)
+    if user_id == ctx.settings.bot_user_id:
+        raise AdminError("that is the bot's account")
+    _, token = bot_login(ctx.settings)
+    async with session() as http:
+        api = Api(http, ctx.settings.homeserver, token)
+        status, existing = await api.call("GET", f"/_synapse/admin/v2/users/{quote(user_id)}", ok=(404,))
+        if status == 404 or existing.get("deactivated"):
+            raise AdminError(f"{user_id} is not an active account here")
+        for name in ROLE_ROOMS.values():
+            room = ctx.room(name)
+            if room and user_id in await api.room_members(room):
+                await api.call("POST", f"/_matrix/client/v3/rooms/{quote(room)}/kick", {"user_id": user_id})
+        # Deactivation logs out every device and removes the keys; erase also drops the profile.
+        await api.admin.deactivate(user_id, erase=erase)
+
+
+@dataclass
+class StaffMember:
+    user_id: str
+    roles: list[str]
+    devices: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def staff_list(ctx: Context) -> list[StaffMember]:
+    _, token = bot_login(ctx.settings)
+    members: dict[str, StaffMember] = {}
+    async with session() as http:
+        api = Api(http, ctx.settings.homeserver, token)
+        for role, name in ROLE_ROOMS.items():
+            room = ctx.room(name)
+            if room is None:
+                continue
+            for user in await api.room_members(room):
+                if user == ctx.settings.bot_user_id:
+                    continue
+                members.setdefault(user, StaffMember(user, [])).roles.append(role)
+        for member in members.values():
+            data = await api.get(f"/_synapse/admin/v2/users/{quote(member.user_id)}/devices")
+            # Addresses and user agents are left out on purpose.
+            member.devices = [{"device_id": d["device_id"], "display_name": d.get("display_name") or "",
+                               "last_seen": _day(d.get("last_seen_ts"))} for d in data.get("devices", [])]
+    return sorted(members.values(), key=lambda m: m.user_id)
+
+
+def _day(ms: int | None) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000)) if ms else "never"
+
+
+# --------------------------------------------------------------------------- service
+
+async def service(ctx: Context, closed: bool, message: str) -> None:
+    """Set the service room's state (hotline/wire.py): the gateway tells survivors chat is closed."""
+    room = ctx.room("service_room")
+    if room is None:
+        raise AdminError("the bot's settings name no service room (HOTLINE_SERVICE_ROOM)")
+    if closed and not message.strip():
+        raise AdminError("closing needs a message for survivors, e.g. "
+                         "'Chat is closed today. Call the hotline.'")
+    _, token = bot_login(ctx.settings)
+    async with session() as http:
+        api = Api(http, ctx.settings.homeserver, token)
+        await api.call("PUT", f"/_matrix/client/v3/rooms/{quote(room)}/state/{SERVICE_STATE}/",
+                       {"closed": closed, "message": message.strip() if closed else ""})
+
+
+# --------------------------------------------------------------------------- check
+
+@dataclass
+class CheckResult:
+    lines: list[tuple[str, str]] = field(default_factory=list)  # (OK|FAIL|WARN, text)
+
+    def ok(self, text: str) -> None:
+        self.lines.append(("ok", text))
+
+    def fail(self, text: str) -> None:
+        self.lines.append(("FAIL", text))
+
+    def warn(self, text: str) -> None:
+        self.lines.append(("warn", text))
+
+    @property
+    def failed(self) -> bool:
+        return any(kind == "FAIL" for kind, _ in self.lines)
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def seconds(value: Any) -> float | None:
+    """Synapse's duration syntax (``5m``, ``7d``, or a number of milliseconds)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value / 1000
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|y)?\s*", str(value))
+    if not match:
+        return None
+    return float(match.group(1)) * _UNITS[match.group(2) or "ms"]
+
+
+def check_homeserver_config(path: Path, result: CheckResult) -> None:
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        result.fail(f"{path}: cannot read it ({type(error).__name__})")
+        return
+    for key, want in privacy_settings().items():
+        have = config.get(key, "(not set)")
+        if key in DURATIONS_AT_MOST:
+            good = seconds(have) is not None and seconds(have) <= seconds(want)  # type: ignore[operator]
+            if key == "redaction_retention_period" and have is None:
+                good = False
+            wanted = f"at most {want}"
+        else:
+            good = have == want
+            wanted = repr(want)
+        if good:
+            result.ok(f"homeserver.yaml {key}")
+        else:
+            result.fail(f"homeserver.yaml {key} is {have!r}; it must be {wanted}")
+    for listener in config.get("listeners", []):
+        names = {n for r in listener.get("resources", []) for n in r.get("names", [])}
+        extra = names - {"client"}
+        if extra or listener.get("type") != "http":
+            result.fail(f"homeserver.yaml listener on port {listener.get('port')} serves {sorted(names)} "
+                        f"({listener.get('type')}): only the client API may be served (no federation)")
+        else:
+            result.ok(f"homeserver.yaml listener on port {listener.get('port')}: client API only")
+        if listener.get("x_forwarded") and not all(a in ("127.0.0.1", "::1", "0.0.0.0") for a in listener.get("bind_addresses", [])):
+            result.warn("homeserver.yaml: x_forwarded is on; make sure only the proxy can reach this listener")
+    modules = [m.get("module") for m in config.get("modules", []) or []]
+    if INVITE_POLICY in modules:
+        result.ok("homeserver.yaml invite policy module")
+    else:
+        result.fail(f"homeserver.yaml modules lack {INVITE_POLICY}: anyone could invite anyone")
+    log_path = Path(str(config.get("log_config", "")))
+    if not log_path.is_file():
+        log_path = path.parent / log_path.name
+    if not config.get("log_config") or not log_path.is_file():
+        result.fail("homeserver.yaml log_config is missing: Synapse would log every request with its address")
+        return
+    logging_config = yaml.safe_load(log_path.read_text()) or {}
+    loggers = logging_config.get("loggers", {})
+    levels = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+    root = levels.get(str(logging_config.get("root", {}).get("level", "INFO")).upper(), 20)
+    for name in ("synapse.access", "synapse.access.http"):
+        level = loggers.get(name, {}).get("level")
+        effective = levels.get(str(level).upper(), root) if level else root
+        if effective < 30:
+            result.fail(f"{log_path.name}: logger {name} is below WARNING: the access log (addresses, "
+                        "user agents, URLs) would be written")
+    if not result.failed:
+        result.ok(f"{log_path.name}: access log off")
+
+
+async def check(files: Files, *, public_url: str | None = None) -> CheckResult:
+    result = CheckResult()
+    try:
+        ctx = Context.load(files)
+        result.ok(f"{files.bot}: the bot's settings are valid")
+    except AdminError as error:
+        result.fail(str(error))
+        ctx = None
+    if files.webchat is not None:
+        try:
+            gateway = load_gateway_settings(files.webchat)
+            result.ok(f"{files.webchat}: the gateway's settings are valid")
+            if gateway.public_url is None:
+                result.warn("webchat.env has no HOTLINE_PUBLIC_URL: WebSockets are accepted only from the listen address")
+        except AdminError as error:
+            result.fail(str(error))
+    else:
+        result.warn("no webchat.env given: the gateway's settings were not checked")
+    if files.homeserver is not None:
+        check_homeserver_config(files.homeserver, result)
+    else:
+        result.fail("no homeserver.yaml given (--dir or --homeserver-config): the privacy settings were not checked")
+    if ctx is None:
+        return result
+    async with session() as http:
+        if not await health_ok(http, ctx.settings.homeserver):
+            result.fail(f"the homeserver at {ctx.settings.homeserver} does not answer /health")
+            return result
+        result.ok(f"the homeserver at {ctx.settings.homeserver} answers")
+        api = Api(http, ctx.settings.homeserver, None)
+        status, data = await api.call("POST", "/_matrix/client/v3/register",
+                                      {"username": "probe" + secrets.token_hex(4), "password": secrets.token_urlsafe(16)},
+                                      ok=(400, 401, 403, 429))
+        if status == 403:
+            result.ok("registration is closed (live)")
+        else:
+            result.fail(f"the homeserver accepts registration attempts (HTTP {status}): enable_registration must be false")
+        status, _ = await api.call("POST", "/_matrix/client/v3/register?kind=guest", {}, ok=(400, 401, 403, 429))
+        if status == 403:
+            result.ok("guest access is off (live)")
+        else:
+            result.fail(f"the homeserver gives out guest accounts (HTTP {status}): allow_guest_access must be false")
+        try:
+            _, token = bot_login(ctx.settings)
+        except AdminError as error:
+            result.warn(str(error))
+        else:
+            api = Api(http, ctx.settings.homeserver, token)
+            status, who = await api.call("GET", "/_matrix/client/v3/account/whoami", ok=(401,))
+            if status != 200 or who.get("user_id") != ctx.settings.bot_user_id:
+                result.fail("the bot's saved login is refused: it must log in again (see docs/backup.md)")
+            else:
+                status, user = await api.call("GET", f"/_synapse/admin/v2/users/{quote(ctx.settings.bot_user_id)}",
+                                              ok=(403,))
+                if status == 200 and user.get("admin"):
+                    result.ok("the bot is logged in and is a server admin")
+                else:
+                    result.fail("the bot is not a server admin: it cannot purge rooms or erase accounts")
+        if public_url:
+            outside = Api(http, public_url, None)
+            status, _ = await outside.call("GET", "/_synapse/admin/v1/server_version", ok=(403, 404, 405))
+            if status == 200:
+                result.fail(f"{public_url} exposes the admin API: the proxy must answer 404 for /_synapse/")
+            else:
+                result.ok(f"{public_url} does not expose the admin API")
+    return result
+
+
+# --------------------------------------------------------------------------- sweep
+
+@dataclass
+class SweepPlan:
+    rooms: list[str] = field(default_factory=list)
+    accounts: list[str] = field(default_factory=list)
+
+
+def open_chats(settings: BotSettings) -> tuple[set[str], set[str]]:
+    """(rooms, survivor accounts) that open chats in the bot's routing database reference."""
+    database = settings.data_dir / "routing.db"
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(chats)")}
+        wanted = [c for c in ("survivor_room", "case_room", "survivor") if c in columns]
+        rows = db.execute(f"SELECT {', '.join(wanted)} FROM chats").fetchall()
+    rooms: set[str] = set()
+    users: set[str] = set()
+    for row in rows:
+        values = dict(zip(wanted, row))
+        rooms |= {values.get("survivor_room"), values.get("case_room")} - {None}
+        users.add(values.get("survivor"))
+    return rooms, users - {None}
+
+
+async def _paged(api: Api, path: str, key: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    start: Any = 0
+    while True:
+        joiner = "&" if "?" in path else "?"
+        data = await api.get(f"{path}{joiner}limit=500&from={start}")
+        items += data.get(key, [])
+        start = data.get("next_token")
+        if start is None:
+            return items
+
+
+async def plan_sweep(ctx: Context, api: Api, *, min_age_seconds: float) -> SweepPlan:
+    rooms_in_use, users_in_use = open_chats(ctx.settings)
+    keep = rooms_in_use | ctx.configured_rooms()
+    prefix = "@" + ctx.settings.survivor_prefix
+    bot = ctx.settings.bot_user_id
+    cutoff_ms = (time.time() - min_age_seconds) * 1000
+    plan = SweepPlan()
+    for room in await _paged(api, "/_synapse/admin/v1/rooms?order_by=name", "rooms"):
+        room_id = room["room_id"]
+        creator = room.get("creator") or ""
+        if room_id in keep or not (creator == bot or creator.startswith(prefix)):
+            continue
+        state = (await api.get(f"/_synapse/admin/v1/rooms/{quote(room_id)}/state")).get("state", [])
+        created = next((e.get("origin_server_ts", 0) for e in state if e.get("type") == "m.room.create"), 0)
+        if created <= cutoff_ms:
+            plan.rooms.append(room_id)
+    for user in await _paged(api, f"/_synapse/admin/v2/users?deactivated=false&guests=false&name={quote(ctx.settings.survivor_prefix)}",
+                             "users"):
+        name = user["name"]
+        if name.startswith(prefix) and name not in users_in_use and (user.get("creation_ts") or 0) <= cutoff_ms:
+            plan.accounts.append(name)
+    return plan
+
+
+async def _redact_all(api: Api, room_id: str) -> int:
+    """Redact every message event, so that staff clients drop what they hold (erase step 1)."""
+    count = 0
+    token = ""
+    while True:
+        path = f"/_matrix/client/v3/rooms/{quote(room_id)}/messages?dir=b&limit=100" + (f"&from={quote(token)}" if token else "")
+        data = await api.get(path)
+        for event in data.get("chunk", []):
+            if "state_key" in event or event.get("type") == "m.room.redaction" or not event.get("content"):
+                continue
+            await api.call("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/redact/{quote(event['event_id'])}/"
+                                  f"sweep{secrets.token_hex(8)}", {})
+            count += 1
+        token = data.get("end", "")
+        if not token or not data.get("chunk"):
+            return count
+
+
+def forget_keys(settings: BotSettings, rooms: list[str]) -> int:
+    """Delete the rooms' Megolm sessions from the bot's crypto store (crypto-shredding)."""
+    removed = 0
+    for database in (settings.data_dir / "crypto").glob("*.db"):
+        with sqlite3.connect(database) as db:
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA secure_delete = ON")
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            marks = ",".join("?" for _ in rooms)
+            if "megolminboundsessions" in tables:
+                removed += db.execute(f"DELETE FROM megolminboundsessions WHERE room_id IN ({marks})", rooms).rowcount
+            if "encryptedrooms" in tables:
+                db.execute(f"DELETE FROM encryptedrooms WHERE room_id IN ({marks})", rooms)
+    return removed
+
+
+async def sweep(ctx: Context, *, apply: bool, min_age_seconds: float,
+                report: Any = print) -> SweepPlan:
+    """Rooms and survivor accounts that no open chat references: list them, or erase them."""
+    _, token = bot_login(ctx.settings)
+    async with session() as http:
+        api = Api(http, ctx.settings.homeserver, token)
+        plan = await plan_sweep(ctx, api, min_age_seconds=min_age_seconds)
+        if not apply:
+            return plan
+        for room_id in plan.rooms:
+            if ctx.settings.bot_user_id in await api.room_members(room_id):
+                redacted = await _redact_all(api, room_id)
+                report(f"  {room_id}: {redacted} events redacted")
+            try:
+                await api.admin.delete_room(room_id)
+            except AdminApiError as error:
+                raise AdminError(f"deleting {room_id} failed: {error}") from None
+            report(f"  {room_id}: deleted with purge")
+        for user_id in plan.accounts:
+            await api.admin.deactivate(user_id, erase=True)
+            report(f"  {user_id}: deactivated with erase")
+        if plan.rooms:
+            keys = forget_keys(ctx.settings, plan.rooms)
+            report(f"  the bot's crypto store: {keys} Megolm sessions of these rooms deleted")
+    return plan
+
+
+# --------------------------------------------------------------------------- statistics
+
+def stats_export(settings: BotSettings) -> str:
+    database = settings.data_dir / "routing.db"
+    if not database.exists():
+        raise AdminError(f"{database} does not exist: start the bot once")
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        exists = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='stats_daily'").fetchone()
+        if not exists:
+            raise AdminError("statistics are not available: this version of the bot keeps no statistics table")
+        cursor = db.execute("SELECT * FROM stats_daily ORDER BY 1, 2, 3")
+        header = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def fail(message: str) -> None:
+    print(f"hotline admin: {message}", file=sys.stderr)

@@ -1,0 +1,410 @@
+"""``hotline init DOMAIN``: a complete production configuration in one directory.
+
+Layout of the directory (``/etc/hotline`` by default)::
+
+    secrets.yaml                   every secret, made once (0600); never regenerated
+    synapse/homeserver.yaml        Synapse on PostgreSQL with every privacy setting (0600)
+    synapse/log.yaml               Synapse's logging: the access log off
+    synapse/webchat-appservice.yaml  the gateway's application service (0600)
+    bot.env, webchat.env           the bot's and the gateway's settings (0600)
+    postgres.env                   the database password for the compose file (0600)
+    proxy/Caddyfile, proxy/nginx.conf   the reverse proxy (Caddy, or nginx)
+    systemd/*.service              units for an install without containers
+    NEXT-STEPS.md                  what to do next (accounts, rooms, proxy)
+
+Running it again keeps every file that exists (and says so); ``--overwrite`` rewrites the
+configuration files but still reuses ``secrets.yaml``: a secret is never replaced silently.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hotline import proxy
+from hotline.homeserver import (
+    SURVIVOR_LOCALPART_PREFIX,
+    appservice_registration,
+    invite_policy_module,
+    log_config,
+    privacy_settings,
+)
+from hotline.postgres import synapse_database
+
+SECRET_NAMES = (
+    "registration_shared_secret",
+    "macaroon_secret_key",
+    "form_secret",
+    "as_token",
+    "hs_token",
+    "bot_password",
+    "postgres_password",
+)
+BOT_LOCALPART = "hotline"
+DB_USER = "synapse"
+DB_NAME = "synapse"
+
+# Synapse's defaults, made explicit, with logins stricter: staff accounts are few and precious.
+# The bot is exempted from message limits by `hotline admin setup` (override_ratelimit); the
+# gateway's survivor accounts are exempt through the registration (rate_limited: false).
+PRODUCTION_RATE_LIMITS: dict[str, Any] = {
+    "rc_message": {"per_second": 0.2, "burst_count": 10},
+    "rc_registration": {"per_second": 0.17, "burst_count": 3},
+    "rc_login": {
+        "address": {"per_second": 0.003, "burst_count": 5},
+        "account": {"per_second": 0.003, "burst_count": 5},
+        "failed_attempts": {"per_second": 0.003, "burst_count": 3},
+    },
+    "rc_room_creation": {"per_second": 0.016, "burst_count": 10},
+}
+
+DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+class InitError(Exception):
+    """A problem with the arguments or the directory; the message says what to do."""
+
+
+@dataclass
+class Target:
+    """Where things are at run time: inside the containers, or on this host under systemd."""
+
+    name: str
+    config_root: Path  # where this directory is at run time
+    state_root: Path  # Synapse's media and signing key, the bot's DATA_DIR
+    bind_host: str  # where Synapse and the gateway listen
+    synapse_host: str  # how the bot, the gateway and the proxy reach Synapse
+    gateway_host: str  # how the proxy reaches the gateway
+    db_host: str
+    db_port: int
+
+
+@dataclass
+class InitOptions:
+    domain: str
+    directory: Path
+    target: str = "compose"
+    state_dir: Path | None = None
+    synapse_port: int = 8008
+    gateway_port: int = 8080
+    db_host: str | None = None
+    db_port: int = 5432
+    program_name: str = "Support chat"
+    hotline_phone: str = ""
+    acme_email: str | None = None
+    overwrite: bool = False
+    python_prefix: Path = field(default_factory=lambda: Path(sys.prefix))
+
+    def resolve(self) -> Target:
+        if not DOMAIN.match(self.domain):
+            raise InitError(f"{self.domain!r} is not a domain name such as chat.example.org "
+                            "(lower case, no scheme, no port)")
+        if self.target == "compose":
+            return Target("compose", Path("/etc/hotline"), self.state_dir or Path("/var/lib/hotline"),
+                          "0.0.0.0", "synapse", "webchat", self.db_host or "postgres", self.db_port)
+        if self.target == "systemd":
+            return Target("systemd", self.directory.resolve(), (self.state_dir or Path("/var/lib/hotline")).resolve(),
+                          "127.0.0.1", "127.0.0.1", "127.0.0.1", self.db_host or "127.0.0.1", self.db_port)
+        raise InitError(f"--target must be compose or systemd, not {self.target!r}")
+
+
+@dataclass
+class InitReport:
+    written: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+    secrets_reused: bool = False
+
+
+def load_or_make_secrets(directory: Path) -> tuple[dict[str, str], bool]:
+    """The directory's secrets: the existing ones if any (True), else fresh ones (False)."""
+    path = directory / "secrets.yaml"
+    if path.exists():
+        values = yaml.safe_load(path.read_text()) or {}
+        missing = [name for name in SECRET_NAMES if not values.get(name)]
+        if missing:
+            # Add only what is missing (a newer version may need more); never replace.
+            for name in missing:
+                values[name] = secrets.token_urlsafe(32)
+            write_private(path, _secrets_text(values))
+        return values, True
+    if (directory / "synapse" / "homeserver.yaml").exists():
+        raise InitError(f"{directory} has a homeserver.yaml but no secrets.yaml: refusing to make new "
+                        "secrets that would not match the existing database and registration. Restore "
+                        "secrets.yaml from your backup, or start in an empty directory.")
+    values = {name: secrets.token_urlsafe(32) for name in SECRET_NAMES}
+    write_private(path, _secrets_text(values))
+    return values, False
+
+
+def _secrets_text(values: dict[str, str]) -> str:
+    return ("# matrix-hotline secrets, made by `hotline init`. Keep this file (0600) and back it up\n"
+            "# with the rest of the configuration; every other file is rendered from it.\n"
+            + yaml.safe_dump(values, sort_keys=True))
+
+
+def homeserver_config(options: InitOptions, target: Target, values: dict[str, str]) -> dict[str, Any]:
+    synapse_state = target.state_root / "synapse"
+    config_dir = target.config_root / "synapse"
+    return {
+        "server_name": options.domain,
+        "public_baseurl": f"https://{options.domain}/",
+        "pid_file": str(synapse_state / "homeserver.pid"),
+        # One client listener behind the reverse proxy. No federation listener, no TLS here.
+        # x_forwarded: the proxy overwrites X-Forwarded-For with the connecting address; the
+        # listener is not reachable except through the proxy (loopback or the compose network).
+        "listeners": [{
+            "port": options.synapse_port,
+            "bind_addresses": [target.bind_host],
+            "type": "http",
+            "tls": False,
+            "x_forwarded": True,
+            "resources": [{"names": ["client"], "compress": False}],
+        }],
+        "database": synapse_database(target.db_port, host=target.db_host, user=DB_USER, name=DB_NAME,
+                                     password=values["postgres_password"]),
+        "log_config": str(config_dir / "log.yaml"),
+        "media_store_path": str(synapse_state / "media"),
+        "signing_key_path": str(synapse_state / "signing.key"),
+        "trusted_key_servers": [],
+        "suppress_key_server_warning": True,
+        "serve_server_wellknown": False,
+        "registration_shared_secret": values["registration_shared_secret"],
+        "macaroon_secret_key": values["macaroon_secret_key"],
+        "form_secret": values["form_secret"],
+        "app_service_config_files": [str(config_dir / "webchat-appservice.yaml")],
+        "modules": [invite_policy_module(f"@{BOT_LOCALPART}:{options.domain}")],
+        "bcrypt_rounds": 12,
+        "max_upload_size": "50M",
+        **privacy_settings(),
+        **PRODUCTION_RATE_LIMITS,
+    }
+
+
+def env_text(title: str, values: dict[str, str | None]) -> str:
+    """``HOTLINE_NAME=value`` lines; a None value becomes a commented placeholder."""
+    lines = [f"# {title}", "# Every setting: docs/configuration.md. Environment variables win over this file.", ""]
+    for key, value in values.items():
+        name = f"HOTLINE_{key.upper()}"
+        if value is None:
+            lines.append(f"# {name}=   (filled in by `hotline admin setup`)")
+        else:
+            lines.append(f"{name}={quote_env(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def quote_env(value: str) -> str:
+    if re.fullmatch(r"[A-Za-z0-9_@:./+,!-]*", value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def systemd_units(target: Target, prefix: Path) -> dict[str, str]:
+    """Units for an install without containers; ``prefix`` is the Python environment (venv)."""
+    hardening = """NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+UMask=0077"""
+    config = target.config_root
+    state = target.state_root
+    return {
+        "hotline-synapse.service": f"""[Unit]
+Description=matrix-hotline homeserver (Synapse on PostgreSQL)
+Documentation=file://{config}/NEXT-STEPS.md
+After=network-online.target postgresql.service
+Wants=network-online.target postgresql.service
+
+[Service]
+Type=simple
+User=hotline
+Group=hotline
+WorkingDirectory={state}/synapse
+ExecStart={prefix}/bin/python -m synapse.app.homeserver --config-path {config}/synapse/homeserver.yaml
+Restart=on-failure
+RestartSec=5
+ReadWritePaths={state}/synapse
+{hardening}
+
+[Install]
+WantedBy=multi-user.target
+""",
+        "hotline-bot.service": f"""[Unit]
+Description=matrix-hotline bot (routes chats; holds the admin token and crypto store)
+After=hotline-synapse.service
+Wants=hotline-synapse.service
+
+[Service]
+Type=simple
+User=hotline
+Group=hotline
+ExecStart={prefix}/bin/hotline-bot --config {config}/bot.env
+Restart=on-failure
+RestartSec=5
+ReadWritePaths={state}/bot
+{hardening}
+
+[Install]
+WantedBy=multi-user.target
+""",
+        "hotline-webchat.service": f"""[Unit]
+Description=matrix-hotline web chat gateway (the survivor's page and WebSocket)
+After=hotline-synapse.service
+Wants=hotline-synapse.service
+
+[Service]
+Type=simple
+User=hotline
+Group=hotline
+ExecStart={prefix}/bin/hotline-webchat --config {config}/webchat.env
+Restart=on-failure
+RestartSec=2
+{hardening}
+
+[Install]
+WantedBy=multi-user.target
+""",
+    }
+
+
+def render(options: InitOptions, values: dict[str, str]) -> dict[str, tuple[str, bool]]:
+    """Every file: relative path → (text, private)."""
+    target = options.resolve()
+    domain = options.domain
+    synapse_url = f"http://{target.synapse_host}:{options.synapse_port}"
+    bot_user = f"@{BOT_LOCALPART}:{domain}"
+    files: dict[str, tuple[str, bool]] = {}
+    files["synapse/homeserver.yaml"] = (
+        "# Synapse for matrix-hotline, written by `hotline init`. The privacy settings come from\n"
+        "# hotline.homeserver.privacy_settings(); `hotline admin check` fails if one is changed.\n"
+        + yaml.safe_dump(homeserver_config(options, target, values), sort_keys=False), True)
+    files["synapse/log.yaml"] = (yaml.safe_dump(log_config(None), sort_keys=False), False)
+    files["synapse/webchat-appservice.yaml"] = (
+        yaml.safe_dump(appservice_registration(domain, values["as_token"], values["hs_token"]), sort_keys=False),
+        True)
+    common: dict[str, str | None] = {
+        "homeserver_url": synapse_url,
+        "bot_user_id": bot_user,
+        "survivor_prefix": SURVIVOR_LOCALPART_PREFIX,
+        "hotline_phone": options.hotline_phone,
+    }
+    files["bot.env"] = (env_text("matrix-hotline bot", common | {
+        "bot_password": values["bot_password"],
+        "data_dir": str(target.state_root / "bot"),
+        "dispatch_room": None,
+        "admin_room": None,
+        "service_room": None,
+        "trust_new_staff_devices": "false",
+        "log_level": "INFO",
+    }), True)
+    files["webchat.env"] = (env_text("matrix-hotline web chat gateway", common | {
+        "as_token": values["as_token"],
+        "listen_host": target.bind_host,
+        "listen_port": str(options.gateway_port),
+        "public_url": f"https://{domain}",
+        "program_name": options.program_name,
+        "service_room": None,
+        "log_level": "INFO",
+    }), True)
+    files["postgres.env"] = (
+        f"POSTGRES_USER={DB_USER}\nPOSTGRES_DB={DB_NAME}\nPOSTGRES_PASSWORD={values['postgres_password']}\n"
+        "POSTGRES_INITDB_ARGS=--encoding=UTF8 --locale=C\n", True)
+    synapse_upstream = f"{target.synapse_host}:{options.synapse_port}"
+    gateway_upstream = f"{target.gateway_host}:{options.gateway_port}"
+    files["proxy/Caddyfile"] = (proxy.caddyfile(domain, synapse_upstream, gateway_upstream,
+                                                acme_email=options.acme_email), False)
+    files["proxy/nginx.conf"] = (proxy.nginx_site(domain, synapse_upstream, gateway_upstream), False)
+    if target.name == "systemd":
+        for name, text in systemd_units(target, options.python_prefix).items():
+            files[f"systemd/{name}"] = (text, False)
+    files["NEXT-STEPS.md"] = (next_steps(options, target), False)
+    return files
+
+
+def next_steps(options: InitOptions, target: Target) -> str:
+    config = target.config_root
+    if target.name == "compose":
+        start = f"""2. Give the containers' user (uid 10001) the configuration and state:
+       sudo mkdir -p {target.state_root}/synapse {target.state_root}/bot
+       sudo chown -R 10001:10001 {config} {target.state_root}
+3. Start PostgreSQL and Synapse:
+       docker compose -f deploy/docker-compose.yml up -d postgres synapse
+4. Create the bot and the rooms (fills in the room IDs of bot.env and webchat.env):
+       docker compose -f deploy/docker-compose.yml run --rm admin setup
+5. Start everything:
+       docker compose -f deploy/docker-compose.yml up -d
+6. Add the first admin and advocates (each gets a one-time password, printed once):
+       docker compose -f deploy/docker-compose.yml run --rm admin staff add @alex:{options.domain} --role admin"""
+    else:
+        start = f"""2. Create the service user and directories, a PostgreSQL role and database:
+       sudo useradd --system --home-dir {target.state_root} --shell /usr/sbin/nologin hotline
+       sudo mkdir -p {target.state_root}/synapse {target.state_root}/bot
+       sudo chown -R hotline:hotline {config} {target.state_root}
+       sudo -u postgres psql -c "CREATE ROLE {DB_USER} LOGIN PASSWORD '<postgres_password from secrets.yaml>'"
+       sudo -u postgres createdb -O {DB_USER} -E UTF8 --locale=C -T template0 {DB_NAME}
+3. Install the units and start Synapse:
+       sudo cp {config}/systemd/*.service /etc/systemd/system/ && sudo systemctl daemon-reload
+       sudo systemctl enable --now hotline-synapse
+4. Create the bot and the rooms (fills in the room IDs of bot.env and webchat.env):
+       sudo -u hotline hotline admin --dir {config} setup
+5. Start the bot and the gateway:
+       sudo systemctl enable --now hotline-bot hotline-webchat
+6. Add the first admin and advocates (each gets a one-time password, printed once):
+       sudo -u hotline hotline admin --dir {config} staff add @alex:{options.domain} --role admin"""
+    return f"""# Next steps for {options.domain} ({target.name})
+
+Written by `hotline init`. The full guide is docs/admin-guide.md.
+
+1. Point DNS for {options.domain} at this machine; open ports 80 and 443 only.
+   Caddy (proxy/Caddyfile) gets a TLS certificate by itself. With nginx instead, copy
+   proxy/nginx.conf to /etc/nginx/sites-available/, get a certificate with certbot
+   (webroot /var/www/letsencrypt) and run `nginx -t`.
+{start}
+7. Check that everything is in force (fails loudly naming any privacy setting that is off):
+       hotline admin --dir {config} check
+
+Staff sign in with any Matrix client at https://{options.domain} and must change the one-time
+password at once. Keep secrets.yaml, bot.env and the bot's data directory
+({target.state_root / 'bot'}) in your backups: see docs/backup.md.
+"""
+
+
+def write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+def init(options: InitOptions) -> InitReport:
+    options.resolve()
+    directory = options.directory
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    report = InitReport()
+    values, report.secrets_reused = load_or_make_secrets(directory)
+    for relative, (text, private) in render(options, values).items():
+        path = directory / relative
+        if path.exists() and not options.overwrite:
+            report.kept.append(path)
+            continue
+        if private:
+            write_private(path, text)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.write_text(text)
+        report.written.append(path)
+    return report

@@ -1,0 +1,191 @@
+"""The reverse proxy's configuration: Caddy (automatic TLS) and an nginx alternative.
+
+One public hostname serves both the chat page and the staff's Matrix client API:
+
+- ``/_matrix/client/…`` and ``/_matrix/media/…`` go to Synapse (what Element and other staff
+  clients need). The proxy *overwrites* ``X-Forwarded-For`` with the connecting address, so a
+  client cannot forge it, and Synapse's ``user_ips`` keeps it only for ``user_ips_max_age``.
+- Every other ``/_matrix/…`` and all of ``/_synapse/…`` (the admin API, metrics, federation,
+  key server) answer 404: the admin API is reached only on the host itself (``hotline admin``).
+- Everything else goes to the web chat gateway, WebSockets included. The survivor's address
+  stops at the proxy: no ``X-Forwarded-For`` is passed to the gateway.
+- No access log. HSTS everywhere; the page's security headers are set by the proxy as well as by
+  the gateway (the same values, from ``webchat.app.SECURITY_HEADERS``).
+"""
+
+from __future__ import annotations
+
+HSTS = "max-age=63072000; includeSubDomains"
+# Matrix paths that staff clients use. Nothing else of Synapse is reachable from outside.
+MATRIX_PUBLIC_PREFIXES = ("/_matrix/client/", "/_matrix/media/")
+BLOCKED_PREFIXES = ("/_matrix/", "/_synapse/")
+API_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+def page_headers() -> dict[str, str]:
+    from webchat.app import SECURITY_HEADERS
+
+    return dict(SECURITY_HEADERS)
+
+
+def well_known_client(domain: str) -> str:
+    return '{"m.homeserver": {"base_url": "https://%s"}}' % domain
+
+
+def caddyfile(domain: str, synapse: str, gateway: str, *, acme_email: str | None = None) -> str:
+    """A Caddyfile; ``synapse`` and ``gateway`` are upstream ``host:port``."""
+    page = "\n".join(f'\t\t\t{name} "{value}"' for name, value in page_headers().items())
+    api = "\n".join(f'\t\t\t{name} "{value}"' for name, value in API_HEADERS.items())
+    email = f"\temail {acme_email}\n" if acme_email else ""
+    matrix = " ".join(p + "*" for p in MATRIX_PUBLIC_PREFIXES)
+    blocked = " ".join(p + "*" for p in BLOCKED_PREFIXES)
+    return f"""# matrix-hotline: Caddy for {domain} (written by `hotline init`).
+# Automatic TLS (Let's Encrypt) for {domain}. No site has a `log` directive, so Caddy keeps no
+# access log; its own log is held at ERROR.
+{{
+{email}\tlog {{
+\t\tlevel ERROR
+\t}}
+}}
+
+{domain} {{
+\theader Strict-Transport-Security "{HSTS}"
+\theader -Server
+
+\t# The staff's Matrix clients: client and media API only.
+\t@matrix path {matrix}
+\thandle @matrix {{
+\t\theader {{
+{api}
+\t\t}}
+\t\treverse_proxy {synapse} {{
+\t\t\t# Overwrite, never append: Synapse trusts this header (x_forwarded).
+\t\t\theader_up X-Forwarded-For {{remote_host}}
+\t\t\ttransport http {{
+\t\t\t\tread_timeout 5m
+\t\t\t}}
+\t\t}}
+\t}}
+
+\thandle /.well-known/matrix/client {{
+\t\theader Content-Type application/json
+\t\theader Access-Control-Allow-Origin *
+\t\trespond `{well_known_client(domain)}` 200
+\t}}
+
+\t# The admin API, federation, key server and metrics are never public.
+\t@blocked path {blocked}
+\thandle @blocked {{
+\t\trespond 404
+\t}}
+
+\t# The chat page and its WebSocket (Caddy passes WebSocket upgrades through).
+\thandle {{
+\t\theader {{
+{page}
+\t\t}}
+\t\treverse_proxy {gateway} {{
+\t\t\t# The survivor's address stops here.
+\t\t\theader_up -X-Forwarded-For
+\t\t\theader_up -X-Real-IP
+\t\t\theader_up -Forwarded
+\t\t}}
+\t}}
+}}
+"""
+
+
+def nginx_site(domain: str, synapse: str, gateway: str, *, certificate: str | None = None,
+               key: str | None = None, http_port: int = 80, https_port: int = 443,
+               acme_root: str = "/var/www/letsencrypt") -> str:
+    """An nginx ``server`` configuration (for ``sites-available``); TLS from certbot by default."""
+    certificate = certificate or f"/etc/letsencrypt/live/{domain}/fullchain.pem"
+    key = key or f"/etc/letsencrypt/live/{domain}/privkey.pem"
+    hsts = f'add_header Strict-Transport-Security "{HSTS}" always;'
+
+    def headers(values: dict[str, str], indent: str) -> str:
+        lines = [hsts] + [f'add_header {name} "{value}" always;' for name, value in values.items()]
+        return "\n".join(indent + line for line in lines)
+
+    hide = "\n".join(f"        proxy_hide_header {name};" for name in page_headers())
+    matrix_locations = "\n".join(f"""    location {prefix} {{
+        proxy_pass http://{synapse};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        # Overwrite, never append: Synapse trusts this header (x_forwarded).
+        proxy_set_header X-Forwarded-For $remote_addr;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_read_timeout 300s;
+        client_max_body_size 50m;
+{headers(API_HEADERS, "        ")}
+    }}""" for prefix in MATRIX_PUBLIC_PREFIXES)
+    blocked = "\n".join(f"    location {prefix} {{\n        return 404;\n    }}" for prefix in BLOCKED_PREFIXES)
+    return f"""# matrix-hotline: nginx for {domain} (written by `hotline init`).
+# No access log anywhere; the error log only at `crit` (its lines name client addresses).
+map $http_upgrade $hotline_connection_upgrade {{
+    default upgrade;
+    ''      close;
+}}
+
+server {{
+    listen {http_port};
+    listen [::]:{http_port};
+    server_name {domain};
+    access_log off;
+    error_log /var/log/nginx/hotline-error.log crit;
+    location /.well-known/acme-challenge/ {{
+        root {acme_root};
+    }}
+    location / {{
+        return 301 https://$host$request_uri;
+    }}
+}}
+
+server {{
+    listen {https_port} ssl http2;
+    listen [::]:{https_port} ssl http2;
+    server_name {domain};
+    server_tokens off;
+    access_log off;
+    error_log /var/log/nginx/hotline-error.log crit;
+
+    ssl_certificate {certificate};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_tickets off;
+
+{headers({}, "    ")}
+
+    # The staff's Matrix clients: client and media API only.
+{matrix_locations}
+
+    location = /.well-known/matrix/client {{
+        default_type application/json;
+{headers({"Access-Control-Allow-Origin": "*"}, "        ")}
+        return 200 '{well_known_client(domain)}';
+    }}
+
+    # The admin API, federation, key server and metrics are never public.
+{blocked}
+
+    # The chat page and its WebSocket. The survivor's address stops here.
+    location / {{
+        proxy_pass http://{gateway};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $hotline_connection_upgrade;
+        proxy_set_header X-Forwarded-For "";
+        proxy_set_header X-Real-IP "";
+        proxy_set_header Forwarded "";
+        proxy_read_timeout 3600s;
+        proxy_buffering off;
+{hide}
+{headers(page_headers(), "        ")}
+    }}
+}}
+"""
