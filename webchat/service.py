@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from nio import AsyncClient, JoinedMembersError, KeysQueryError, RoomSendError, SyncError
+from nio import AsyncClient, JoinedMembersError, KeysQueryError, MatrixRoom, RoomSendError
 from nio.exceptions import OlmTrustError
 from nio.store import SqliteMemoryStore
 
@@ -148,23 +148,47 @@ class Service:
                 log.info("pooled answers sent (%d submissions)", counts.submissions)
 
     async def _login(self) -> tuple[str, str, str]:
+        """A fresh device of the gateway's sender user (registered on first use)."""
         base = self.settings.homeserver
+        timeout = aiohttp.ClientTimeout(total=10)
         async with self._http.get(f"{base}/_matrix/client/v3/account/whoami", headers=self._headers,
-                                  timeout=aiohttp.ClientTimeout(total=10)) as response:
+                                  timeout=timeout) as response:
             who = await response.json(content_type=None)
             if response.status != 200:
                 raise ServiceError(f"whoami refused ({response.status})")
-        body = {"type": "m.login.application_service",
-                "identifier": {"type": "m.id.user", "user": who["user_id"]},
-                "initial_device_display_name": ""}
+        user_id = who["user_id"]
+        # A device needs an account row; the application service's own user has none until it
+        # is registered (no password: only the application service token can log it in).
+        register = {"type": "m.login.application_service", "username": user_id[1:].split(":", 1)[0],
+                    "inhibit_login": True}
+        async with self._http.post(f"{base}/_matrix/client/v3/register", json=register, headers=self._headers,
+                                   timeout=timeout) as response:
+            data = await response.json(content_type=None)
+            if response.status != 200 and data.get("errcode") != "M_USER_IN_USE":
+                raise ServiceError(f"registration refused ({data.get('errcode')})")
+        body = {"type": "m.login.application_service", "identifier": {"type": "m.id.user", "user": user_id}}
         async with self._http.post(f"{base}/_matrix/client/v3/login", json=body, headers=self._headers,
-                                   timeout=aiohttp.ClientTimeout(total=10)) as response:
+                                   timeout=timeout) as response:
             data = await response.json(content_type=None)
             if response.status != 200:
-                raise ServiceError(f"login refused ({response.status})")
+                raise ServiceError(f"login refused ({data.get('errcode')})")
         return data["user_id"], data["device_id"], data["access_token"]
 
+    async def _room_is_encrypted(self, token: str) -> bool:
+        room = quote(self.settings.service_room, safe="")
+        url = f"{self.settings.homeserver}/_matrix/client/v3/rooms/{room}/state/m.room.encryption/"
+        async with self._http.get(url, headers={"Authorization": f"Bearer {token}"},
+                                  timeout=aiohttp.ClientTimeout(total=10)) as response:
+            data = await response.json(content_type=None)
+            if response.status == 404:
+                return False
+            if response.status != 200:
+                raise ServiceError(f"room state refused ({data.get('errcode')})")
+            return data.get("algorithm") == "m.megolm.v1.aes-sha2"
+
     async def _send_encrypted(self, content: dict[str, Any]) -> None:
+        # An application service's own user may not /sync (Synapse refuses it), so the room is
+        # set up from its state and members directly instead.
         user_id, device_id, token = await self._login()
         client = AsyncClient(self.settings.homeserver, user_id, device_id=device_id,
                              config=client_config(store=SqliteMemoryStore))
@@ -172,20 +196,13 @@ class Service:
         room_id = self.settings.service_room
         try:
             await keep_keys(client)
-            only_this_room = {"room": {"rooms": [room_id], "timeline": {"limit": 1}},
-                              "presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]}}
-            synced = await client.sync(timeout=0, full_state=True, sync_filter=only_this_room)
-            if isinstance(synced, SyncError):
-                raise ServiceError(f"sync refused ({synced.status_code})")
-            room = client.rooms.get(room_id)
-            if room is None:
-                raise ServiceError("the gateway is not a member of the service room")
-            if not room.encrypted:
+            if not await self._room_is_encrypted(token):
                 raise ServiceError("the service room is not encrypted; answers are never sent in clear")
+            room = MatrixRoom(room_id, user_id, encrypted=True)
+            client.rooms[room_id] = room
             members = await client.joined_members(room_id)
             if isinstance(members, JoinedMembersError):
                 raise ServiceError(f"members ({members.status_code})")
-            await keep_keys(client)
             if client.should_query_keys:
                 keys = await client.keys_query()
                 if isinstance(keys, KeysQueryError):
@@ -214,4 +231,3 @@ class Service:
             except Exception:
                 pass
             await client.close()
-
