@@ -1,0 +1,277 @@
+"""`hotline init` and deploy/: the files, their secrets, and the proxy/unit/compose checks.
+
+Docker cannot run here: the compose file is parsed and checked against what `hotline init
+--target compose` writes. nginx, Caddy and systemd are checked with their own tools when they are
+installed (.ci/run installs nginx and caddy); tests/test_production_stack.py runs the real path.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hotline import proxy
+from hotline.admin import CheckResult, check_homeserver_config
+from hotline.homeserver import privacy_settings
+from hotline.production import InitOptions, Target, init, systemd_units
+
+ROOT = Path(__file__).parent.parent
+DEPLOY = ROOT / "deploy"
+PRIVATE = ["secrets.yaml", "bot.env", "webchat.env", "postgres.env", "synapse/homeserver.yaml",
+           "synapse/webchat-appservice.yaml"]
+
+
+def hotline(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hotline", *args], capture_output=True, text=True, timeout=120)
+
+
+def make(tmp_path: Path, target: str = "systemd", **extra: object) -> Path:
+    directory = tmp_path / "etc"
+    options = {"state_dir": tmp_path / "state"} | extra
+    init(InitOptions("chat.example.org", directory, target=target, **options))  # type: ignore[arg-type]
+    return directory
+
+
+def test_init_writes_everything_with_private_modes(tmp_path):
+    result = hotline("init", "chat.example.org", "--dir", str(tmp_path / "etc"), "--target", "systemd",
+                     "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 0, result.stderr
+    directory = tmp_path / "etc"
+    for name in PRIVATE:
+        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600, name
+    secrets = yaml.safe_load((directory / "secrets.yaml").read_text())
+    for value in secrets.values():
+        assert value not in result.stdout, "a secret was printed"
+        assert len(value) >= 40
+    config = yaml.safe_load((directory / "synapse/homeserver.yaml").read_text())
+    for key, value in privacy_settings().items():
+        assert config[key] == value, key
+    assert config["database"]["name"] == "psycopg2"
+    assert config["public_baseurl"] == "https://chat.example.org/"
+    assert [r["names"] for r in config["listeners"][0]["resources"]] == [["client"]]
+    assert config["listeners"][0]["bind_addresses"] == ["127.0.0.1"]
+    assert config["enable_registration"] is False
+    assert "federation" not in str(config["listeners"])
+    log = yaml.safe_load((directory / "synapse/log.yaml").read_text())
+    assert log["loggers"]["synapse.access"]["level"] == "WARNING"
+    registration = yaml.safe_load((directory / "synapse/webchat-appservice.yaml").read_text())
+    assert registration["as_token"] == secrets["as_token"]
+    assert secrets["as_token"] in (directory / "webchat.env").read_text()
+    assert secrets["bot_password"] in (directory / "bot.env").read_text()
+    assert secrets["as_token"] not in (directory / "bot.env").read_text()  # the bot never needs it
+    assert "HOTLINE_TRUST_NEW_STAFF_DEVICES=false" in (directory / "bot.env").read_text()
+
+
+def test_running_again_keeps_every_secret_and_says_so(tmp_path):
+    directory = make(tmp_path)
+    before = {name: (directory / name).read_text() for name in PRIVATE}
+    result = hotline("init", "chat.example.org", "--dir", str(directory), "--target", "systemd")
+    assert result.returncode == 0, result.stderr
+    assert "Kept the existing secrets" in result.stdout and "kept" in result.stdout
+    assert {name: (directory / name).read_text() for name in PRIVATE} == before
+    # --overwrite rewrites the files, from the same secrets.
+    result = hotline("init", "chat.example.org", "--dir", str(directory), "--target", "systemd",
+                     "--state-dir", str(tmp_path / "state"), "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert (directory / "secrets.yaml").read_text() == before["secrets.yaml"]
+    assert (directory / "synapse/homeserver.yaml").read_text() == before["synapse/homeserver.yaml"]
+
+
+def test_refuses_new_secrets_for_an_existing_configuration(tmp_path):
+    directory = make(tmp_path)
+    (directory / "secrets.yaml").unlink()
+    result = hotline("init", "chat.example.org", "--dir", str(directory))
+    assert result.returncode != 0
+    assert "refusing to make new secrets" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("domain", ["https://chat.example.org", "Chat.Example.org", "localhost:8008", "a b"])
+def test_bad_domain_is_one_clear_line(tmp_path, domain):
+    result = hotline("init", domain, "--dir", str(tmp_path / "etc"))
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("hotline init:") and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "etc").exists()
+
+
+def test_generated_env_files_load_in_the_settings_models(tmp_path):
+    from bot.settings import BotSettings
+    from webchat.settings import GatewaySettings
+
+    directory = make(tmp_path)
+    gateway = GatewaySettings(_env_file=str(directory / "webchat.env"))
+    assert gateway.origin == "https://chat.example.org"
+    assert gateway.server_name == "chat.example.org"
+    text = (directory / "bot.env").read_text()
+    # Before `hotline admin setup`, the dispatch room is the one thing missing.
+    with pytest.raises(Exception, match="dispatch_room"):
+        BotSettings(_env_file=str(directory / "bot.env"))
+    from hotline.admin import set_env_values
+
+    set_env_values(directory / "bot.env", {"dispatch_room": "!abc", "admin_room": "!def"})
+    bot = BotSettings(_env_file=str(directory / "bot.env"))
+    assert bot.dispatch_room == "!abc" and bot.trust_new_staff_devices is False
+    assert bot.data_dir == tmp_path / "state" / "bot"
+    assert (directory / "bot.env").read_text().count("HOTLINE_DISPATCH_ROOM") == 1
+    assert text.splitlines()[0].startswith("#")
+
+
+def test_check_fails_naming_each_privacy_setting_that_is_off(tmp_path):
+    directory = make(tmp_path)
+    path = directory / "synapse/homeserver.yaml"
+    good = CheckResult()
+    check_homeserver_config(path, good)
+    assert not good.failed, good.lines
+    config = yaml.safe_load(path.read_text())
+    config["enable_search"] = True
+    config["user_ips_max_age"] = "28d"
+    config["listeners"][0]["resources"][0]["names"].append("federation")
+    config["modules"] = []
+    path.write_text(yaml.safe_dump(config))
+    log = yaml.safe_load((directory / "synapse/log.yaml").read_text())
+    log["loggers"]["synapse.access"]["level"] = "INFO"
+    (directory / "synapse/log.yaml").write_text(yaml.safe_dump(log))
+    bad = CheckResult()
+    check_homeserver_config(path, bad)
+    failures = "\n".join(text for kind, text in bad.lines if kind == "FAIL")
+    for named in ("enable_search", "user_ips_max_age", "federation", "InvitePolicy", "synapse.access"):
+        assert named in failures, named
+    # A stricter duration is fine.
+    config = yaml.safe_load(path.read_text()) | {"user_ips_max_age": "1m", "enable_search": False}
+    path.write_text(yaml.safe_dump(config))
+    stricter = CheckResult()
+    check_homeserver_config(path, stricter)
+    assert "user_ips_max_age" not in str([t for k, t in stricter.lines if k == "FAIL"])
+
+
+def test_check_command_fails_loudly_on_a_config_with_a_setting_off(tmp_path):
+    directory = make(tmp_path)
+    path = directory / "synapse/homeserver.yaml"
+    path.write_text(path.read_text().replace("enable_search: false", "enable_search: true"))
+    result = hotline("admin", "--dir", str(directory), "check")
+    assert result.returncode != 0
+    assert "FAIL  homeserver.yaml enable_search is True" in result.stdout
+    assert "FAILED" in result.stderr
+
+
+# --------------------------------------------------------------------------- proxies
+
+def nginx_wrapper(tmp_path: Path, site: str) -> Path:
+    prefix = tmp_path / "nginx"
+    (prefix / "logs").mkdir(parents=True, exist_ok=True)
+    (prefix / "site.conf").write_text(site)
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""pid {prefix}/nginx.pid;
+error_log {prefix}/error.log;
+events {{}}
+http {{
+    include /etc/nginx/mime.types;
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    include {prefix}/site.conf;
+}}
+""")
+    return conf
+
+
+def self_signed(tmp_path: Path, domain: str) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", f"/CN={domain}"], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("openssl") is None, reason="nginx not installed")
+def test_nginx_config_passes_nginx_t(tmp_path):
+    cert, key = self_signed(tmp_path, "chat.example.org")
+    site = proxy.nginx_site("chat.example.org", "127.0.0.1:8008", "127.0.0.1:8080",
+                            certificate=str(cert), key=str(key), http_port=18080, https_port=18443)
+    conf = nginx_wrapper(tmp_path, site.replace("/var/log/nginx/hotline-error.log", str(tmp_path / "nginx/error.log")))
+    result = subprocess.run(["nginx", "-t", "-c", str(conf), "-p", str(tmp_path / "nginx")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_proxy_configs_keep_no_access_log_and_hide_the_admin_api(tmp_path):
+    directory = make(tmp_path)
+    nginx = (directory / "proxy/nginx.conf").read_text()
+    caddy = (directory / "proxy/Caddyfile").read_text()
+    assert nginx.count("access_log off;") == 2 and "access_log /" not in nginx
+    assert "location /_synapse/ {\n        return 404;" in nginx
+    assert "Strict-Transport-Security" in nginx and "Upgrade $http_upgrade" in nginx
+    assert 'proxy_set_header X-Forwarded-For "";' in nginx  # the survivor's address stops at the proxy
+    assert "\tlog {" in caddy and "\t\tlog" not in caddy.split("chat.example.org {", 1)[1]  # no site log
+    assert "/_synapse/*" in caddy and "respond 404" in caddy and "Strict-Transport-Security" in caddy
+    assert "Content-Security-Policy" in caddy and "Content-Security-Policy" in nginx
+
+
+@pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy not installed")
+def test_caddyfile_validates(tmp_path):
+    directory = make(tmp_path)
+    result = subprocess.run(["caddy", "validate", "--adapter", "caddyfile", "--config", str(directory / "proxy/Caddyfile")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Valid configuration" in result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- systemd and compose
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_units_verify(tmp_path):
+    directory = make(tmp_path)
+    units = sorted((directory / "systemd").glob("*.service"))
+    assert [u.name for u in units] == ["hotline-bot.service", "hotline-synapse.service", "hotline-webchat.service"]
+    result = subprocess.run(["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "hotline-bot.service" not in result.stderr and "hotline-synapse" not in result.stderr, result.stderr
+    for unit in units:
+        text = unit.read_text()
+        assert f"{sys.prefix}/bin/" in text and "ProtectSystem=strict" in text and "User=hotline" in text
+
+
+def test_deploy_examples_are_what_init_writes():
+    target = Target("systemd", Path("/etc/hotline"), Path("/var/lib/hotline"), "127.0.0.1", "127.0.0.1",
+                    "127.0.0.1", "127.0.0.1", 5432)
+    for name, text in systemd_units(target, Path("/opt/hotline/venv")).items():
+        assert (DEPLOY / "systemd" / name).read_text() == text, f"regenerate deploy/systemd/{name}"
+    assert (DEPLOY / "nginx/hotline.conf.example").read_text() == proxy.nginx_site(
+        "chat.example.org", "127.0.0.1:8008", "127.0.0.1:8080")
+
+
+def test_compose_file_matches_the_compose_configuration(tmp_path):
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"postgres", "synapse", "bot", "webchat", "admin", "caddy"}
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"caddy"}, "only the proxy may publish ports"
+    for name, service in services.items():
+        assert "image" in service or "build" in service
+        if "build" in service:
+            assert (ROOT / service["build"]["dockerfile"]).is_file()
+            assert service["user"] == "10001:10001"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert source.startswith("${HOTLINE_") or source in compose["volumes"], volume
+    directory = make(tmp_path, target="compose", state_dir=None)
+    config = yaml.safe_load((directory / "synapse/homeserver.yaml").read_text())
+    mounts = {v.split(":")[1] for s in services.values() for v in s.get("volumes", [])}
+    # What homeserver.yaml and bot.env name inside the containers is mounted there.
+    assert "/etc/hotline" in mounts and "/var/lib/hotline/synapse" in mounts and "/var/lib/hotline/bot" in mounts
+    assert config["media_store_path"].startswith("/var/lib/hotline/synapse")
+    assert config["database"]["args"]["host"] == "postgres"
+    assert config["app_service_config_files"] == ["/etc/hotline/synapse/webchat-appservice.yaml"]
+    assert "HOTLINE_DATA_DIR=/var/lib/hotline/bot" in (directory / "bot.env").read_text()
+    assert "HOTLINE_HOMESERVER_URL=http://synapse:8008" in (directory / "webchat.env").read_text()
+    assert "reverse_proxy synapse:8008" in (directory / "proxy/Caddyfile").read_text()
+    assert services["bot"]["command"][-1] == "/etc/hotline/bot.env"
+    assert services["webchat"]["command"][-1] == "/etc/hotline/webchat.env"
+    assert "/etc/hotline/synapse/homeserver.yaml" in (DEPLOY / "Dockerfile.synapse").read_text()
+    assert "log_connections=off" in services["postgres"]["command"]
+    env = (directory / "postgres.env").read_text()
+    assert "--locale=C" in env and "POSTGRES_PASSWORD=" in env
