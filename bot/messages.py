@@ -212,8 +212,8 @@ class Catalog:
         return self._fill(self.canned[key], {})
 
 
-def staff_text(key: str, **params: str) -> str:
-    return STAFF[key].format(**params)
+def staff_text(name: str, /, **params: str) -> str:
+    return STAFF[name].format(**params)
 
 
 def help_text(roles: Iterable[str]) -> str:

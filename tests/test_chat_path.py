@@ -108,7 +108,7 @@ async def test_staff_commands_are_not_relayed_and_unknown_ones_are_answered(stac
     await advocate.say(case_room, "!frobnicate now")
     await until(lambda: any("Unknown command !frobnicate" in b for b in advocate.bodies(case_room)), 20, "answer")
     await advocate.say(case_room, "!help")
-    await until(lambda: any(b.startswith("Commands:") for b in advocate.bodies(case_room)), 20, "help")
+    await until(lambda: any(b.startswith("Commands you can use:") for b in advocate.bodies(case_room)), 20, "help")
     await advocate.say(case_room, "visible reply")
     await until(lambda: "visible reply" in survivor.texts("advocate"), 20, "relay")
     assert not any(t.startswith("!") for t in survivor.texts())

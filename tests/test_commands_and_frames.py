@@ -92,3 +92,13 @@ def test_bad_frames(raw, code):
         parse_frame(raw, 100)
     assert problem.value.code == code
     assert json.dumps(problem.value.frame())  # always a frame the page can read
+
+
+def test_every_staff_text_formats_with_its_own_placeholders():
+    import string
+
+    from bot.messages import STAFF, staff_text
+
+    for name, text in STAFF.items():
+        fields = {f for _, f, _, _ in string.Formatter().parse(text) if f}
+        assert staff_text(name, **{f: "x" for f in fields})

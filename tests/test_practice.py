@@ -93,7 +93,8 @@ async def test_safety_prompt_canned_messages_and_advocate_reminder(fast_stack, a
         assert key in listing
     await advocate.say(case_room, "!say safety")
     await until(lambda: any("are you safe right now" in t for t in survivor.texts("advocate")), 20, "canned")
-    assert any(b.startswith("Sent to the survivor: Before we go on") for b in advocate.bodies(case_room))
+    await until(lambda: any(b.startswith("Sent to the survivor: Before we go on") for b in advocate.bodies(case_room)),
+                20, "the echo in the case room")
     await advocate.say(case_room, "!say nonsense")
     await until(lambda: any("no ready-made message called nonsense" in b for b in advocate.bodies(case_room)), 20,
                 "unknown key")
