@@ -56,6 +56,10 @@ class Bootstrap:
     dispatch_room: str
     admin_room: str
     service_room: str
+    supervisors: list[Account] = field(default_factory=list)
+    interpreters: list[Account] = field(default_factory=list)
+    supervisors_room: str = ""
+    interpreters_room: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +69,10 @@ class Bootstrap:
             "dispatch_room": self.dispatch_room,
             "admin_room": self.admin_room,
             "service_room": self.service_room,
+            "supervisors": [vars(a) for a in self.supervisors],
+            "interpreters": [vars(a) for a in self.interpreters],
+            "supervisors_room": self.supervisors_room,
+            "interpreters_room": self.interpreters_room,
         }
 
     @classmethod
@@ -76,6 +84,10 @@ class Bootstrap:
             dispatch_room=data["dispatch_room"],
             admin_room=data["admin_room"],
             service_room=data["service_room"],
+            supervisors=[Account(**a) for a in data.get("supervisors", [])],
+            interpreters=[Account(**a) for a in data.get("interpreters", [])],
+            supervisors_room=data.get("supervisors_room", ""),
+            interpreters_room=data.get("interpreters_room", ""),
         )
 
 
@@ -104,6 +116,8 @@ async def bootstrap(homeserver: EmbeddedHomeserver, advocates: int = 1, admins: 
         bot, bot_token = await register(homeserver.bot_localpart, True)
         staff = [await register(f"advocate{i}", False) for i in range(1, advocates + 1)]
         bosses = [await register(f"admin{i}", True) for i in range(1, admins + 1)]
+        seniors = [await register("supervisor1", False)]
+        linguists = [await register("interpreter1", False)]
 
         async def room(invite: list[str]) -> str:
             created = await _client_api(http, hs, bot_token, "POST", "/_matrix/client/v3/createRoom",
@@ -112,7 +126,11 @@ async def bootstrap(homeserver: EmbeddedHomeserver, advocates: int = 1, admins: 
 
         dispatch = await room([a.user_id for a, _ in staff])
         admin_room = await room([a.user_id for a, _ in bosses])
-        for (account, token), room_id in [(s, dispatch) for s in staff] + [(b, admin_room) for b in bosses]:
+        supervisors_room = await room([a.user_id for a, _ in seniors])
+        interpreters_room = await room([a.user_id for a, _ in linguists])
+        memberships = ([(s, dispatch) for s in staff] + [(b, admin_room) for b in bosses]
+                       + [(s, supervisors_room) for s in seniors] + [(i, interpreters_room) for i in linguists])
+        for (account, token), room_id in memberships:
             await _client_api(http, hs, token, "POST", f"/_matrix/client/v3/join/{room_id}")
         # The service room: the bot publishes whether chat is open (state event), the gateway's
         # application-service user reads it. Not encrypted: it holds only the program's notice.
@@ -124,9 +142,10 @@ async def bootstrap(homeserver: EmbeddedHomeserver, advocates: int = 1, admins: 
         await SynapseAdmin(http, hs, bot_token).exempt_from_rate_limits(bot.user_id)
         # The registration logins are not anyone's device: log them out. The bot logs in on its
         # own first start; staff log in with their Matrix client.
-        for token in [bot_token] + [t for _, t in staff + bosses]:
+        for token in [bot_token] + [t for _, t in staff + bosses + seniors + linguists]:
             await _client_api(http, hs, token, "POST", "/_matrix/client/v3/logout")
-    return Bootstrap(bot, [a for a, _ in staff], [a for a, _ in bosses], dispatch, admin_room, service["room_id"])
+    return Bootstrap(bot, [a for a, _ in staff], [a for a, _ in bosses], dispatch, admin_room, service["room_id"],
+                     [a for a, _ in seniors], [a for a, _ in linguists], supervisors_room, interpreters_room)
 
 
 def _write_env(path: Path, values: dict[str, str]) -> None:
@@ -218,7 +237,9 @@ class DevStack:
             "dispatch_room": self.accounts.dispatch_room,
             "admin_room": self.accounts.admin_room,
             "trust_new_staff_devices": "true",
-        } | self.settings)
+        } | ({"supervisors_room": self.accounts.supervisors_room} if self.accounts.supervisors_room else {})
+          | ({"interpreters_room": self.accounts.interpreters_room} if self.accounts.interpreters_room else {})
+          | self.settings)
         _write_env(self.root / "webchat.env", common | {
             "as_token": self.homeserver.secrets()["as_token"],
             "listen_host": "127.0.0.1",
