@@ -7,6 +7,7 @@ wrong instead of relaying or ignoring the line.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from bot.ids import ChatRef, normalize_ref
@@ -17,6 +18,57 @@ PREFIX = "!"
 @dataclass(frozen=True)
 class Claim:
     ref: ChatRef | None  # None: the oldest waiting chat
+    force: bool = False  # claim even in the last minutes of one's shift
+
+
+@dataclass(frozen=True)
+class Transfer:
+    to: str | None = None  # a Matrix ID, or None: back to the queue, first in line
+    note: str = ""
+    shift_change: bool = False  # !handoff
+
+
+@dataclass(frozen=True)
+class SupervisorRequest:
+    pass
+
+
+@dataclass(frozen=True)
+class Join:
+    ref: ChatRef
+
+
+@dataclass(frozen=True)
+class InterpreterRequest:
+    language: str | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class Shift:
+    until: tuple[int, int] | None  # (hour, minute) in the program's time zone; None: shift ended
+
+
+@dataclass(frozen=True)
+class Chats:
+    pass
+
+
+@dataclass(frozen=True)
+class Devices:
+    pass
+
+
+@dataclass(frozen=True)
+class DeviceDecision:
+    approve: bool
+    user: str
+    device: str
+
+
+@dataclass(frozen=True)
+class Languages:
+    languages: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -53,7 +105,10 @@ class Invalid:
     reason: str  # a key of bot.messages.STAFF
 
 
-Command = Claim | Close | Help | Say | Service | Stats | Invalid
+Command = (
+    Claim | Close | Help | Say | Service | Stats | Transfer | SupervisorRequest | Join | InterpreterRequest
+    | Shift | Chats | Devices | DeviceDecision | Languages | Invalid
+)
 
 STATS_PERIODS = {"today": 1, "week": 7, "7d": 7, "month": 30, "30d": 30, "90d": 90, "year": 365}
 MAX_SERVICE_MESSAGE = 500
@@ -72,12 +127,43 @@ def parse(text: str) -> Command | None:
         return Invalid(name="", reason="unknown_command")
     name, args = words[0].lower(), words[1:]
     if name == "claim":
+        force = bool(args) and args[-1].lower() == "force"
+        args = args[:-1] if force else args
         if not args:
-            return Claim(ref=None)
+            return Claim(ref=None, force=force)
         ref = normalize_ref(args[0])
         if ref is None or len(args) > 1:
             return Invalid(name=name, reason="bad_ref")
-        return Claim(ref=ref)
+        return Claim(ref=ref, force=force)
+    if name in {"transfer", "handoff"}:
+        return _transfer(text, args, shift_change=name == "handoff")
+    if name == "supervisor":
+        return SupervisorRequest() if not args else Invalid(name=name, reason="no_arguments")
+    if name == "join":
+        ref = normalize_ref(args[0]) if len(args) == 1 else None
+        return Join(ref) if ref else Invalid(name=name, reason="bad_ref")
+    if name == "interpreter":
+        if len(args) != 1:
+            return Invalid(name=name, reason="interpreter_usage")
+        if _is_user_id(args[0]):
+            return InterpreterRequest(user=args[0])
+        if not LANGUAGE_WORD.match(args[0]):
+            return Invalid(name=name, reason="interpreter_usage")
+        return InterpreterRequest(language=args[0].lower())
+    if name == "shift":
+        return _shift(args)
+    if name == "chats":
+        return Chats() if not args else Invalid(name=name, reason="no_arguments")
+    if name == "devices":
+        return Devices() if not args else Invalid(name=name, reason="no_arguments")
+    if name in {"approve", "revoke"}:
+        if len(args) != 2 or not _is_user_id(args[0]) or not DEVICE_ID.match(args[1]):
+            return Invalid(name=name, reason="device_usage")
+        return DeviceDecision(approve=name == "approve", user=args[0], device=args[1])
+    if name == "languages":
+        if not args or not all(LANGUAGE_WORD.match(a) for a in args) or len(args) > 20:
+            return Invalid(name=name, reason="languages_usage")
+        return Languages(tuple(a.lower() for a in args))
     if name == "close":
         return Close() if not args else Invalid(name=name, reason="no_arguments")
     if name == "help":
@@ -96,6 +182,39 @@ def parse(text: str) -> Command | None:
             return Invalid(name=name, reason="bad_period")
         return Stats(days=days)
     return Invalid(name=name[:32], reason="unknown_command")
+
+
+LANGUAGE_WORD = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,3}$")
+DEVICE_ID = re.compile(r"^[A-Za-z0-9_.+=/-]{1,64}$")
+MAX_NOTE = 1000
+
+
+def _is_user_id(word: str) -> bool:
+    return word.startswith("@") and ":" in word and len(word) <= 255
+
+
+def _transfer(text: str, args: list[str], *, shift_change: bool) -> Command:
+    name = "handoff" if shift_change else "transfer"
+    rest = text.strip()[len(PREFIX):].split(None, 1)[1:]
+    remainder = rest[0].strip() if rest else ""
+    to = None
+    if args and _is_user_id(args[0]):
+        to = args[0]
+        remainder = remainder[len(to):].strip()
+    if len(remainder) > MAX_NOTE:
+        return Invalid(name=name, reason="note_too_long")
+    return Transfer(to=to, note=remainder, shift_change=shift_change)
+
+
+def _shift(args: list[str]) -> Command:
+    if len(args) == 1 and args[0].lower() == "end":
+        return Shift(until=None)
+    if len(args) != 2 or args[0].lower() != "until":
+        return Invalid(name="shift", reason="shift_usage")
+    match = re.match(r"^(\d{1,2}):(\d{2})$", args[1])
+    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        return Invalid(name="shift", reason="shift_usage")
+    return Shift(until=(int(match.group(1)), int(match.group(2))))
 
 
 def _service(text: str, args: list[str]) -> Command:

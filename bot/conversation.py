@@ -14,9 +14,29 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 from enum import StrEnum
 
-from bot.commands import Claim, Close, Command, Help, Invalid, Say, Service, Stats
+from bot.commands import (
+    Chats,
+    Claim,
+    Close,
+    Command,
+    DeviceDecision,
+    Devices,
+    Help,
+    InterpreterRequest,
+    Invalid,
+    Join,
+    Languages,
+    Say,
+    Service,
+    Shift,
+    Stats,
+    SupervisorRequest,
+    Transfer,
+)
 from bot.ids import ChatRef, EventId, RoomId, UserId
 from hotline.wire import Role
 
@@ -64,6 +84,13 @@ class Chat:
     warned: bool = False  # inactivity warning sent since survivor_at
     advocate_at: float | None = None  # the last word from the advocate
     reminded: bool = False  # advocate reminder sent since survivor_at
+    priority: bool = False  # transferred back to the queue: first in line
+    transferred: bool = False  # the survivor has talked with an advocate before
+    handoff_note: str | None = None  # kept in memory only (see bot/store.py)
+    supervisor: UserId | None = None  # joined the case room
+    interpreter: UserId | None = None  # joined the case room
+    invited: UserId | None = None  # a supervisor or interpreter invited to the case room
+    interpreter_request: str | None = None  # "asking:<language or @user>" or "wanted:<language>"
 
 
 @dataclass(frozen=True)
@@ -88,6 +115,11 @@ class Rules:
     admin_room: RoomId | None = None
     canned: frozenset[str] = frozenset()
     practice: Practice = field(default_factory=Practice)
+    supervisors_room: RoomId | None = None
+    interpreters_room: RoomId | None = None
+    max_chats_per_advocate: int = 3
+    shift_guard: float = 1800.0  # no new claims this close to the end of one's shift
+    zone: str = "UTC"
 
     def is_survivor_account(self, user_id: str) -> bool:
         localpart, _, server = user_id.partition(":")
@@ -102,6 +134,8 @@ class Rules:
 class Hotline:
     rules: Rules
     chats: dict[ChatRef, Chat] = field(default_factory=dict)
+    shifts: dict[UserId, float] = field(default_factory=dict)  # advocate → end of shift
+    shift_reminded: frozenset[UserId] = frozenset()
 
     def by_survivor_room(self, room: RoomId) -> Chat | None:
         return next((c for c in self.chats.values() if c.survivor_room == room), None)
@@ -112,7 +146,7 @@ class Hotline:
     def waiting(self) -> list[Chat]:
         """The queue: oldest first."""
         return sorted((c for c in self.chats.values() if c.phase is Phase.WAITING),
-                      key=lambda c: (c.opened_at, c.ref))
+                      key=lambda c: (not c.priority, c.opened_at, c.ref))
 
     def oldest_waiting(self) -> Chat | None:
         queue = self.waiting()
@@ -120,6 +154,11 @@ class Hotline:
 
     def place_in_line(self, chat: Chat) -> int:
         return next((i for i, c in enumerate(self.waiting(), 1) if c.ref == chat.ref), 0)
+
+    def chats_of(self, advocate: UserId) -> list[Chat]:
+        return sorted((c for c in self.chats.values()
+                       if c.advocate == advocate and c.phase in (Phase.INVITING, Phase.ACTIVE)),
+                      key=lambda c: c.opened_at)
 
     def with_chat(self, chat: Chat) -> Hotline:
         return replace(self, chats={**self.chats, chat.ref: chat})
@@ -177,6 +216,22 @@ class CommandGiven:
     command: Command
     roles: frozenset[StaffRole]
     event_id: EventId = EventId("")
+    target_roles: frozenset[StaffRole] = frozenset()  # of the user a command names, if any
+
+
+@dataclass(frozen=True)
+class SurvivorAnswered:
+    """The survivor answered a question the page asked (Yes/No for an interpreter)."""
+
+    room: RoomId
+    question: str
+    value: str
+
+
+@dataclass(frozen=True)
+class MemberLeft:
+    room: RoomId
+    user: UserId
 
 
 @dataclass(frozen=True)
@@ -223,6 +278,8 @@ Event = (
     | SurvivorNotified
     | StaffWrote
     | CommandGiven
+    | SurvivorAnswered
+    | MemberLeft
     | CaseRoomOpened
     | MemberJoined
     | SurvivorEnded
@@ -351,6 +408,51 @@ class ListCanned:
     room: RoomId
 
 
+@dataclass(frozen=True)
+class InviteToCase:
+    room: RoomId
+    user: UserId
+
+
+@dataclass(frozen=True)
+class EraseCaseRoom:
+    """A case room the chat has left (after a transfer): redact, purge; its advocate loses it."""
+
+    room: RoomId
+
+
+@dataclass(frozen=True)
+class AskSurvivor:
+    room: RoomId
+    question: str
+
+
+@dataclass(frozen=True)
+class ShowDevices:
+    room: RoomId
+
+
+@dataclass(frozen=True)
+class DecideDevice:
+    room: RoomId
+    user: UserId
+    device: str
+    approve: bool
+
+
+@dataclass(frozen=True)
+class SetLanguages:
+    room: RoomId
+    user: UserId
+    languages: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AskInterpreters:
+    ref: ChatRef
+    language: str
+
+
 Effect = (
     AcceptInvite
     | PostAlert
@@ -369,6 +471,13 @@ Effect = (
     | ShowStats
     | ShowHelp
     | ListCanned
+    | InviteToCase
+    | EraseCaseRoom
+    | AskSurvivor
+    | ShowDevices
+    | DecideDevice
+    | SetLanguages
+    | AskInterpreters
 )
 
 Result = tuple[Hotline, list[Effect]]
@@ -454,12 +563,14 @@ def on_survivor_notified(state: Hotline, event: SurvivorNotified, now: float) ->
 
 def on_staff_wrote(state: Hotline, event: StaffWrote, now: float) -> Result:
     chat = state.by_case_room(event.room)
-    if chat is None or chat.phase is not Phase.ACTIVE or event.sender != chat.advocate:
+    if chat is None or chat.phase is not Phase.ACTIVE:
+        return state, []
+    speakers = {chat.advocate: Role.ADVOCATE, chat.supervisor: Role.SUPERVISOR, chat.interpreter: Role.INTERPRETER}
+    role = speakers.get(event.sender)
+    if role is None:
         return state, []
     chat = replace(chat, advocate_at=now, reminded=False)
-    return state.with_chat(chat), [
-        RelayToSurvivor(chat.survivor_room, event.event_id, event.text, Role.ADVOCATE)
-    ]
+    return state.with_chat(chat), [RelayToSurvivor(chat.survivor_room, event.event_id, event.text, role)]
 
 
 def on_command_given(state: Hotline, event: CommandGiven, now: float) -> Result:
@@ -480,12 +591,160 @@ def on_command_given(state: Hotline, event: CommandGiven, now: float) -> Result:
         if StaffRole.ADMIN not in event.roles:
             return state, [Reply(event.room, "not_admin")]
         return state, [ShowStats(event.room, command.days)]
+    if isinstance(command, Transfer):
+        return _transfer(state, event, command, now)
+    if isinstance(command, SupervisorRequest):
+        return _supervisor_request(state, event)
+    if isinstance(command, Join):
+        return _join(state, event, command)
+    if isinstance(command, InterpreterRequest):
+        return _interpreter_request(state, event, command)
+    if isinstance(command, Shift):
+        return _shift(state, event, command, now)
+    if isinstance(command, Chats):
+        return _list_chats(state, event, now)
+    if isinstance(command, (Devices, DeviceDecision)):
+        if StaffRole.ADMIN not in event.roles or event.room != state.rules.admin_room:
+            return state, [Reply(event.room, "not_admin")]
+        if isinstance(command, Devices):
+            return state, [ShowDevices(event.room)]
+        return state, [DecideDevice(event.room, UserId(command.user), command.device, command.approve)]
+    if isinstance(command, Languages):
+        if StaffRole.INTERPRETER not in event.roles:
+            return state, [Reply(event.room, "not_interpreter")]
+        return state, [SetLanguages(event.room, event.sender, command.languages)]
     raise IllegalTransition(f"unhandled command {command!r}")
+
+
+def _transfer(state: Hotline, event: CommandGiven, command: Transfer, now: float) -> Result:
+    chat, refusal = _assigned_chat(state, event)
+    if chat is None:
+        return state, refusal
+    if chat.phase not in (Phase.ACTIVE, Phase.INVITING):
+        return state, [Reply(event.room, "not_active")]
+    target = UserId(command.to) if command.to else None
+    if target is not None:
+        if target == chat.advocate:
+            return state, [Reply(event.room, "transfer_self")]
+        if not event.target_roles & {StaffRole.ADVOCATE, StaffRole.SUPERVISOR}:
+            return state, [Reply(event.room, "transfer_target", (("user", target),))]
+    old_room = chat.case_room
+    moved = replace(
+        chat, advocate=target, case_room=None, supervisor=None, interpreter=None, invited=None,
+        interpreter_request=None, transferred=True, handoff_note=command.note or None,
+        phase=Phase.INVITING if target else Phase.WAITING, priority=target is None,
+        claimed_at=now if target else None, alerted_at=None if target else now,
+        reassured_at=now, escalated=False,
+    )
+    notice = "shift_change" if command.shift_change else "transfer_waiting"
+    effects: list[Effect] = [Reply(event.room, "transferred_out", (("ref", chat.ref),))]
+    if old_room is not None:
+        effects.append(EraseCaseRoom(old_room))
+    effects.append(NotifySurvivor(chat.survivor_room, notice))
+    if target is not None:
+        effects.append(OpenCaseRoom(chat.ref, target))
+    else:
+        effects.append(Reply(state.rules.dispatch_room, "alert_transfer",
+                             (("ref", chat.ref), ("note", command.note or "none"))))
+    return state.with_chat(moved), effects
+
+
+def _supervisor_request(state: Hotline, event: CommandGiven) -> Result:
+    chat, refusal = _assigned_chat(state, event)
+    if chat is None:
+        return state, refusal
+    room = state.rules.supervisors_room or state.rules.dispatch_room
+    return state, [Reply(room, "supervisor_wanted", (("ref", chat.ref),)), Reply(event.room, "supervisor_asked")]
+
+
+def _join(state: Hotline, event: CommandGiven, command: Join) -> Result:
+    chat = state.chats.get(command.ref)
+    if chat is None or chat.phase is not Phase.ACTIVE or chat.case_room is None:
+        return state, [Reply(event.room, "unknown_active_ref", (("ref", command.ref),))]
+    wanted = chat.interpreter_request or ""
+    if StaffRole.SUPERVISOR in event.roles:
+        pass
+    elif StaffRole.INTERPRETER in event.roles and wanted.startswith("wanted:"):
+        pass
+    else:
+        return state, [Reply(event.room, "join_refused")]
+    if event.sender in (chat.advocate, chat.supervisor, chat.interpreter):
+        return state, [Reply(event.room, "already_in", (("ref", chat.ref),))]
+    chat = replace(chat, invited=event.sender)
+    return state.with_chat(chat), [InviteToCase(chat.case_room, event.sender),
+                                   Reply(event.room, "joining", (("ref", chat.ref),))]
+
+
+def _interpreter_request(state: Hotline, event: CommandGiven, command: InterpreterRequest) -> Result:
+    chat, refusal = _assigned_chat(state, event)
+    if chat is None:
+        return state, refusal
+    if chat.phase is not Phase.ACTIVE:
+        return state, [Reply(event.room, "not_active")]
+    if command.user is not None and StaffRole.INTERPRETER not in event.target_roles:
+        return state, [Reply(event.room, "not_an_interpreter", (("user", command.user),))]
+    wanted = command.user or command.language or ""
+    chat = replace(chat, interpreter_request=f"asking:{wanted}")
+    return state.with_chat(chat), [AskSurvivor(chat.survivor_room, "interpreter_consent"),
+                                   Reply(event.room, "interpreter_asking")]
+
+
+def on_survivor_answered(state: Hotline, event: SurvivorAnswered, now: float) -> Result:
+    chat = state.by_survivor_room(event.room)
+    if chat is None or chat.case_room is None or event.question != "interpreter_consent":
+        return state, []
+    request = chat.interpreter_request or ""
+    if not request.startswith("asking:"):
+        return state, []
+    wanted = request.removeprefix("asking:")
+    if event.value != "yes":
+        chat = replace(chat, interpreter_request=None)
+        return state.with_chat(chat), [Reply(chat.case_room, "interpreter_declined")]
+    if wanted.startswith("@"):
+        chat = replace(chat, interpreter_request=f"wanted:{wanted}", invited=UserId(wanted))
+        return state.with_chat(chat), [Reply(chat.case_room, "interpreter_consented"),
+                                       InviteToCase(chat.case_room, UserId(wanted))]
+    chat = replace(chat, interpreter_request=f"wanted:{wanted}")
+    return state.with_chat(chat), [Reply(chat.case_room, "interpreter_consented"),
+                                   AskInterpreters(chat.ref, wanted)]
+
+
+def _shift(state: Hotline, event: CommandGiven, command: Shift, now: float) -> Result:
+    if StaffRole.ADVOCATE not in event.roles:
+        return state, [Reply(event.room, "not_advocate")]
+    shifts = dict(state.shifts)
+    reminded = state.shift_reminded - {event.sender}
+    if command.until is None:
+        shifts.pop(event.sender, None)
+        return replace(state, shifts=shifts, shift_reminded=reminded), [Reply(event.room, "shift_cleared")]
+    zone = ZoneInfo(state.rules.zone)
+    local = datetime.fromtimestamp(now, zone)
+    end = local.replace(hour=command.until[0], minute=command.until[1], second=0, microsecond=0)
+    if end <= local:
+        end += timedelta(days=1)  # "until 02:00" said in the evening: tonight
+    shifts[event.sender] = end.timestamp()
+    until = f"{command.until[0]:02d}:{command.until[1]:02d}"
+    return replace(state, shifts=shifts, shift_reminded=reminded), [
+        Reply(event.room, "shift_set", (("until", until),))]
+
+
+def _list_chats(state: Hotline, event: CommandGiven, now: float) -> Result:
+    mine = state.chats_of(event.sender)
+    if not mine:
+        return state, [Reply(event.room, "no_chats")]
+    items = "\n".join(f"{c.ref} · {c.phase} · open {_minutes(now - c.opened_at)} min" for c in mine)
+    return state, [Reply(event.room, "chats_list", (("items", items),))]
 
 
 def _claim(state: Hotline, event: CommandGiven, command: Claim, now: float) -> Result:
     if StaffRole.ADVOCATE not in event.roles:
         return state, [Reply(event.room, "not_advocate")]
+    limit = state.rules.max_chats_per_advocate
+    if len(state.chats_of(event.sender)) >= limit:
+        return state, [Reply(event.room, "too_many_chats", (("max", str(limit)),))]
+    shift_end = state.shifts.get(event.sender)
+    if shift_end is not None and not command.force and shift_end - now <= state.rules.shift_guard:
+        return state, [Reply(event.room, "shift_ending_claim", (("minutes", _minutes(max(shift_end - now, 0))),))]
     if command.ref is None:
         chat = state.oldest_waiting()
         if chat is None:
@@ -583,6 +842,8 @@ def on_member_joined(state: Hotline, event: MemberJoined, now: float) -> Result:
             Count("started"),
         ]
     chat = state.by_case_room(event.room)
+    if chat is not None and chat.phase is Phase.ACTIVE and event.user == chat.invited:
+        return _participant_joined(state, chat, event.user)
     if chat is None or chat.phase is not Phase.INVITING or event.user != chat.advocate:
         return state, []
     assert chat.case_room is not None
@@ -590,15 +851,42 @@ def on_member_joined(state: Hotline, event: MemberJoined, now: float) -> Result:
     active = replace(chat, phase=Phase.ACTIVE, survivor_at=now, warned=False, reminded=False)
     intro: Params = (("ref", chat.ref), ("language", chat.language or "not given"),
                      ("rights", "yes" if chat.rights_delivered else "no"))
-    effects: list[Effect] = [
-        Reply(chat.case_room, "case_intro", intro),
+    effects: list[Effect] = [Reply(chat.case_room, "case_intro", intro)]
+    if chat.handoff_note:
+        effects.append(Reply(chat.case_room, "handoff_note", (("note", chat.handoff_note),)))
+    effects += [
         RelayBacklog(chat.survivor_room, chat.survivor, chat.case_room),
-        NotifySurvivor(chat.survivor_room, "advocate_joined"),
+        # Told before the new person writes: the notice goes out before any relay from them.
+        NotifySurvivor(chat.survivor_room, "new_advocate" if chat.transferred else "advocate_joined"),
         Reply(chat.case_room, "safety_prompt"),
     ]
     if chat.disconnected_at is not None:
         effects.append(_disconnected_notice(state, chat))
-    return state.with_chat(active), effects
+    return state.with_chat(replace(active, handoff_note=None)), effects
+
+
+def _participant_joined(state: Hotline, chat: Chat, user: UserId) -> Result:
+    assert chat.case_room is not None
+    interpreting = (chat.interpreter_request or "").startswith("wanted:")
+    if interpreting:
+        chat = replace(chat, interpreter=user, invited=None, interpreter_request=None)
+        key = "interpreter_joined"
+    else:
+        chat = replace(chat, supervisor=user, invited=None)
+        key = "supervisor_joined"
+    return state.with_chat(chat), [NotifySurvivor(chat.survivor_room, key),
+                                   Reply(chat.case_room, f"staff_{key}", (("user", user),))]
+
+
+def on_member_left(state: Hotline, event: MemberLeft, now: float) -> Result:
+    chat = state.by_case_room(event.room)
+    if chat is None or chat.phase is not Phase.ACTIVE:
+        return state, []
+    if event.user == chat.supervisor:
+        return state.with_chat(replace(chat, supervisor=None)), [NotifySurvivor(chat.survivor_room, "supervisor_left")]
+    if event.user == chat.interpreter:
+        return state.with_chat(replace(chat, interpreter=None)), [NotifySurvivor(chat.survivor_room, "interpreter_left")]
+    return state, []
 
 
 def on_survivor_ended(state: Hotline, event: SurvivorEnded, now: float) -> Result:
@@ -644,6 +932,14 @@ def on_clock_ticked(state: Hotline, event: ClockTicked, now: float) -> Result:
     for ref in [c.ref for c in sorted(state.chats.values(), key=lambda c: c.opened_at)]:
         state, more = _timers(state, state.chats[ref], now)
         effects += more
+    for advocate, end in sorted(state.shifts.items()):
+        if advocate in state.shift_reminded or end - now > state.rules.shift_guard:
+            continue
+        open_chats = [c for c in state.chats_of(advocate) if c.case_room is not None]
+        if open_chats:
+            state = replace(state, shift_reminded=state.shift_reminded | {advocate})
+            minutes = (("minutes", _minutes(max(end - now, 0))),)
+            effects += [Reply(c.case_room, "shift_reminder", minutes) for c in open_chats if c.case_room]
     return state, effects
 
 
@@ -705,6 +1001,8 @@ _HANDLERS = {
     SurvivorEnded: on_survivor_ended,
     SurvivorDisconnected: on_survivor_disconnected,
     SurvivorReconnected: on_survivor_reconnected,
+    SurvivorAnswered: on_survivor_answered,
+    MemberLeft: on_member_left,
     ClockTicked: on_clock_ticked,
     ChatErased: on_chat_erased,
 }

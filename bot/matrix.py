@@ -22,6 +22,7 @@ from nio import (
     MegolmEvent,
     OlmUnverifiedDeviceError,
     RoomCreateError,
+    RoomInviteError,
     RoomLeaveResponse,
     RoomMessagesError,
     RoomRedactError,
@@ -94,6 +95,33 @@ class BotMatrix:
         response = await self.client.join(room_id)
         if isinstance(response, JoinError):
             raise MatrixError("join", response.status_code)
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        response = await self.client.room_invite(room_id, user_id)
+        if isinstance(response, RoomInviteError):
+            raise MatrixError("invite", response.status_code)
+
+    def held_back_devices(self, users: set[str]) -> list[tuple[str, str]]:
+        olm = self.client.olm
+        return sorted((user, device.id) for user in users for device in self.devices_of(user)
+                      if olm.is_device_blacklisted(device))
+
+    def decide_device(self, user_id: str, device_id: str, *, approve: bool) -> bool:
+        """Approve (verify) or revoke (hold back) a staff device; False if there is no such device."""
+        device = next((d for d in self.devices_of(user_id) if d.id == device_id), None)
+        if device is None:
+            return False
+        if approve:
+            self.client.unblacklist_device(device)
+            self.client.verify_device(device)
+        else:
+            self.client.unverify_device(device)
+            self.client.blacklist_device(device)
+        # New room keys everywhere that user is, so the decision holds from the next message on.
+        for room_id, room in self.client.rooms.items():
+            if user_id in room.users:
+                self.client.olm.outbound_group_sessions.pop(room_id, None)
+        return True
 
     async def leave(self, room_id: str) -> None:
         response = await self.client.room_leave(room_id)

@@ -39,6 +39,19 @@ SURVIVOR: dict[str, str] = {
         "We have not heard from you for a while. This chat will close in {minutes} minutes "
         "unless you write something. You can start a new chat at any time, or call {phone}."
     ),
+    "transfer_waiting": (
+        "Another advocate will continue this chat with you shortly. They will be able to read "
+        "what has been written so far. You can keep writing."
+    ),
+    "shift_change": (
+        "The advocate's shift is ending. Another advocate will continue this chat with you "
+        "shortly and will be able to read what has been written so far."
+    ),
+    "new_advocate": "You are now chatting with a different advocate.",
+    "supervisor_joined": "A supervisor has joined the chat.",
+    "supervisor_left": "The supervisor has left the chat.",
+    "interpreter_joined": "An interpreter has joined the chat. Their messages are marked «Interpreter».",
+    "interpreter_left": "The interpreter has left the chat.",
     "chat_ended": (
         "This chat has ended, and the conversation is being erased. "
         "You can start a new chat at any time, or call {phone}."
@@ -122,6 +135,46 @@ STAFF: dict[str, str] = {
         "erasing the conversation now."
     ),
     "closed_inactivity": "Chat {ref} closed after a long silence. Erasing the conversation now.",
+    "alert_transfer": "Chat waiting (transferred, first in line) · ref {ref} · note: {note} · type !claim {ref}",
+    "transferred_out": "Chat {ref} is handed on. This room will be erased; thank you.",
+    "transfer_self": "The chat is already yours.",
+    "transfer_target": "{user} is not an advocate or supervisor here.",
+    "handoff_note": "Handoff note from the previous advocate: {note}",
+    "supervisor_wanted": "An advocate asks for a supervisor in chat {ref}. Type !join {ref} to join.",
+    "supervisor_asked": "The supervisors have been asked to join.",
+    "unknown_active_ref": "There is no active chat with ref {ref}.",
+    "join_refused": "Only supervisors, or interpreters for a chat that asked for one, can join a chat.",
+    "already_in": "You are already in chat {ref}.",
+    "joining": "You are invited to the case room of chat {ref}.",
+    "staff_supervisor_joined": "Supervisor {user} joined. The survivor was told that a supervisor joined.",
+    "staff_interpreter_joined": (
+        "Interpreter {user} joined. The survivor was told; the interpreter's messages reach them marked «Interpreter»."
+    ),
+    "not_an_interpreter": "{user} is not in the interpreters room.",
+    "not_interpreter": "Only interpreters (members of the interpreters room) can do that.",
+    "interpreter_asking": "The survivor is being asked whether an interpreter may join.",
+    "interpreter_declined": "The survivor said no to an interpreter. Please respect that.",
+    "interpreter_consented": "The survivor agreed to an interpreter joining.",
+    "interpreter_wanted": "An interpreter for {language} is needed in chat {ref}. {who}Type !join {ref} to join.",
+    "languages_set": "Noted: you interpret {languages}.",
+    "shift_set": "Your shift ends at {until}. New claims are refused in the last minutes unless you add force.",
+    "shift_cleared": "Your shift end is cleared.",
+    "shift_ending_claim": (
+        "Your shift ends in {minutes} min, so this claim is refused to keep chats from being cut short. "
+        "Use !claim REF force to take it anyway."
+    ),
+    "shift_reminder": "Your shift ends in {minutes} min. Please hand off this chat (!handoff NOTE) or close it.",
+    "too_many_chats": "You already have {max} open chats, the most allowed. Close or hand one on first.",
+    "no_chats": "You have no open chats.",
+    "chats_list": "Your open chats:\n{items}",
+    "devices_list": "Staff devices held back (no keys until approved):\n{items}",
+    "device_held_back": (
+        "New device {device} of {user} gets no chat keys until an admin approves it: "
+        "!approve {user} {device} (or !revoke {user} {device})."
+    ),
+    "device_approved": "Device {device} of {user} is approved and will get keys.",
+    "device_revoked": "Device {device} of {user} is revoked and gets no more keys.",
+    "device_unknown": "{user} has no device {device}.",
     "service_closed": "Chat intake is closed. The page now says: {message}",
     "service_opened": "Chat intake is open again (within the opening hours).",
     "stats": "Statistics, last {days} days (no personal data):\n{table}",
@@ -139,21 +192,38 @@ STAFF: dict[str, str] = {
     "no_arguments": "!{name} takes no arguments.",
     "say_one_key": "Use !say KEY with one key, or !say for the list.",
     "bad_period": "Use !stats, !stats today, !stats week (7d), !stats month (30d), !stats 90d or !stats year.",
+    "interpreter_usage": "Use !interpreter LANGUAGE (e.g. es) or !interpreter @user:server.",
+    "device_usage": "Use !approve @user:server DEVICE or !revoke @user:server DEVICE.",
+    "languages_usage": "Use !languages with language codes, e.g. !languages es fr.",
+    "shift_usage": "Use !shift until HH:MM (e.g. !shift until 17:30), or !shift end.",
+    "note_too_long": "That handoff note is too long; keep it under 1000 characters.",
     "service_usage": "Use !service close MESSAGE (the page shows MESSAGE) or !service open.",
     "service_message_long": "That message is too long for the page; keep it under 500 characters.",
 }
 
 HELP: dict[str, list[str]] = {
     "advocate": [
-        "!claim REF — take the waiting chat with that ref (dispatch room)",
+        "!claim REF — take the waiting chat with that ref (dispatch room); add force near your shift's end",
         "!claim — take the chat that has waited longest",
         "!say — list ready-made messages; !say KEY sends one (case room)",
+        "!supervisor — ask a supervisor to join (case room)",
+        "!interpreter LANGUAGE or !interpreter @user — ask the survivor, then bring in an interpreter (case room)",
+        "!transfer [NOTE] — back to the queue, first in line; !transfer @user [NOTE] — to a colleague (case room)",
+        "!handoff [NOTE] — the shift-change transfer (case room)",
+        "!shift until HH:MM — when your shift ends; !shift end",
+        "!chats — your open chats",
         "!close — end this chat and erase it (case room)",
+    ],
+    "supervisor": ["!join REF — join an active chat (the survivor is told)"],
+    "interpreter": [
+        "!join REF — join a chat that asked for an interpreter",
+        "!languages CODE… — the languages you work in (interpreters room)",
     ],
     "admin": [
         "!service close MESSAGE — stop new chats now; the page shows MESSAGE (admin room)",
         "!service open — take new chats again (admin room)",
         "!stats [today|week|month|90d|year] — statistics without personal data (admin room)",
+        "!devices — staff devices waiting for approval; !approve @user DEVICE; !revoke @user DEVICE (admin room)",
     ],
     "everyone": ["!help — this list"],
 }
@@ -218,7 +288,7 @@ def staff_text(name: str, /, **params: str) -> str:
 
 def help_text(roles: Iterable[str]) -> str:
     lines = ["Commands you can use:"]
-    for role in ("advocate", "admin"):
+    for role in ("advocate", "supervisor", "interpreter", "admin"):
         if role in roles:
             lines += HELP[role]
     lines += HELP["everyone"]

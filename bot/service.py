@@ -32,6 +32,15 @@ from bot.messages import Catalog
 from bot.admin_api import SynapseAdmin
 from bot.conversation import (
     AcceptInvite,
+    AskInterpreters,
+    AskSurvivor,
+    DecideDevice,
+    EraseCaseRoom,
+    InviteToCase,
+    MemberLeft,
+    SetLanguages,
+    ShowDevices,
+    SurvivorAnswered,
     Count,
     Escalate,
     ListCanned,
@@ -113,6 +122,11 @@ class HotlineBot:
             dispatch_room=RoomId(settings.dispatch_room),
             admin_room=RoomId(settings.admin_room) if settings.admin_room else None,
             canned=frozenset(catalog.canned),
+            supervisors_room=RoomId(settings.supervisors_room) if settings.supervisors_room else None,
+            interpreters_room=RoomId(settings.interpreters_room) if settings.interpreters_room else None,
+            max_chats_per_advocate=settings.max_chats_per_advocate,
+            shift_guard=settings.shift_guard_minutes * 60,
+            zone=settings.timezone,
             practice=Practice(
                 reassure_every=settings.reassure_minutes * 60,
                 realert_after=settings.realert_minutes * 60,
@@ -130,6 +144,7 @@ class HotlineBot:
         self._undecrypted: list[tuple[RoomId, MegolmEvent]] = []
         self._erasing: set[ChatRef] = set()
         self._typing: dict[RoomId, bool] = {}  # survivor room → the bot shows "typing" there
+        self._announced_devices: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ running
 
@@ -228,6 +243,8 @@ class HotlineBot:
         if isinstance(event, RoomMemberEvent):
             if event.membership == "join" and event.prev_membership != "join":
                 await self.handle(MemberJoined(room, UserId(event.state_key)))
+            elif event.membership in ("leave", "ban") and event.prev_membership == "join":
+                await self.handle(MemberLeft(room, UserId(event.state_key)))
             return
         if getattr(event, "sender", None) == self.matrix.user_id:
             return
@@ -256,6 +273,11 @@ class HotlineBot:
                 language = content.get("language")
                 if isinstance(language, str) and language:
                     await self.handle(SurvivorProfile(room, language[:40]))
+                return
+            if action == Control.ANSWER:
+                question, value = content.get("question"), content.get("value")
+                if isinstance(question, str) and value in ("yes", "no"):
+                    await self.handle(SurvivorAnswered(room, question[:40], value))
                 return
             kind = CONTROL_EVENTS.get(action)  # type: ignore[call-overload]
             if kind is not None:
@@ -295,11 +317,18 @@ class HotlineBot:
         if command is None:
             await self.handle(StaffWrote(room, sender, event_id, text))
             return
-        await self.handle(CommandGiven(room, sender, command, self.roles_of(sender), event_id))
+        named = getattr(command, "to", None) or getattr(command, "user", None)
+        target_roles = self.roles_of(UserId(named)) if isinstance(named, str) else frozenset()
+        await self.handle(CommandGiven(room, sender, command, self.roles_of(sender), event_id, target_roles))
 
     def roles_of(self, user: UserId) -> frozenset[StaffRole]:
         """Roles are room memberships."""
-        rooms = {StaffRole.ADVOCATE: self.settings.dispatch_room, StaffRole.ADMIN: self.settings.admin_room}
+        rooms = {
+            StaffRole.ADVOCATE: self.settings.dispatch_room,
+            StaffRole.SUPERVISOR: self.settings.supervisors_room,
+            StaffRole.INTERPRETER: self.settings.interpreters_room,
+            StaffRole.ADMIN: self.settings.admin_room,
+        }
         return frozenset(role for role, room in rooms.items() if room and user in self.matrix.room_members(room))
 
     async def _undecryptable(self, room: RoomId, event: MegolmEvent) -> None:
@@ -385,6 +414,26 @@ class HotlineBot:
             await self._show_stats(effect)
         elif isinstance(effect, SetService):
             await self._set_service(effect)
+        elif isinstance(effect, InviteToCase):
+            await self.matrix.invite(effect.room, effect.user)
+        elif isinstance(effect, EraseCaseRoom):
+            self.spawn(self._erase_rooms([effect.room]), "erase a handed-on case room")
+        elif isinstance(effect, AskSurvivor):
+            await self._send(effect.room, {"action": Control.ASK, "question": effect.question}, event_type=CONTROL_EVENT)
+        elif isinstance(effect, ShowDevices):
+            items = "\n".join(f"{user} {device}" for user, device in self.matrix.held_back_devices(self._staff()))
+            await self._reply(Reply(effect.room, "devices_list", (("items", items or "(none)"),)))
+        elif isinstance(effect, DecideDevice):
+            params = (("user", effect.user), ("device", effect.device))
+            if not self.matrix.decide_device(effect.user, effect.device, approve=effect.approve):
+                await self._reply(Reply(effect.room, "device_unknown", params))
+            else:
+                await self._reply(Reply(effect.room, "device_approved" if effect.approve else "device_revoked", params))
+        elif isinstance(effect, SetLanguages):
+            await self.store.set_meta(f"languages:{effect.user}", " ".join(effect.languages))
+            await self._reply(Reply(effect.room, "languages_set", (("languages", ", ".join(effect.languages)),)))
+        elif isinstance(effect, AskInterpreters):
+            await self._ask_interpreters(effect)
         elif isinstance(effect, RelayToCase):
             await self._relay_to_case(effect.room, effect.source, effect.text)
         elif isinstance(effect, RelayToSurvivor):
@@ -404,6 +453,22 @@ class HotlineBot:
         else:
             raise IllegalTransition(f"unknown effect {effect!r}")
         return []
+
+    def _staff(self) -> set[str]:
+        rooms = [self.settings.dispatch_room, self.settings.supervisors_room, self.settings.interpreters_room,
+                 self.settings.admin_room]
+        return {user for room in rooms if room for user in self.matrix.room_members(room)} - {self.matrix.user_id}
+
+    async def _ask_interpreters(self, effect: AskInterpreters) -> None:
+        room = self.settings.interpreters_room or self.settings.dispatch_room
+        who = []
+        for user in sorted(self.matrix.room_members(room) - {self.matrix.user_id}):
+            languages = (await self.store.get_meta(f"languages:{user}") or "").split()
+            if effect.language in languages or effect.language.split("-")[0] in languages:
+                who.append(user)
+        mention = f"Interpreters for it: {', '.join(who)}. " if who else ""
+        params = (("ref", effect.ref), ("language", effect.language), ("who", mention))
+        await self._reply(Reply(RoomId(room), "interpreter_wanted", params))
 
     def today(self) -> str:
         return datetime.now(self.zone).date().isoformat()
@@ -450,17 +515,30 @@ class HotlineBot:
         await self._send(case_room, {"msgtype": "m.text", "body": body}, txn_id=txn_id_for(source, "to-case"))
 
     async def _relay_backlog(self, effect: RelayBacklog) -> None:
+        """The conversation so far, oldest first: the survivor's words and the staff's replies."""
         backlog = []
         async for event in self.matrix.history(effect.survivor_room):
-            if (isinstance(event, TEXT_EVENTS) and event.sender == effect.survivor
-                    and getattr(event, "decrypted", False)):
-                backlog.append(event)
-        for event in reversed(backlog):
-            await self._relay_to_case(effect.case_room, EventId(event.event_id), event.body)
+            if not isinstance(event, TEXT_EVENTS) or not getattr(event, "decrypted", False):
+                continue
+            role = event.source.get("content", {}).get(ROLE_FIELD)
+            if event.sender == effect.survivor:
+                backlog.append((event.event_id, messages.staff_text("survivor_label", text=event.body)))
+            elif event.sender == self.matrix.user_id and role in (Role.ADVOCATE, Role.INTERPRETER, Role.SUPERVISOR):
+                backlog.append((event.event_id, f"{str(role).capitalize()} (earlier): {event.body}"))
+        for event_id, body in reversed(backlog):
+            # The same transaction id as a live relay of that event: never delivered twice.
+            txn = txn_id_for(event_id, "to-case")
+            await self._send(effect.case_room, {"msgtype": "m.text", "body": body}, txn_id=txn)
 
     async def _device_held_back(self, user_id: str, device_id: str) -> None:
-        if self.settings.admin_room and not self.rules.is_survivor_account(user_id):
-            log.warning("staff device %s of %s held back until approved", device_id, user_id)
+        if self.rules.is_survivor_account(user_id) or (user_id, device_id) in self._announced_devices:
+            return
+        self._announced_devices.add((user_id, device_id))
+        log.warning("staff device %s of %s held back until approved", device_id, user_id)
+        if self.settings.admin_room:
+            params = (("user", user_id), ("device", device_id))
+            self.spawn(self._reply(Reply(RoomId(self.settings.admin_room), "device_held_back", params)),
+                       "announce a held-back device")
 
     # ------------------------------------------------------------------ erasing
 
@@ -472,17 +550,9 @@ class HotlineBot:
             for attempt in range(1, ERASE_ATTEMPTS + 1):
                 try:
                     await self._wait_for_gateway(chat)
-                    for room in rooms:
-                        if self.matrix.knows_room(room):
-                            await self.matrix.redact_all(room)
-                    for room in rooms:
-                        if self.matrix.knows_room(room):
-                            await self.matrix.leave(room)
+                    await self._purge(rooms)
                     assert self.admin is not None
-                    for room in rooms:
-                        await self.admin.delete_room(room)
                     await self.admin.deactivate(chat.survivor, erase=True)
-                    self.matrix.forget_room_keys(rooms)
                     log.info("chat %s erased", chat.ref)
                     await self.handle(ChatErased(chat.ref))
                     return
@@ -498,6 +568,31 @@ class HotlineBot:
                       chat.ref)
         finally:
             self._erasing.discard(chat.ref)
+
+    async def _erase_rooms(self, rooms: list[RoomId]) -> None:
+        """Redact, leave and purge rooms (a case room handed on); retried like a chat's erase."""
+        for attempt in range(1, ERASE_ATTEMPTS + 1):
+            try:
+                await self._purge(rooms)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.error("erasing a handed-on case room failed (attempt %d): %s", attempt,
+                          error if isinstance(error, HotlineError) else type(error).__name__)
+                await asyncio.sleep(4 ** attempt)
+
+    async def _purge(self, rooms: list[RoomId]) -> None:
+        for room in rooms:
+            if self.matrix.knows_room(room):
+                await self.matrix.redact_all(room)
+        for room in rooms:
+            if self.matrix.knows_room(room):
+                await self.matrix.leave(room)
+        assert self.admin is not None
+        for room in rooms:
+            await self.admin.delete_room(room)
+        self.matrix.forget_room_keys(rooms)
 
     async def _wait_for_gateway(self, chat: Chat, timeout: float = 10.0) -> None:
         """Give the gateway a moment to read the closing signal and leave before redacting."""

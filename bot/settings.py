@@ -20,6 +20,10 @@ class BotSettings(BaseSettings):
     data_dir: Path = Field(description="Where the bot keeps its crypto store and routing database (back this up).")
     dispatch_room: str = Field(description="Room ID of the dispatch room: its members are the advocates.")
     admin_room: str | None = Field(default=None, description="Room ID of the admin room, if any.")
+    supervisors_room: str | None = Field(default=None, description="Room ID of the supervisors room: its members are supervisors (escalations and !supervisor go there).")
+    interpreters_room: str | None = Field(default=None, description="Room ID of the interpreters room: its members are interpreters.")
+    max_chats_per_advocate: int = Field(default=3, ge=1, le=20, description="How many chats one advocate may hold at once.")
+    shift_guard_minutes: float = Field(default=30, ge=0, description="No new claims this close to the end of an advocate's shift (unless forced); reminders from then on.")
     service_room: str | None = Field(default=None, description="Room ID of the service room (the bot and the gateway's application-service user): emergency closure and pooled answers.")
     survivor_prefix: str = Field(default="chat_", description="Localpart prefix of the web chat gateway's survivor accounts.")
     hotline_phone: str = Field(default="your local hotline", description="The program's hotline number, shown to survivors in notices.")
@@ -54,7 +58,7 @@ class BotSettings(BaseSettings):
             raise ValueError("must be a time zone name such as Europe/Berlin") from None
         return value
 
-    @field_validator("dispatch_room", "admin_room", "service_room")
+    @field_validator("dispatch_room", "admin_room", "service_room", "supervisors_room", "interpreters_room")
     @classmethod
     def _room_id(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("!"):

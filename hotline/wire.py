@@ -7,6 +7,9 @@ In the survivor room (end-to-end encrypted; the homeserver sees only ``m.room.en
 - ``m.room.message`` from the bot with ``ROLE_FIELD``: a message for the page, labelled by role.
 - ``CONTROL_EVENT`` with ``{"action": Control…}``, plus for ``PROFILE``
   ``{"language": "<BCP 47 tag or empty>"}`` (the survivor's preferred language, if given).
+- ``Control.ASK`` from the bot ``{"question": "interpreter_consent"}``: the page asks the survivor
+  (Yes / No, with one sentence on confidentiality); the gateway answers with ``Control.ANSWER``
+  ``{"question": …, "value": "yes" | "no"}``.
 - The bot's typing notifications (``m.typing``, ephemeral) mean "an advocate is typing".
 
 In the service room (members: the bot and the gateway's application-service user):
@@ -37,8 +40,10 @@ class Control(StrEnum):
     END = "end"  # the survivor pressed "End chat"
     DISCONNECTED = "disconnected"  # the page's connection dropped
     RECONNECTED = "reconnected"  # the page came back within the grace period
+    ANSWER = "answer"  # the survivor answered an ASK: {"question": …, "value": "yes" | "no"}
     # bot → gateway
     CLOSED = "closed"  # the chat is over; the gateway tells the page and drops the client
+    ASK = "ask"  # the page should ask the survivor: {"question": "interpreter_consent"}
 
 
 class Role(StrEnum):

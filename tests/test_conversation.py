@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from bot.commands import Claim, Close, Help, Invalid, Say, Service, Stats
+from bot.commands import (
+    Chats,
+    Claim,
+    Close,
+    DeviceDecision,
+    Devices,
+    Help,
+    InterpreterRequest,
+    Invalid,
+    Join,
+    Say,
+    Service,
+    Shift,
+    Stats,
+    SupervisorRequest,
+    Transfer,
+)
 from bot.conversation import (
     AcceptInvite,
+    AskInterpreters,
+    AskSurvivor,
     CaseRoomOpened,
+    DecideDevice,
+    EraseCaseRoom,
+    InviteToCase,
+    MemberLeft,
+    ShowDevices,
+    SurvivorAnswered,
     Count,
     Escalate,
     ListCanned,
@@ -283,3 +309,123 @@ def test_recover_finishes_interrupted_work():
     assert recover(claimed) == [OpenCaseRoom(REF, ADVOCATE)]
     active, _ = run(ACTIVE)
     assert recover(active) == []
+
+
+# ---------------------------------------------------------------- team work
+
+SUPERVISOR = UserId("@supervisor1:hs")
+INTERPRETER = UserId("@interpreter1:hs")
+SUPERVISORS = frozenset({StaffRole.SUPERVISOR})
+INTERPRETERS = frozenset({StaffRole.INTERPRETER})
+TEAM_RULES = replace(RULES, supervisors_room=RoomId("!sup"), interpreters_room=RoomId("!int"),
+                     max_chats_per_advocate=2, shift_guard=1800, zone="UTC")
+
+
+def run_team(steps):
+    state, effects = Hotline(rules=TEAM_RULES), []
+    for now, event in steps:
+        state, effects = apply(state, event, now)
+    return state, effects
+
+
+def test_transfer_back_to_the_queue_first_in_line_then_a_new_advocate_reads_everything():
+    later = [(13, InviteReceived(RoomId("!s2"), UserId("@chat_b:hs"), ChatRef("M4N6"))),
+             (14, MemberJoined(RoomId("!s2"), BOT))]
+    state, effects = run_team(ACTIVE + later + [(20, command(Transfer(note="prefers mornings")))])
+    chat = state.chats[REF]
+    assert (chat.phase, chat.advocate, chat.case_room, chat.priority) == (Phase.WAITING, None, None, True)
+    assert effects == [Reply(CASE_ROOM, "transferred_out", (("ref", REF),)), EraseCaseRoom(CASE_ROOM),
+                       NotifySurvivor(SURVIVOR_ROOM, "transfer_waiting"),
+                       Reply(DISPATCH, "alert_transfer", (("ref", REF), ("note", "prefers mornings")))]
+    assert state.oldest_waiting().ref == REF  # first in line, ahead of the chat opened at 13
+    new_room = RoomId("!case2")
+    state, effects = run_team(ACTIVE + later + [(20, command(Transfer(note="prefers mornings"))),
+                                                (30, claim(None, who=OTHER)), (31, CaseRoomOpened(REF, new_room)),
+                                                (32, MemberJoined(new_room, OTHER))])
+    assert effects[1] == Reply(new_room, "handoff_note", (("note", "prefers mornings"),))
+    assert effects[2] == RelayBacklog(SURVIVOR_ROOM, SURVIVOR, new_room)
+    assert effects[3] == NotifySurvivor(SURVIVOR_ROOM, "new_advocate")  # told before the new advocate writes
+    assert state.chats[REF].handoff_note is None
+    # The previous advocate's words no longer reach the survivor.
+    _, effects = apply(state, StaffWrote(CASE_ROOM, ADVOCATE, EventId("$x"), "still here?"), 40)
+    assert effects == []
+
+
+def test_transfer_to_a_named_colleague_and_handoff():
+    direct = CommandGiven(CASE_ROOM, ADVOCATE, Transfer(to=OTHER), ADVOCATES, EventId("$t"), ADVOCATES)
+    state, effects = run_team(ACTIVE + [(20, direct)])
+    assert state.chats[REF].phase is Phase.INVITING and state.chats[REF].advocate == OTHER
+    assert OpenCaseRoom(REF, OTHER) in effects and EraseCaseRoom(CASE_ROOM) in effects
+    nobody = CommandGiven(CASE_ROOM, ADVOCATE, Transfer(to="@stranger:hs"), ADVOCATES, EventId("$t"), frozenset())
+    state, effects = run_team(ACTIVE + [(20, nobody)])
+    assert effects == [Reply(CASE_ROOM, "transfer_target", (("user", "@stranger:hs"),))]
+    state, effects = run_team(ACTIVE + [(20, command(Transfer(shift_change=True)))])
+    assert NotifySurvivor(SURVIVOR_ROOM, "shift_change") in effects
+
+
+def test_supervisor_asked_joins_and_is_announced_and_relayed():
+    state, effects = run_team(ACTIVE + [(20, command(SupervisorRequest()))])
+    assert effects == [Reply(RoomId("!sup"), "supervisor_wanted", (("ref", REF),)), Reply(CASE_ROOM, "supervisor_asked")]
+    join = CommandGiven(RoomId("!sup"), SUPERVISOR, Join(REF), SUPERVISORS)
+    state, effects = run_team(ACTIVE + [(20, join)])
+    assert effects == [InviteToCase(CASE_ROOM, SUPERVISOR), Reply(RoomId("!sup"), "joining", (("ref", REF),))]
+    state, effects = run_team(ACTIVE + [(20, join), (21, MemberJoined(CASE_ROOM, SUPERVISOR))])
+    assert effects[0] == NotifySurvivor(SURVIVOR_ROOM, "supervisor_joined")
+    _, effects = apply(state, StaffWrote(CASE_ROOM, SUPERVISOR, EventId("$s"), "hi"), 22)
+    assert effects == [RelayToSurvivor(SURVIVOR_ROOM, EventId("$s"), "hi", Role.SUPERVISOR)]
+    _, effects = apply(state, MemberLeft(CASE_ROOM, SUPERVISOR), 23)
+    assert effects == [NotifySurvivor(SURVIVOR_ROOM, "supervisor_left")]
+    # An advocate cannot join someone else's chat.
+    _, effects = run_team(ACTIVE + [(20, CommandGiven(DISPATCH, OTHER, Join(REF), ADVOCATES))])
+    assert effects == [Reply(DISPATCH, "join_refused")]
+
+
+@pytest.mark.parametrize("answer", ["yes", "no"])
+def test_interpreter_needs_the_survivors_consent(answer):
+    steps = ACTIVE + [(20, command(InterpreterRequest(language="es"))),
+                      (21, SurvivorAnswered(SURVIVOR_ROOM, "interpreter_consent", answer))]
+    state, effects = run_team(steps[:-1])
+    assert effects == [AskSurvivor(SURVIVOR_ROOM, "interpreter_consent"), Reply(CASE_ROOM, "interpreter_asking")]
+    # Before consent, an interpreter cannot join.
+    early = CommandGiven(RoomId("!int"), INTERPRETER, Join(REF), INTERPRETERS)
+    assert apply(state, early, 20)[1] == [Reply(RoomId("!int"), "join_refused")]
+    state, effects = run_team(steps)
+    if answer == "no":
+        assert effects == [Reply(CASE_ROOM, "interpreter_declined")]
+        return
+    assert effects == [Reply(CASE_ROOM, "interpreter_consented"), AskInterpreters(REF, "es")]
+    state, effects = apply(state, early, 22)
+    assert effects[0] == InviteToCase(CASE_ROOM, INTERPRETER)
+    state, effects = apply(state, MemberJoined(CASE_ROOM, INTERPRETER), 23)
+    assert effects[0] == NotifySurvivor(SURVIVOR_ROOM, "interpreter_joined")
+    _, effects = apply(state, StaffWrote(CASE_ROOM, INTERPRETER, EventId("$i"), "hola"), 24)
+    assert effects == [RelayToSurvivor(SURVIVOR_ROOM, EventId("$i"), "hola", Role.INTERPRETER)]
+
+
+def test_several_chats_up_to_the_limit_and_shift_end():
+    second, third = ChatRef("M4N6"), ChatRef("P3Q7")
+    opens = [(2, InviteReceived(RoomId("!s2"), UserId("@chat_b:hs"), second)),
+             (3, InviteReceived(RoomId("!s3"), UserId("@chat_c:hs"), third))]
+    state, effects = run_team(OPEN + opens + [(10, claim()), (11, claim(second)), (12, claim(third))])
+    assert effects == [Reply(DISPATCH, "too_many_chats", (("max", "2"),))]
+    _, effects = apply(state, command(Chats(), DISPATCH), 13)
+    assert effects[0].key == "chats_list" and "K7Q3" in effects[0].params[0][1] and "M4N6" in effects[0].params[0][1]
+    # Shift until 01:00 UTC; now is 00:40 UTC (epoch 2400): inside the last 30 minutes.
+    shift = command(Shift(until=(1, 0)), DISPATCH)
+    state, effects = run_team(OPEN + [(0, shift), (2400, claim())])
+    assert effects == [Reply(DISPATCH, "shift_ending_claim", (("minutes", "20"),))]
+    state, effects = run_team(OPEN + [(0, shift), (2400, CommandGiven(DISPATCH, ADVOCATE, Claim(REF, force=True),
+                                                                       ADVOCATES))])
+    assert OpenCaseRoom(REF, ADVOCATE) in effects
+    state, effects = run_team(ACTIVE + [(13, shift), (1900, ClockTicked())])
+    assert Reply(CASE_ROOM, "shift_reminder", (("minutes", "28"),)) in effects
+    _, effects = apply(state, ClockTicked(), 1901)
+    assert not [e for e in effects if getattr(e, "key", "") == "shift_reminder"]  # once
+
+
+def test_device_commands_are_for_admins_in_the_admin_room():
+    decide = DeviceDecision(True, "@advocate1:hs", "DEV2")
+    assert run_team([(0, command(Devices(), ADMIN_ROOM, roles=ADMINS))])[1] == [ShowDevices(ADMIN_ROOM)]
+    assert run_team([(0, command(decide, ADMIN_ROOM, roles=ADMINS))])[1] == [
+        DecideDevice(ADMIN_ROOM, UserId("@advocate1:hs"), "DEV2", True)]
+    assert run_team([(0, command(decide, DISPATCH))])[1] == [Reply(DISPATCH, "not_admin")]
