@@ -1,0 +1,73 @@
+"""Time to first contact: "Start chat" → the first Hotline notice on the page, and → the alert in
+the dispatch room (decrypted in an advocate's client).
+
+Each chat: open the WebSocket and send ``start`` (what the page's button does), take the times of
+``started``, of the first ``message`` with role ``hotline``, and of the advocate's new
+``Chat waiting`` alert; then "End chat", and wait until the bot has erased it before the next one,
+so every sample starts from an idle hotline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+from bench.common import (
+    TimedAdvocate, TimedSurvivor, log, now, plt, running_stack, save_result, savefig, summary_ms, table,
+)
+from tests.support import until
+
+
+def open_chats(stack) -> int:
+    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
+        return db.execute("SELECT COUNT(*) FROM chats").fetchone()[0]
+
+
+async def run(quick: bool = False) -> dict:
+    chats = 8 if quick else 50
+    async with running_stack("first-contact", advocates=1) as stack:
+        account = stack.accounts.advocates[0]
+        advocate = TimedAdvocate(stack.homeserver.url, account.user_id, account.password)
+        alerts: list[float] = []
+        advocate.on_text = lambda room, body, t: alerts.append(t) if body.startswith("Chat waiting") else None
+        await advocate.login()
+        await until(lambda: stack.accounts.dispatch_room in advocate.client.rooms, 30, "the dispatch room")
+        started_s, notice_s, alert_s = [], [], []
+        log(f"first contact: {chats} chats, one after another (plus 2 warm-up)")
+        for i in range(chats + 2):
+            survivor = TimedSurvivor(stack.page_url)
+            before = len(alerts)
+            t0 = now()
+            await survivor.start()  # WebSocket connect + "start"
+            t_notice = await survivor.wait_type("message:hotline", 30)
+            await until(lambda: len(alerts) > before, 30, "the alert")
+            t_alert = alerts[before]
+            if i >= 2:
+                started_s.append(survivor.first_at["started"] - t0)
+                notice_s.append(t_notice - t0)
+                alert_s.append(t_alert - t0)
+            await survivor.send({"type": "end"})
+            await survivor.wait_type("ended", 30)
+            await survivor.close()
+            await until(lambda: open_chats(stack) == 0, 60, "the chat to be erased")
+            await asyncio.sleep(0.2)
+        await advocate.close()
+
+    rows = [[name, s["n"], s["p50"], s["p95"], s["max"]] for name, s in
+            (("start → started frame", summary_ms(started_s)),
+             ("start → first Hotline notice on the page", summary_ms(notice_s)),
+             ("start → alert decrypted in the dispatch room", summary_ms(alert_s)))]
+    text = table("Time to first contact (ms), idle hotline, loopback", ["interval", "n", "p50", "p95", "max"], rows)
+    pyplot = plt()
+    fig, ax = pyplot.subplots(figsize=(7, 4))
+    ax.boxplot([[x * 1000 for x in d] for d in (started_s, notice_s, alert_s)],
+               tick_labels=["started", "first notice\non the page", "alert in\ndispatch room"], whis=(5, 95))
+    ax.axhline(1000, color="grey", linestyle="--", linewidth=1, label="target p50 < 1 s")
+    ax.set_ylabel("ms after \"Start chat\"")
+    ax.set_title(f"Time to first contact ({len(notice_s)} chats; whiskers p5–p95)")
+    ax.legend()
+    savefig(fig, "first_contact.png")
+    result = {"started": summary_ms(started_s), "notice": summary_ms(notice_s), "alert": summary_ms(alert_s),
+              "table": text}
+    save_result("first_contact", result)
+    return result
