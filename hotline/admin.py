@@ -541,6 +541,30 @@ async def _paged(api: Api, path: str, key: str) -> list[dict[str, Any]]:
             return items
 
 
+SWEEP_FILTER = {
+    "room": {"timeline": {"limit": 0}, "state": {"types": []}, "ephemeral": {"types": []},
+             "account_data": {"types": []}},
+    "presence": {"types": []}, "account_data": {"types": []},
+}
+
+
+async def candidate_rooms(api: Api, bot: str, survivors: list[str]) -> set[str]:
+    """Rooms the bot is in or invited to, and rooms of survivor accounts.
+
+    Not the admin room list: it is built from room statistics, which the privacy settings turn off.
+    """
+    rooms = set((await api.get("/_matrix/client/v3/joined_rooms")).get("joined_rooms", []))
+    import json
+
+    sync = await api.get("/_matrix/client/v3/sync?timeout=0&filter=" + quote(json.dumps(SWEEP_FILTER)))
+    rooms |= set(sync.get("rooms", {}).get("invite", {}))
+    for user in survivors:
+        rooms |= set((await api.get(f"/_synapse/admin/v1/users/{quote(user)}/joined_rooms")).get("joined_rooms", []))
+    # The admin room list, for what the above misses (e.g. a room everybody has left).
+    rooms |= {room["room_id"] for room in await _paged(api, "/_synapse/admin/v1/rooms", "rooms")}
+    return rooms
+
+
 async def plan_sweep(ctx: Context, api: Api, *, min_age_seconds: float) -> SweepPlan:
     rooms_in_use, users_in_use = open_chats(ctx.settings)
     keep = rooms_in_use | ctx.configured_rooms()
@@ -548,20 +572,25 @@ async def plan_sweep(ctx: Context, api: Api, *, min_age_seconds: float) -> Sweep
     bot = ctx.settings.bot_user_id
     cutoff_ms = (time.time() - min_age_seconds) * 1000
     plan = SweepPlan()
-    for room in await _paged(api, "/_synapse/admin/v1/rooms?order_by=name", "rooms"):
-        room_id = room["room_id"]
-        creator = room.get("creator") or ""
-        if room_id in keep or not (creator == bot or creator.startswith(prefix)):
+    survivors = [u for u in await _paged(api, "/_synapse/admin/v2/users?deactivated=false&guests=false"
+                                         f"&name={quote(ctx.settings.survivor_prefix)}", "users")
+                 if u["name"].startswith(prefix)]
+    for user in survivors:
+        if user["name"] not in users_in_use and (user.get("creation_ts") or 0) <= cutoff_ms:
+            plan.accounts.append(user["name"])
+    for room_id in sorted(await candidate_rooms(api, bot, [u["name"] for u in survivors]) - keep):
+        status, data = await api.call("GET", f"/_synapse/admin/v1/rooms/{quote(room_id)}/state", ok=(400, 404))
+        if status != 200:
             continue
-        state = (await api.get(f"/_synapse/admin/v1/rooms/{quote(room_id)}/state")).get("state", [])
-        created = next((e.get("origin_server_ts", 0) for e in state if e.get("type") == "m.room.create"), 0)
-        if created <= cutoff_ms:
+        create = next((e for e in data.get("state", []) if e.get("type") == "m.room.create"), None)
+        if create is None:
+            # Nobody of this server is in it any more (Synapse keeps no current state for it):
+            # abandoned, unusable, and not a chat being set up (its creator would be a member).
             plan.rooms.append(room_id)
-    for user in await _paged(api, f"/_synapse/admin/v2/users?deactivated=false&guests=false&name={quote(ctx.settings.survivor_prefix)}",
-                             "users"):
-        name = user["name"]
-        if name.startswith(prefix) and name not in users_in_use and (user.get("creation_ts") or 0) <= cutoff_ms:
-            plan.accounts.append(name)
+            continue
+        creator = create.get("sender") or create.get("content", {}).get("creator", "")
+        if (creator == bot or creator.startswith(prefix)) and create.get("origin_server_ts", 0) <= cutoff_ms:
+            plan.rooms.append(room_id)
     return plan
 
 
