@@ -296,8 +296,11 @@ class TrustPolicy:
         self._on_held_back = on_held_back
 
     async def apply(self, matrix: BotMatrix, room_id: str) -> None:
-        room = matrix.client.rooms[room_id]
-        for user_id in list(room.users):
+        await self.review(matrix, list(matrix.client.rooms[room_id].users))
+
+    async def review(self, matrix: BotMatrix, user_ids: list[str]) -> None:
+        """Decide every undecided device of these users (after a send or a device-list change)."""
+        for user_id in user_ids:
             devices = matrix.devices_of(user_id)
             undecided = [d for d in devices if not matrix.is_decided(d)]
             if not undecided:

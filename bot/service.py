@@ -211,6 +211,10 @@ class HotlineBot:
 
     async def on_sync(self, response: SyncResponse) -> None:
         me = self.matrix.user_id
+        changed = [u for u in response.device_list.changed if u != me and not self.rules.is_survivor_account(u)]
+        if changed:
+            # A staff member's new device is decided (and announced) when it appears, not at the next send.
+            await self._guarded(self.trust.review, self.matrix, changed)
         for room_id, info in response.rooms.invite.items():
             inviter = next(
                 (e.sender for e in info.invite_state

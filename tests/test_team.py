@@ -1,0 +1,151 @@
+"""Team work on a real homeserver: supervisors, transfers, several chats, trusted staff devices."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from hotline.devstack import DevStack
+from tests.conftest import running
+from tests.support import (
+    Advocate,
+    Survivor,
+    assert_erased,
+    claim_new_chat,
+    homeserver_rows,
+    until,
+)
+
+
+async def login(stack: DevStack, account) -> Advocate:
+    client = Advocate(stack.homeserver.url, account.user_id, account.password)
+    await client.login()
+    return client
+
+
+async def test_supervisor_joins_is_announced_and_speaks_as_supervisor(stack, advocate, survivor, canaries):
+    canaries += ["a hard moment 1a2b", "supervisor words 3c4d"]
+    supervisor = await login(stack, stack.accounts.supervisors[0])
+    try:
+        ref, case_room = await claim_new_chat(stack, advocate, survivor)
+        await advocate.say(case_room, "!supervisor")
+        sup_room = stack.accounts.supervisors_room
+        await until(lambda: any(f"!join {ref}" in b for b in supervisor.bodies(sup_room)), 20, "the request")
+        await supervisor.say(sup_room, f"!join {ref}")
+        await until(lambda: "A supervisor has joined the chat." in survivor.texts("hotline"), 30, "announcement")
+        await survivor.say("a hard moment 1a2b")
+        await until(lambda: "Survivor: a hard moment 1a2b" in supervisor.bodies(case_room), 20, "supervisor reads")
+        await supervisor.say(case_room, "supervisor words 3c4d")
+        await until(lambda: "supervisor words 3c4d" in survivor.texts("supervisor"), 20, "labelled Supervisor")
+        # An advocate outside the chat cannot join it.
+        other = await login(stack, stack.accounts.advocates[1])
+        try:
+            await other.say(stack.accounts.dispatch_room, f"!join {ref}")
+            await until(lambda: any(b.startswith("Only supervisors") for b in other.bodies(stack.accounts.dispatch_room)),
+                        20, "refusal")
+        finally:
+            await other.close()
+        await advocate.say(case_room, "!close")
+        await assert_erased(stack, ref, case_room)
+    finally:
+        await supervisor.close()
+
+
+async def test_transfer_new_advocate_reads_history_old_one_loses_access(stack, advocate, survivor, canaries):
+    canaries += ["first words e5f6", "first reply a7b8", "to the new advocate c9d0"]
+    colleague = await login(stack, stack.accounts.advocates[1])
+    try:
+        ref, old_room = await claim_new_chat(stack, advocate, survivor)
+        await survivor.say("first words e5f6")
+        await advocate.say(old_room, "first reply a7b8")
+        await until(lambda: "first reply a7b8" in survivor.texts("advocate"), 20, "reply")
+        await advocate.say(old_room, "!transfer she prefers evenings")
+        await until(lambda: any("continue this chat" in t for t in survivor.texts("hotline")), 20, "survivor told")
+        dispatch = stack.accounts.dispatch_room
+        await until(lambda: any("transferred, first in line" in b and "she prefers evenings" in b
+                                for b in colleague.bodies(dispatch)), 20, "the transfer alert")
+        await until(lambda: homeserver_rows(stack.homeserver.database_path, [old_room])["rooms"] == 0, 60,
+                    "the old case room purged")
+        await survivor.say("to the new advocate c9d0")
+        await colleague.say(dispatch, f"!claim {ref}")
+        new_room = await until(lambda: colleague.find_room_with(f"Case room for ref {ref}"), 30, "new case room")
+        assert new_room != old_room
+        await until(lambda: "Survivor: to the new advocate c9d0" in colleague.bodies(new_room), 30, "history")
+        history = colleague.bodies(new_room)
+        assert "Survivor: first words e5f6" in history and "Advocate (earlier): first reply a7b8" in history
+        assert any("she prefers evenings" in b for b in history)  # the handoff note
+        await until(lambda: "You are now chatting with a different advocate." in survivor.texts("hotline"), 20,
+                    "new advocate notice")
+        await colleague.say(new_room, "hello from the new advocate")
+        await until(lambda: "hello from the new advocate" in survivor.texts("advocate"), 20, "relay")
+        texts = [f.get("text") for f in survivor.frames if f.get("type") == "message"]
+        assert texts.index("You are now chatting with a different advocate.") < texts.index("hello from the new advocate")
+        assert "Survivor: to the new advocate c9d0" not in advocate.bodies(old_room)
+        await colleague.say(new_room, "!close")
+        await assert_erased(stack, ref, new_room)
+    finally:
+        await colleague.close()
+
+
+async def test_several_chats_and_the_list(stack, advocate):
+    pages = [Survivor(stack.page_url) for _ in range(2)]
+    try:
+        refs, rooms = [], []
+        for page in pages:
+            ref, room = await claim_new_chat(stack, advocate, page)
+            refs.append(ref)
+            rooms.append(room)
+        await advocate.say(stack.accounts.dispatch_room, "!chats")
+        listing = await until(lambda: next((b for b in advocate.bodies(stack.accounts.dispatch_room)
+                                            if b.startswith("Your open chats")), None), 20, "the list")
+        assert all(ref in listing for ref in refs)
+        for ref, room in zip(refs, rooms, strict=True):
+            await advocate.say(room, "!close")
+            await assert_erased(stack, ref, room)
+    finally:
+        for page in pages:
+            await page.close()
+
+
+@pytest.fixture(scope="module")
+def strict_stack():
+    """Staff devices that appear after enrollment get no keys until approved (the default)."""
+    root = Path(tempfile.mkdtemp(prefix="hotline-devices-"))
+    yield from running(DevStack(root / "stack", advocates=1, settings={"trust_new_staff_devices": "false"}))
+
+
+async def test_a_new_staff_device_gets_no_keys_until_approved(strict_stack, canaries):
+    canaries += ["before approval 0f1e", "after approval 2d3c"]
+    stack = strict_stack
+    account = stack.accounts.advocates[0]
+    first = await login(stack, account)
+    admin = await login(stack, stack.accounts.admins[0])
+    page = Survivor(stack.page_url)
+    second = None
+    try:
+        ref, case_room = await claim_new_chat(stack, first, page)  # enrollment: the first device is trusted
+        second = Advocate(stack.homeserver.url, account.user_id, account.password)
+        await second.login()
+        device = second.client.device_id
+        await page.say("before approval 0f1e")
+        await until(lambda: "Survivor: before approval 0f1e" in first.bodies(case_room), 30, "first device reads")
+        admin_room = stack.accounts.admin_room
+        await until(lambda: any(device in b and "!approve" in b for b in admin.bodies(admin_room)), 30,
+                    "the announcement")
+        await admin.say(admin_room, "!devices")
+        await until(lambda: any(b.startswith("Staff devices held back") and device in b
+                                for b in admin.bodies(admin_room)), 20, "the list")
+        await admin.say(admin_room, f"!approve {account.user_id} {device}")
+        await until(lambda: any(b.startswith(f"Device {device}") for b in admin.bodies(admin_room)), 20, "approved")
+        await page.say("after approval 2d3c")
+        await until(lambda: "Survivor: after approval 2d3c" in second.bodies(case_room), 30, "second device reads")
+        assert "Survivor: before approval 0f1e" not in second.bodies(case_room)
+        await first.say(case_room, "!close")
+        await assert_erased(stack, ref, case_room)
+    finally:
+        for client in (first, admin, second):
+            if client is not None:
+                await client.close()
+        await page.close()
