@@ -67,6 +67,12 @@ class DeviceDecision:
 
 
 @dataclass(frozen=True)
+class Codeword:
+    action: str  # "new" | "verify" | "rotate"
+    case: str | None = None  # C-XXXX for verify and rotate
+
+
+@dataclass(frozen=True)
 class Languages:
     languages: tuple[str, ...]
 
@@ -107,7 +113,7 @@ class Invalid:
 
 Command = (
     Claim | Close | Help | Say | Service | Stats | Transfer | SupervisorRequest | Join | InterpreterRequest
-    | Shift | Chats | Devices | DeviceDecision | Languages | Invalid
+    | Shift | Chats | Devices | DeviceDecision | Languages | Codeword | Invalid
 )
 
 STATS_PERIODS = {"today": 1, "week": 7, "7d": 7, "month": 30, "30d": 30, "90d": 90, "year": 365}
@@ -160,6 +166,8 @@ def parse(text: str) -> Command | None:
         if len(args) != 2 or not _is_user_id(args[0]) or not DEVICE_ID.match(args[1]):
             return Invalid(name=name, reason="device_usage")
         return DeviceDecision(approve=name == "approve", user=args[0], device=args[1])
+    if name == "codeword":
+        return _codeword(args)
     if name == "languages":
         if not args or not all(LANGUAGE_WORD.match(a) for a in args) or len(args) > 20:
             return Invalid(name=name, reason="languages_usage")
@@ -204,6 +212,24 @@ def _transfer(text: str, args: list[str], *, shift_change: bool) -> Command:
     if len(remainder) > MAX_NOTE:
         return Invalid(name=name, reason="note_too_long")
     return Transfer(to=to, note=remainder, shift_change=shift_change)
+
+
+def _codeword(args: list[str]) -> Command:
+    if args == ["new"] or [a.lower() for a in args] == ["new"]:
+        return Codeword("new")
+    if len(args) == 2 and args[0].lower() in {"verify", "rotate"}:
+        case = normalize_case(args[1])
+        if case is None:
+            return Invalid(name="codeword", reason="codeword_usage")
+        return Codeword(args[0].lower(), case)
+    return Invalid(name="codeword", reason="codeword_usage")
+
+
+def normalize_case(text: str) -> str | None:
+    """``c-k7q3`` → ``C-K7Q3``; None if it cannot be a case reference."""
+    text = text.strip().upper()
+    ref = normalize_ref(text[2:]) if text.startswith("C-") else None
+    return f"C-{ref}" if ref else None
 
 
 def _shift(args: list[str]) -> Command:

@@ -22,6 +22,7 @@ from bot.commands import (
     Chats,
     Claim,
     Close,
+    Codeword,
     Command,
     DeviceDecision,
     Devices,
@@ -91,6 +92,9 @@ class Chat:
     interpreter: UserId | None = None  # joined the case room
     invited: UserId | None = None  # a supervisor or interpreter invited to the case room
     interpreter_request: str | None = None  # "asking:<language or @user>" or "wanted:<language>"
+    codeword_ask: str | None = None  # "new", "verify:C-XXXX" or "rotate:C-XXXX" while the page asks
+    codeword_attempts: int = 0  # verifications tried in this chat
+    verified_case: str | None = None  # the case whose code word matched in this chat
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,8 @@ class Rules:
     interpreters_room: RoomId | None = None
     max_chats_per_advocate: int = 3
     shift_guard: float = 1800.0  # no new claims this close to the end of one's shift
+    codeword_tries_per_chat: int = 5
+    codewords_enabled: bool = True
     zone: str = "UTC"
 
     def is_survivor_account(self, user_id: str) -> bool:
@@ -221,11 +227,19 @@ class CommandGiven:
 
 @dataclass(frozen=True)
 class SurvivorAnswered:
-    """The survivor answered a question the page asked (Yes/No for an interpreter)."""
+    """The survivor answered a question the page asked (Yes/No, or a code word)."""
 
     room: RoomId
     question: str
-    value: str
+    value: str = field(repr=False)  # may be a code word: never in a repr, a log or a room
+    event_id: EventId = EventId("")
+
+
+@dataclass(frozen=True)
+class CodewordChecked:
+    ref: ChatRef
+    case: str
+    matched: bool
 
 
 @dataclass(frozen=True)
@@ -279,6 +293,7 @@ Event = (
     | StaffWrote
     | CommandGiven
     | SurvivorAnswered
+    | CodewordChecked
     | MemberLeft
     | CaseRoomOpened
     | MemberJoined
@@ -448,6 +463,19 @@ class SetLanguages:
 
 
 @dataclass(frozen=True)
+class CheckCodeword:
+    """Hash and store, verify, or replace a code word; the answer event is redacted first."""
+
+    ref: ChatRef
+    survivor_room: RoomId
+    case_room: RoomId
+    mode: str  # "new" | "verify" | "rotate"
+    case: str | None
+    value: str = field(repr=False)
+    source: EventId = EventId("")
+
+
+@dataclass(frozen=True)
 class AskInterpreters:
     ref: ChatRef
     language: str
@@ -478,6 +506,7 @@ Effect = (
     | DecideDevice
     | SetLanguages
     | AskInterpreters
+    | CheckCodeword
 )
 
 Result = tuple[Hotline, list[Effect]]
@@ -609,6 +638,8 @@ def on_command_given(state: Hotline, event: CommandGiven, now: float) -> Result:
         if isinstance(command, Devices):
             return state, [ShowDevices(event.room)]
         return state, [DecideDevice(event.room, UserId(command.user), command.device, command.approve)]
+    if isinstance(command, Codeword):
+        return _codeword(state, event, command)
     if isinstance(command, Languages):
         if StaffRole.INTERPRETER not in event.roles:
             return state, [Reply(event.room, "not_interpreter")]
@@ -689,9 +720,38 @@ def _interpreter_request(state: Hotline, event: CommandGiven, command: Interpret
                                    Reply(event.room, "interpreter_asking")]
 
 
+def _codeword(state: Hotline, event: CommandGiven, command: Codeword) -> Result:
+    chat, refusal = _assigned_chat(state, event)
+    if chat is None:
+        return state, refusal
+    if not state.rules.codewords_enabled:
+        return state, [Reply(event.room, "codeword_off")]
+    if chat.phase is not Phase.ACTIVE:
+        return state, [Reply(event.room, "not_active")]
+    if command.action == "verify" and chat.codeword_attempts >= state.rules.codeword_tries_per_chat:
+        return state, [Reply(event.room, "codeword_chat_limit")]
+    if command.action == "rotate" and chat.verified_case != command.case:
+        return state, [Reply(event.room, "codeword_verify_first", (("case", command.case or ""),))]
+    ask = command.action if command.case is None else f"{command.action}:{command.case}"
+    question = "codeword_verify" if command.action == "verify" else "codeword_new"
+    chat = replace(chat, codeword_ask=ask)
+    return state.with_chat(chat), [AskSurvivor(chat.survivor_room, question), Reply(event.room, "codeword_asking")]
+
+
+def on_codeword_checked(state: Hotline, event: CodewordChecked, now: float) -> Result:
+    chat = state.chats.get(event.ref)
+    if chat is None or not event.matched:
+        return state, []
+    return state.with_chat(replace(chat, verified_case=event.case)), []
+
+
 def on_survivor_answered(state: Hotline, event: SurvivorAnswered, now: float) -> Result:
     chat = state.by_survivor_room(event.room)
-    if chat is None or chat.case_room is None or event.question != "interpreter_consent":
+    if chat is None or chat.case_room is None:
+        return state, []
+    if event.question in ("codeword_new", "codeword_verify"):
+        return _codeword_answer(state, chat, event)
+    if event.question != "interpreter_consent":
         return state, []
     request = chat.interpreter_request or ""
     if not request.startswith("asking:"):
@@ -707,6 +767,21 @@ def on_survivor_answered(state: Hotline, event: SurvivorAnswered, now: float) ->
     chat = replace(chat, interpreter_request=f"wanted:{wanted}")
     return state.with_chat(chat), [Reply(chat.case_room, "interpreter_consented"),
                                    AskInterpreters(chat.ref, wanted)]
+
+
+def _codeword_answer(state: Hotline, chat: Chat, event: SurvivorAnswered) -> Result:
+    assert chat.case_room is not None
+    if chat.codeword_ask is None:
+        return state, []
+    mode, _, case = chat.codeword_ask.partition(":")
+    if (event.question == "codeword_verify") != (mode == "verify"):
+        return state, []
+    attempts = chat.codeword_attempts + (1 if mode == "verify" else 0)
+    chat = replace(chat, codeword_ask=None, codeword_attempts=attempts)
+    if not event.value.strip():
+        return state.with_chat(chat), [Reply(chat.case_room, "codeword_skipped")]
+    return state.with_chat(chat), [CheckCodeword(chat.ref, chat.survivor_room, chat.case_room, mode, case or None,
+                                                 event.value, event.event_id)]
 
 
 def _shift(state: Hotline, event: CommandGiven, command: Shift, now: float) -> Result:
@@ -1002,6 +1077,7 @@ _HANDLERS = {
     SurvivorDisconnected: on_survivor_disconnected,
     SurvivorReconnected: on_survivor_reconnected,
     SurvivorAnswered: on_survivor_answered,
+    CodewordChecked: on_codeword_checked,
     MemberLeft: on_member_left,
     ClockTicked: on_clock_ticked,
     ChatErased: on_chat_erased,

@@ -240,6 +240,11 @@ class BotMatrix:
                 return
             token = response.end
 
+    async def redact(self, room_id: str, event_id: str) -> None:
+        response = await self.client.room_redact(room_id, event_id)
+        if isinstance(response, RoomRedactError):
+            raise MatrixError("redact", response.status_code)
+
     async def redact_all(self, room_id: str) -> int:
         """Redact every message event in the room (clients then drop the content)."""
         targets = []

@@ -52,6 +52,11 @@ SURVIVOR: dict[str, str] = {
     "supervisor_left": "The supervisor has left the chat.",
     "interpreter_joined": "An interpreter has joined the chat. Their messages are marked «Interpreter».",
     "interpreter_left": "The interpreter has left the chat.",
+    "codeword_set": (
+        "Your code word is saved. Your case reference is {case}. An advocate may ask for your "
+        "code word at any time to know it is you; you can also ask to change it."
+    ),
+    "codeword_rotated": "Your new code word is saved for case {case}.",
     "chat_ended": (
         "This chat has ended, and the conversation is being erased. "
         "You can start a new chat at any time, or call {phone}."
@@ -175,6 +180,21 @@ STAFF: dict[str, str] = {
     "device_approved": "Device {device} of {user} is approved and will get keys.",
     "device_revoked": "Device {device} of {user} is revoked and gets no more keys.",
     "device_unknown": "{user} has no device {device}.",
+    "codeword_asking": "The survivor's page is asking them for it. You will not see it; only the result.",
+    "codeword_skipped": "The survivor chose not to enter a code word.",
+    "codeword_set": "Code word set for case {case} on {set_on}. The survivor was shown the case reference.",
+    "codeword_rotated": "New code word saved for case {case}.",
+    "codeword_match": "Matches case {case}, set on {set_on}.",
+    "codeword_nomatch": "Does not match.",
+    "codeword_expired": (
+        "Matches case {case}, but it expired on {until}: ask them to choose a new one (!codeword rotate {case})."
+    ),
+    "codeword_locked": "Case {case} is locked after too many wrong code words, until {until}.",
+    "codeword_locked_now": "Does not match. Too many wrong tries: case {case} is locked until {until}.",
+    "codeword_chat_limit": "No more code word checks in this chat.",
+    "codeword_verify_first": "Verify the code word of {case} in this chat first (!codeword verify {case}).",
+    "codeword_off": "Code words are not set up on this hotline (an admin sets HOTLINE_CODEWORD_PEPPER).",
+    "codeword_usage": "Use !codeword new, !codeword verify C-XXXX or !codeword rotate C-XXXX.",
     "service_closed": "Chat intake is closed. The page now says: {message}",
     "service_opened": "Chat intake is open again (within the opening hours).",
     "stats": "Statistics, last {days} days (no personal data):\n{table}",
@@ -211,6 +231,7 @@ HELP: dict[str, list[str]] = {
         "!transfer [NOTE] — back to the queue, first in line; !transfer @user [NOTE] — to a colleague (case room)",
         "!handoff [NOTE] — the shift-change transfer (case room)",
         "!shift until HH:MM — when your shift ends; !shift end",
+        "!codeword new | verify C-XXXX | rotate C-XXXX — code words for ongoing advocacy (case room)",
         "!chats — your open chats",
         "!close — end this chat and erase it (case room)",
     ],
@@ -233,7 +254,7 @@ def _fields(text: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
-ALLOWED_FIELDS = {"phone", "rights_url", "place", "minutes"}
+ALLOWED_FIELDS = {"phone", "rights_url", "place", "minutes", "case"}
 
 
 @dataclass(frozen=True)
@@ -273,7 +294,7 @@ class Catalog:
 
     def _fill(self, text: str, params: Mapping[str, str]) -> str:
         return text.format(phone=self.phone, rights_url=self.rights_url,
-                           **{"place": "", "minutes": "", **params})
+                           **{"place": "", "minutes": "", "case": "", **params})
 
     def survivor_text(self, key: str, params: Iterable[tuple[str, str]] = ()) -> str:
         return self._fill(self.survivor[key], dict(params))

@@ -30,8 +30,11 @@ from nio import (
 from bot import commands, messages
 from bot.messages import Catalog
 from bot.admin_api import SynapseAdmin
+from bot.codewords import Codewords
 from bot.conversation import (
     AcceptInvite,
+    CheckCodeword,
+    CodewordChecked,
     AskInterpreters,
     AskSurvivor,
     DecideDevice,
@@ -127,6 +130,8 @@ class HotlineBot:
             max_chats_per_advocate=settings.max_chats_per_advocate,
             shift_guard=settings.shift_guard_minutes * 60,
             zone=settings.timezone,
+            codeword_tries_per_chat=settings.codeword_tries_per_chat,
+            codewords_enabled=settings.codeword_pepper is not None,
             practice=Practice(
                 reassure_every=settings.reassure_minutes * 60,
                 realert_after=settings.realert_minutes * 60,
@@ -145,6 +150,13 @@ class HotlineBot:
         self._erasing: set[ChatRef] = set()
         self._typing: dict[RoomId, bool] = {}  # survivor room → the bot shows "typing" there
         self._announced_devices: set[tuple[str, str]] = set()
+        self.codewords = Codewords(
+            store,
+            (settings.codeword_pepper.get_secret_value() if settings.codeword_pepper else "").encode(),
+            settings.codeword_valid_days,
+            settings.codeword_max_failures,
+            settings.codeword_lock_hours * 3600,
+        )
 
     # ------------------------------------------------------------------ running
 
@@ -280,8 +292,10 @@ class HotlineBot:
                 return
             if action == Control.ANSWER:
                 question, value = content.get("question"), content.get("value")
-                if isinstance(question, str) and value in ("yes", "no"):
-                    await self.handle(SurvivorAnswered(room, question[:40], value))
+                if question in ("codeword_new", "codeword_verify") and isinstance(value, str) and len(value) <= 200:
+                    await self.handle(SurvivorAnswered(room, question, value, EventId(event.event_id)))
+                elif isinstance(question, str) and value in ("yes", "no"):
+                    await self.handle(SurvivorAnswered(room, question[:40], value, EventId(event.event_id)))
                 return
             kind = CONTROL_EVENTS.get(action)  # type: ignore[call-overload]
             if kind is not None:
@@ -438,6 +452,8 @@ class HotlineBot:
             await self._reply(Reply(effect.room, "languages_set", (("languages", ", ".join(effect.languages)),)))
         elif isinstance(effect, AskInterpreters):
             await self._ask_interpreters(effect)
+        elif isinstance(effect, CheckCodeword):
+            return await self._check_codeword(effect)
         elif isinstance(effect, RelayToCase):
             await self._relay_to_case(effect.room, effect.source, effect.text)
         elif isinstance(effect, RelayToSurvivor):
@@ -457,6 +473,26 @@ class HotlineBot:
         else:
             raise IllegalTransition(f"unknown effect {effect!r}")
         return []
+
+    async def _check_codeword(self, effect: CheckCodeword) -> list[Event]:
+        # The code word leaves the room first: redacted now, purged with the room at the end.
+        try:
+            await self.matrix.redact(effect.survivor_room, effect.source)
+        except HotlineError as error:
+            log.error("could not redact a code word answer yet: %s", error)
+        today = datetime.now(self.zone).date()
+        if effect.mode == "new":
+            outcome = await self.codewords.create(effect.value, today)
+        elif effect.mode == "rotate" and effect.case:
+            outcome = await self.codewords.rotate(effect.case, effect.value, today)
+        else:
+            outcome = await self.codewords.verify(effect.case or "", effect.value, today)
+        params = (("case", outcome.case), ("set_on", outcome.set_on), ("until", outcome.until))
+        await self._reply(Reply(effect.case_room, outcome.key, params))
+        if outcome.key in ("codeword_set", "codeword_rotated"):
+            text = self.catalog.survivor_text(outcome.key, (("case", outcome.case),))
+            await self._send(effect.survivor_room, {"msgtype": "m.notice", "body": text, ROLE_FIELD: Role.HOTLINE})
+        return [CodewordChecked(effect.ref, outcome.case, outcome.matched)]
 
     def _staff(self) -> set[str]:
         rooms = [self.settings.dispatch_room, self.settings.supervisors_room, self.settings.interpreters_room,

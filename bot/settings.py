@@ -37,6 +37,11 @@ class BotSettings(BaseSettings):
     inactivity_warning_minutes: float = Field(default=10, gt=0, description="Survivor silence after which they are warned that the chat will close.")
     inactivity_close_minutes: float = Field(default=5, gt=0, description="Minutes after that warning before the chat closes.")
     advocate_reminder_minutes: float = Field(default=3, gt=0, description="An advocate who has not answered the survivor for this long gets a reminder.")
+    codeword_pepper: SecretStr | None = Field(default=None, description="Secret key mixed into every code word hash (32+ random characters). Without it, !codeword is off. Never change it: existing code words would stop matching.")
+    codeword_valid_days: int = Field(default=90, ge=1, le=3650, description="Days after which a code word must be replaced.")
+    codeword_max_failures: int = Field(default=3, ge=1, le=20, description="Wrong code words in a row before a case is locked.")
+    codeword_lock_hours: float = Field(default=24, gt=0, description="How long a case stays locked after too many wrong code words.")
+    codeword_tries_per_chat: int = Field(default=5, ge=1, le=20, description="Code word checks allowed in one chat.")
     trust_new_staff_devices: bool = Field(default=False, description="Share keys with staff devices that appear after enrollment without approval. Only for demos.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
@@ -45,6 +50,13 @@ class BotSettings(BaseSettings):
     def _user_id(cls, value: str) -> str:
         if not (value.startswith("@") and ":" in value):
             raise ValueError("must be a Matrix user ID like @hotline:example.org")
+        return value
+
+    @field_validator("codeword_pepper")
+    @classmethod
+    def _pepper(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (make one with: openssl rand -base64 32)")
         return value
 
     @field_validator("timezone")

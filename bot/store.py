@@ -32,6 +32,16 @@ CREATE TABLE IF NOT EXISTS enrolled_staff (user_id TEXT PRIMARY KEY);
 
 TIMES = {"opened_at", "claimed_at", "alerted_at", "reassured_at", "survivor_at", "advocate_at"}
 COLUMNS = tuple(f.name for f in fields(Chat))
+CODEWORD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS codewords (
+    case_ref TEXT PRIMARY KEY,
+    digest TEXT NOT NULL,
+    set_on TEXT NOT NULL,
+    rotated_on TEXT,
+    failures INTEGER NOT NULL DEFAULT 0,
+    locked_until REAL
+);
+"""
 STATS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS stats_daily (
     day TEXT NOT NULL,
@@ -65,7 +75,7 @@ class Store:
         db = await aiosqlite.connect(path)
         await db.execute("PRAGMA secure_delete = ON")
         await db.execute("PRAGMA journal_mode = DELETE")
-        await db.executescript(SCHEMA + STATS_SCHEMA)
+        await db.executescript(SCHEMA + STATS_SCHEMA + CODEWORD_SCHEMA)
         await _add_missing_columns(db)
         await db.commit()
         return cls(db)
@@ -103,6 +113,7 @@ class Store:
             if row["disconnected_at"] is not None:
                 row["disconnected_at"] = coarse(row["disconnected_at"], up=True)
             row["phase"] = str(row["phase"])
+            row["handoff_note"] = None  # staff-written text stays in memory only
             await self._db.execute(
                 f"INSERT OR REPLACE INTO chats ({', '.join(COLUMNS)}) VALUES ({placeholders})",
                 tuple(row[c] for c in COLUMNS),
@@ -135,6 +146,33 @@ class Store:
             "INSERT INTO stats_daily (day, metric, bucket, count) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (day, metric, bucket) DO UPDATE SET count = count + excluded.count",
             (day, metric, bucket, n),
+        )
+        await self._db.commit()
+
+    async def codeword_cases(self) -> set[str]:
+        async with self._db.execute("SELECT case_ref FROM codewords") as cursor:
+            return {row[0] async for row in cursor}
+
+    async def codeword_get(self, case: str) -> dict[str, object] | None:
+        async with self._db.execute(
+            "SELECT digest, set_on, rotated_on, failures, locked_until FROM codewords WHERE case_ref = ?", (case,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        return dict(zip(("digest", "set_on", "rotated_on", "failures", "locked_until"), row, strict=True))
+
+    async def codeword_save(self, case: str, digest: str, set_on: str, rotated_on: str) -> None:
+        await self._db.execute(
+            "INSERT OR REPLACE INTO codewords (case_ref, digest, set_on, rotated_on, failures, locked_until) "
+            "VALUES (?, ?, ?, ?, 0, NULL)",
+            (case, digest, set_on, rotated_on),
+        )
+        await self._db.commit()
+
+    async def codeword_failed(self, case: str, failures: int, locked_until: float | None) -> None:
+        await self._db.execute(
+            "UPDATE codewords SET failures = ?, locked_until = ? WHERE case_ref = ?", (failures, locked_until, case)
         )
         await self._db.commit()
 
