@@ -1,0 +1,91 @@
+"""Time to erase: from the advocate's ``!close`` to both rooms purged and the survivor's account
+erased, for chats of 10, 100 and 1,000 messages.
+
+A chat of N messages: the survivor's ``hello`` and N − 1 messages from the advocate, each relayed
+by the bot, so each room holds about N message events (2 N in all) before the close. The end is
+observed on the homeserver itself: no row of either room left in ``events``, ``event_json``,
+``room_memberships`` and ``rooms``, and the account marked deactivated (polled every 50 ms, read
+only). Also shown: when the page got ``ended``, and when the bot dropped the chat from its routing
+database (it does that after the erase succeeded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+from bench.common import (
+    TimedAdvocate, Team, log, now, plt, running_stack, save_result, savefig, table,
+)
+from tests.support import ERASED_ROWS, homeserver_rows, user_deactivated
+
+
+def chat_of(stack, case_room: str) -> tuple[str, str]:
+    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
+        return db.execute("SELECT survivor_room, survivor FROM chats WHERE case_room = ?", (case_room,)).fetchone()
+
+
+def row_exists(stack, case_room: str) -> bool:
+    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
+        return db.execute("SELECT 1 FROM chats WHERE case_room = ?", (case_room,)).fetchone() is not None
+
+
+async def run(quick: bool = False) -> dict:
+    sizes = [10, 50] if quick else [10, 100, 1000]
+    rows, results = [], []
+    async with running_stack("erase", advocates=1) as stack:
+        account = stack.accounts.advocates[0]
+        advocate = TimedAdvocate(stack.homeserver.url, account.user_id, account.password)
+        await advocate.login()
+        team = Team([advocate])
+        for size in sizes:
+            survivor, _, case_room = await team.open_chat(stack, f"erase{size}")
+            survivor_room, survivor_user = chat_of(stack, case_room)
+            log(f"erase: filling a chat with {size} messages")
+            texts = [f"m{i:04d} of {size}" for i in range(size - 1)]
+            for k in range(0, len(texts), 10):
+                await asyncio.gather(*(advocate.send_text(case_room, t) for t in texts[k:k + 10]))
+            await asyncio.wait_for(asyncio.gather(*(survivor.wait_text(t, 300) for t in texts)), 600)
+            database = stack.homeserver.database_path
+            events = sum(homeserver_rows(database, [r]).get("events", 0) for r in (survivor_room, case_room))
+            t0 = now()
+            await advocate.say(case_room, "!close")
+            t_ended = await survivor.wait_type("ended", 120) - t0
+            t_bot = t_purged = None
+            deadline = t0 + 900
+            while now() < deadline:
+                if t_bot is None and not row_exists(stack, case_room):
+                    t_bot = now() - t0
+                if t_purged is None and homeserver_rows(database, [survivor_room, case_room]) == ERASED_ROWS \
+                        and user_deactivated(database, survivor_user):
+                    t_purged = now() - t0
+                if t_bot is not None and t_purged is not None:
+                    break
+                await asyncio.sleep(0.05)
+            await survivor.close()
+            advocate.forget(case_room)
+            results.append({"messages": size, "events_before": events, "ended_s": t_ended,
+                            "purged_and_erased_s": t_purged, "bot_done_s": t_bot})
+            rows.append([size, events, t_ended, t_purged if t_purged is not None else "timeout",
+                         t_bot if t_bot is not None else "timeout"])
+            log(f"erase: {size} messages: purged and erased after {t_purged} s")
+        await advocate.close()
+    text = table("Time to erase after !close (s), Synapse on SQLite",
+                 ["messages", "events in both rooms", "page told", "rooms purged + account erased",
+                  "bot done"], rows)
+    pyplot = plt()
+    fig, ax = pyplot.subplots(figsize=(6, 4))
+    done = [r for r in results if r["purged_and_erased_s"] is not None]
+    ax.plot([r["messages"] for r in done], [r["purged_and_erased_s"] for r in done], "o-",
+            label="both rooms purged + account erased")
+    ax.plot([r["messages"] for r in results], [r["ended_s"] for r in results], "s--", label="page told \"ended\"")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("messages in the chat")
+    ax.set_ylabel("seconds after !close")
+    ax.set_title("Time to erase")
+    ax.legend()
+    savefig(fig, "erase.png")
+    result = {"runs": results, "table": text}
+    save_result("erase", result)
+    return result
