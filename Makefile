@@ -18,9 +18,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m hotline demo --dir var/demo
 
-## The whole test suite; it starts its own Synapse, bot, gateway and browser.
+## The whole test suite; it starts its own Synapse, bot, gateway and browser. Then the chat path
+## again with Synapse on PostgreSQL (a throwaway loopback cluster).
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	HOTLINE_TEST_DATABASE=postgres $(BIN)/python -m pytest tests/test_chat_path.py
 
 ## The benchmarks (bench/): tables on stdout, plots and results.json in docs/performance/.
 ## Needs chromium and PostgreSQL (installed with apt-get if missing). BENCH_ARGS=--quick for a smoke run.

@@ -20,7 +20,8 @@ GRACE_SECONDS = 4
 def stack() -> Iterator[DevStack]:
     keep = os.environ.get("HOTLINE_TEST_KEEP")
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="hotline-test-"))
-    hotline = DevStack(root / "stack", advocates=2, settings={"reconnect_grace_seconds": str(GRACE_SECONDS)})
+    settings = {"reconnect_grace_seconds": str(GRACE_SECONDS), "codeword_pepper": "test-pepper-" + "x" * 32}
+    hotline = DevStack(root / "stack", advocates=2, settings=settings)
     yield from running(hotline)
 
 

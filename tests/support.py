@@ -10,7 +10,6 @@ import sqlite3
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,6 +23,7 @@ from nio import (
 )
 
 from hotline.devstack import DevStack
+from hotline.homeserver import EmbeddedHomeserver
 from hotline.nio_sync import client_config, sync_loop
 
 
@@ -159,22 +159,18 @@ class Advocate:
         await self.client.close()
 
 
-def homeserver_rows(database: Path, room_ids: list[str]) -> dict[str, int]:
+def homeserver_rows(homeserver: EmbeddedHomeserver, room_ids: list[str]) -> dict[str, int]:
     """Rows that still name these rooms in Synapse's tables that hold events and membership."""
-    counts = {}
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        for table in ("events", "event_json", "room_memberships", "rooms"):
-            placeholders = ",".join("?" for _ in room_ids)
-            counts[table] = db.execute(
-                f"SELECT COUNT(*) FROM {table} WHERE room_id IN ({placeholders})", room_ids
-            ).fetchone()[0]
-    return counts
+    marks = ",".join("?" for _ in room_ids)
+    return {
+        table: homeserver.query(f"SELECT COUNT(*) FROM {table} WHERE room_id IN ({marks})", room_ids)[0][0]
+        for table in ("events", "event_json", "room_memberships", "rooms")
+    }
 
 
-def user_deactivated(database: Path, user_id: str) -> bool:
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        row = db.execute("SELECT deactivated FROM users WHERE name = ?", (user_id,)).fetchone()
-    return bool(row and row[0])
+def user_deactivated(homeserver: EmbeddedHomeserver, user_id: str) -> bool:
+    rows = homeserver.query("SELECT deactivated FROM users WHERE name = ?", [user_id])
+    return bool(rows and rows[0][0])
 
 
 async def new_alert(stack: DevStack, advocate: Advocate, before: int) -> str:
@@ -220,8 +216,8 @@ async def assert_erased(stack: DevStack, ref: str, case_room: str | None) -> Non
     survivor_room, survivor_user = _rooms_of[ref]
     await until(lambda: not chat_row_exists(stack, ref), 60, "the bot to erase the chat")
     rooms = [survivor_room] + ([case_room] if case_room else [])
-    assert homeserver_rows(stack.homeserver.database_path, rooms) == ERASED_ROWS
-    assert user_deactivated(stack.homeserver.database_path, survivor_user)
+    assert homeserver_rows(stack.homeserver, rooms) == ERASED_ROWS
+    assert user_deactivated(stack.homeserver, survivor_user)
     assert bot_room_keys(stack, rooms) == 0
 
 

@@ -66,7 +66,7 @@ async def test_transfer_new_advocate_reads_history_old_one_loses_access(stack, a
         dispatch = stack.accounts.dispatch_room
         await until(lambda: any("transferred, first in line" in b and "she prefers evenings" in b
                                 for b in colleague.bodies(dispatch)), 20, "the transfer alert")
-        await until(lambda: homeserver_rows(stack.homeserver.database_path, [old_room])["rooms"] == 0, 60,
+        await until(lambda: homeserver_rows(stack.homeserver, [old_room])["rooms"] == 0, 60,
                     "the old case room purged")
         await survivor.say("to the new advocate c9d0")
         await colleague.say(dispatch, f"!claim {ref}")
@@ -149,3 +149,82 @@ async def test_a_new_staff_device_gets_no_keys_until_approved(strict_stack, cana
             if client is not None:
                 await client.close()
         await page.close()
+
+
+@pytest.mark.parametrize("consent", ["yes", "no"])
+async def test_interpreter_joins_only_with_the_survivors_consent(stack, advocate, survivor, consent, canaries):
+    canaries += ["hola, necesito ayuda 5e6f"]
+    interpreter = await login(stack, stack.accounts.interpreters[0])
+    try:
+        int_room = stack.accounts.interpreters_room
+        await interpreter.say(int_room, "!languages es")
+        await until(lambda: any(b.startswith("Noted: you interpret es") for b in interpreter.bodies(int_room)), 20,
+                    "languages noted")
+        ref, case_room = await claim_new_chat(stack, advocate, survivor)
+        await advocate.say(case_room, "!interpreter es")
+        await until(lambda: survivor.first("ask"), 20, "the question on the page")
+        assert survivor.first("ask")["question"] == "interpreter_consent"
+        await survivor.send({"type": "answer", "question": "interpreter_consent", "value": consent})
+        await until(lambda: survivor.first("answered"), 20, "answered")
+        if consent == "no":
+            await until(lambda: any("said no to an interpreter" in b for b in advocate.bodies(case_room)), 20, "no")
+            await interpreter.say(int_room, f"!join {ref}")
+            await until(lambda: any(b.startswith("Only supervisors") for b in interpreter.bodies(int_room)), 20,
+                        "refused")
+        else:
+            await until(lambda: any(f"!join {ref}" in b and stack.accounts.interpreters[0].user_id in b
+                                    for b in interpreter.bodies(int_room)), 20, "the request, naming them")
+            await interpreter.say(int_room, f"!join {ref}")
+            await until(lambda: any(t.startswith("An interpreter has joined") for t in survivor.texts("hotline")), 30,
+                        "announced")
+            await survivor.say("hola, necesito ayuda 5e6f")
+            await until(lambda: "Survivor: hola, necesito ayuda 5e6f" in interpreter.bodies(case_room), 20, "reads")
+            await interpreter.say(case_room, "She says she needs help.")
+            await until(lambda: "She says she needs help." in survivor.texts("interpreter"), 20, "labelled")
+        await advocate.say(case_room, "!close")
+        await assert_erased(stack, ref, case_room)
+    finally:
+        await interpreter.close()
+
+
+async def test_code_word_set_verify_rotate_never_seen_by_staff_or_logs(stack, advocate, canaries):
+    word, new_word = "blue heron 7741", "quiet river 2290"
+    canaries += [word, new_word]
+
+    async def ask_and_answer(page: Survivor, case_room: str, command: str, value: str, asked: int) -> None:
+        await advocate.say(case_room, command)
+        await until(lambda: len([f for f in page.frames if f.get("type") == "ask"]) >= asked, 20, "the page asks")
+        question = [f for f in page.frames if f.get("type") == "ask"][-1]["question"]
+        await page.send({"type": "answer", "question": question, "value": value})
+
+    first = Survivor(stack.page_url)
+    try:
+        ref, case_room = await claim_new_chat(stack, advocate, first)
+        await ask_and_answer(first, case_room, "!codeword new", word, 1)
+        note = await until(lambda: next((b for b in advocate.bodies(case_room) if b.startswith("Code word set")), None),
+                           30, "set")
+        case = note.split("case ")[1].split(" ")[0]
+        await until(lambda: any(case in t for t in first.texts("hotline")), 20, "the survivor sees the case")
+        await advocate.say(case_room, "!close")
+        await assert_erased(stack, ref, case_room)
+    finally:
+        await first.close()
+    # A later chat: the advocate checks the code word; a wrong one first.
+    later = Survivor(stack.page_url)
+    try:
+        ref, case_room = await claim_new_chat(stack, advocate, later)
+        await ask_and_answer(later, case_room, f"!codeword verify {case}", "wrong word", 1)
+        await until(lambda: "Does not match." in advocate.bodies(case_room), 30, "mismatch")
+        await advocate.say(case_room, f"!codeword rotate {case}")
+        await until(lambda: any(b.startswith("Verify the code word") for b in advocate.bodies(case_room)), 20, "guard")
+        await ask_and_answer(later, case_room, f"!codeword verify {case}", word.upper(), 2)
+        await until(lambda: any(b.startswith(f"Matches case {case}") for b in advocate.bodies(case_room)), 30, "match")
+        await ask_and_answer(later, case_room, f"!codeword rotate {case}", new_word, 3)
+        await until(lambda: any(b.startswith(f"New code word saved for case {case}") for b in advocate.bodies(case_room)),
+                    30, "rotated")
+        everything = " ".join(body for room in advocate.messages for body in advocate.bodies(room))
+        assert word.lower() not in everything.lower() and new_word not in everything
+        await advocate.say(case_room, "!close")
+        await assert_erased(stack, ref, case_room)
+    finally:
+        await later.close()

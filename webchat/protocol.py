@@ -37,8 +37,16 @@ class End(_Frame):
     type: Literal["end"]
 
 
-ClientFrame = Annotated[Start | Resume | Say | End, Field(discriminator="type")]
-_client_frame: TypeAdapter[Start | Resume | Say | End] = TypeAdapter(ClientFrame)
+class Answer(_Frame):
+    """The survivor's answer to an ``ask``: "yes"/"no", or a code word ("" skips)."""
+
+    type: Literal["answer"]
+    question: Literal["interpreter_consent", "codeword_new", "codeword_verify"]
+    value: str = Field(max_length=200, repr=False)
+
+
+ClientFrame = Annotated[Start | Resume | Say | End | Answer, Field(discriminator="type")]
+_client_frame: TypeAdapter[Start | Resume | Say | End | Answer] = TypeAdapter(ClientFrame)
 
 
 class FrameError(Exception):
@@ -52,7 +60,7 @@ class FrameError(Exception):
         return error(self.code, self.message, self.frame_id)
 
 
-def parse(raw: str, max_chars: int) -> Start | Resume | Say | End:
+def parse(raw: str, max_chars: int) -> Start | Resume | Say | End | Answer:
     """One frame from the page, or FrameError with the code the page gets back."""
     try:
         data = json.loads(raw)
@@ -66,6 +74,11 @@ def parse(raw: str, max_chars: int) -> Start | Resume | Say | End:
         first = problem.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "frame"
         raise FrameError("bad_frame", f"{where}: {first['msg']}") from None
+    if isinstance(frame, Answer):
+        if frame.question == "interpreter_consent" and frame.value not in ("yes", "no"):
+            raise FrameError("bad_frame", "value: yes or no")
+        if "\x00" in frame.value:
+            raise FrameError("bad_frame", "value: NUL characters are not allowed")
     if isinstance(frame, Say):
         if not frame.text.strip():
             raise FrameError("empty", "the message is empty", frame.id)

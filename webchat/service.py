@@ -28,7 +28,7 @@ from nio.store import SqliteMemoryStore
 from hotline.hours import Schedule, status
 from hotline.nio_sync import client_config, keep_keys
 from hotline.wire import ANSWERS_EVENT, SERVICE_STATE
-from webchat.answers import AnswerPool, DayCounts, batch_content
+from webchat.answers import AnswerPool, batch_content
 from webchat.settings import GatewaySettings
 
 log = logging.getLogger(__name__)

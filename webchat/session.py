@@ -46,6 +46,10 @@ BUFFER_FRAMES = 1000
 Sink = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+# What the bot may ask the page (see hotline/wire.py).
+ASK_QUESTIONS = ("interpreter_consent", "codeword_new", "codeword_verify")
+
+
 class ChatUnavailable(Exception):
     """The chat could not be set up (homeserver down, bot not answering, refused)."""
 
@@ -180,8 +184,11 @@ class ChatSession:
                 role = role if role in Role.__members__.values() else Role.HOTLINE
                 await self.push({"type": "message", "role": str(role), "text": event.body})
             elif isinstance(event, UnknownEvent) and event.type == CONTROL_EVENT:
-                if event.source.get("content", {}).get("action") == Control.CLOSED:
+                content = event.source.get("content", {})
+                if content.get("action") == Control.CLOSED:
                     await self._closed_by_hotline()
+                elif content.get("action") == Control.ASK and content.get("question") in ASK_QUESTIONS:
+                    await self.push({"type": "ask", "question": content["question"]})
 
     async def push(self, frame: dict[str, Any]) -> None:
         """Number a frame, keep it for a reconnecting page, and send it if a page is attached."""
@@ -247,6 +254,11 @@ class ChatSession:
             raise SendFailed(type(error).__name__) from error
         finally:
             self._sending.pop(frame_id, None)
+
+    async def answer(self, question: str, value: str) -> None:
+        """The survivor's answer to the bot's question (a code word goes only this way). Raises SendFailed."""
+        await self.send_event(CONTROL_EVENT, {"action": str(Control.ANSWER), "question": question, "value": value},
+                              None)
 
     async def signal(self, action: Control) -> None:
         await self.send_event(CONTROL_EVENT, {"action": str(action)}, None, after_end=action is Control.END)

@@ -9,7 +9,7 @@ from aiohttp import WSMsgType, web
 from aiolimiter import AsyncLimiter
 
 from webchat import keys
-from webchat.protocol import MAX_FRAME_BYTES, End, FrameError, Resume, Say, Start, error, parse
+from webchat.protocol import Answer, MAX_FRAME_BYTES, End, FrameError, Resume, Say, Start, error, parse
 from webchat.session import ChatSession, ChatUnavailable, SendFailed
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ class Conversation:
             await self.on_say(frame)
         elif isinstance(frame, End):
             await self.session.end()
+        elif isinstance(frame, Answer):
+            await self.on_answer(frame)
 
     async def on_start(self, frame: Start) -> None:
         if self.session is not None:
@@ -144,6 +146,16 @@ class Conversation:
             await self.send(error("send_failed", "the message could not be delivered", frame.id))
             return
         await self.send({"type": "ack", "id": frame.id})
+
+    async def on_answer(self, frame: Answer) -> None:
+        assert self.session is not None
+        try:
+            await self.session.answer(frame.question, frame.value)
+        except SendFailed as why:
+            log.warning("an answer could not be delivered: %s", why)
+            await self.send(error("send_failed", "the answer could not be delivered"))
+            return
+        await self.send({"type": "answered", "question": frame.question})
 
     def on_socket_closed(self) -> None:
         session = self.session

@@ -295,6 +295,16 @@
       case "typing":
         if (state === "active" && !endRequested) setTyping(f.active === true);
         break;
+      case "ask":
+        if (typeof f.seq === "number") {
+          if (f.seq <= lastSeq) return;
+          lastSeq = f.seq;
+        }
+        if (state === "active" && !endRequested) showAsk(f.question);
+        break;
+      case "answered":
+        setStatus(T("answer_sent"));
+        break;
       case "ack": {
         const p = pending.get(f.id);
         if (p) { pending.delete(f.id); setMsgState(p.el, "delivered"); }
@@ -434,6 +444,9 @@
     log.textContent = "";
     box.value = "";
     setTyping(false);
+    askBox.hidden = true;
+    word1.value = word2.value = "";
+    asking = null;
   }
 
   // "Start chat": the optional questions first, if there are any.
@@ -463,7 +476,7 @@
     surveyDone = false;
     startFrame = language ? { type: "start", language } : { type: "start" };
     wipe();
-    notice.hidden = qSec.hidden = confirmBox.hidden = true;
+    notice.hidden = qSec.hidden = confirmBox.hidden = askBox.hidden = true;
     chatSec.hidden = composer.hidden = false;
     setComposer(false);
     statusEl.classList.remove("sr");
@@ -491,6 +504,58 @@
       .filter(Boolean).join(" "));
     noticeTitle.focus();
     pollStatus();
+  }
+
+  // The bot asks: consent to an interpreter (Yes/No), or a code word (masked, never shown in the log).
+  const askBox = $("ask"), word1 = $("word1"), word2 = $("word2");
+  let asking = null;
+  function showAsk(question) {
+    const kinds = {
+      interpreter_consent: ["ask_interpreter", "", ""],
+      codeword_new: ["ask_codeword_new", "ask_codeword_new_help", "codeword_save"],
+      codeword_verify: ["ask_codeword_verify", "ask_codeword_verify_help", "codeword_check"],
+    };
+    const kind = kinds[question];
+    if (!kind) return;
+    asking = question;
+    $("ask-text").textContent = T(kind[0]);
+    $("ask-help").textContent = T(kind[1]);
+    $("ask-help").hidden = !kind[1];
+    const consent = question === "interpreter_consent";
+    $("ask-consent").hidden = !consent;
+    $("ask-word").hidden = consent;
+    $("word1-label").textContent = T(kind[0]);
+    $("word2-line").hidden = question !== "codeword_new";
+    $("word-send").textContent = T(kind[2]);
+    word1.value = word2.value = "";
+    askBox.hidden = false;
+    (consent ? $("ask-yes") : word1).focus();
+  }
+  function answerAsk(value) {
+    if (!asking) return;
+    send({ type: "answer", question: asking, value });
+    asking = null;
+    word1.value = word2.value = "";
+    askBox.hidden = true;
+    box.focus();
+  }
+  function sendWord() {
+    const w = word1.value.trim();
+    if (!w) { setStatus(T("codeword_empty")); word1.focus(); return; }
+    if (asking === "codeword_new" && w !== word2.value.trim()) {
+      setStatus(T("codeword_mismatch"));
+      word1.value = word2.value = "";
+      word1.focus();
+      return;
+    }
+    answerAsk(w);
+  }
+  $("ask-yes").addEventListener("click", () => answerAsk("yes"));
+  $("ask-no").addEventListener("click", () => answerAsk("no"));
+  $("word-send").addEventListener("click", sendWord);
+  $("word-skip").addEventListener("click", () => answerAsk(""));
+  for (const input of [word1, word2]) {
+    input.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); sendWord(); } });
   }
 
   function keepChatting() {
