@@ -28,10 +28,10 @@ matrix-hotline demo is running (everything on 127.0.0.1).
   Chat page (the survivor's side):  {creds['page_url']}
   Homeserver (for Element or any Matrix client):  {creds['homeserver']}
 """)
-        for account in creds["advocates"]:
-            print(f"  Advocate login:  {account['user_id']}   password: {account['password']}")
-        for account in creds["admins"]:
-            print(f"  Admin login:     {account['user_id']}   password: {account['password']}")
+        for kind in ("advocates", "admins", "supervisors", "interpreters"):
+            for account in creds.get(kind, []):
+                label = kind[:-1].capitalize() + " login:"
+                print(f"  {label:<20}{account['user_id']}   password: {account['password']}")
         print(f"""
   The same, for scripts: {root / 'credentials.json'}
   Logs: {stack.logs}

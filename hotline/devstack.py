@@ -198,6 +198,8 @@ class DevStack:
             "admin_room": self.accounts.admin_room,
             "advocates": [vars(a) for a in self.accounts.advocates],
             "admins": [vars(a) for a in self.accounts.admins],
+            "supervisors": [vars(a) for a in self.accounts.supervisors],
+            "interpreters": [vars(a) for a in self.accounts.interpreters],
         }
 
     async def start(self) -> None:
