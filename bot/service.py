@@ -409,7 +409,8 @@ class HotlineBot:
             await self._reply(Reply(RoomId(self.settings.dispatch_room), key, params))
         elif isinstance(effect, Escalate):
             params = (("ref", effect.ref), ("minutes", str(effect.waited_minutes)))
-            await self._reply(Reply(RoomId(self.settings.dispatch_room), "escalation", params))
+            room = self.settings.supervisors_room or self.settings.dispatch_room
+            await self._reply(Reply(RoomId(room), "escalation", params))
         elif isinstance(effect, Reply):
             await self._reply(effect)
         elif isinstance(effect, NotifySurvivor):

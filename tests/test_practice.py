@@ -5,6 +5,7 @@ A stack of its own (Synapse, bot, gateway) so that its short timers touch no oth
 
 from __future__ import annotations
 
+import asyncio
 import re
 import tempfile
 from pathlib import Path
@@ -73,8 +74,15 @@ async def test_rights_notice_first_then_queue_notices_realert_and_escalation(fas
     dispatch = fast_stack.accounts.dispatch_room
     await until(lambda: any(b.startswith("Still waiting") and ref in b for b in advocate.bodies(dispatch)), 20,
                 "the repeated alert")
-    await until(lambda: any("can someone take it" in b and ref in b for b in advocate.bodies(dispatch)), 30,
-                "the escalation")
+    supervisor = Advocate(fast_stack.homeserver.url, fast_stack.accounts.supervisors[0].user_id,
+                          fast_stack.accounts.supervisors[0].password)
+    await supervisor.login()
+    try:
+        await until(lambda: any("can someone take it" in b and ref in b
+                                for b in supervisor.bodies(fast_stack.accounts.supervisors_room)), 30,
+                    "the escalation to the supervisors")
+    finally:
+        await supervisor.close()
     await survivor.send({"type": "end"})  # abandoned while waiting
     await assert_erased(fast_stack, ref, None)
 
@@ -120,9 +128,21 @@ async def test_emergency_closure_and_statistics_in_the_admin_room(fast_stack, ad
     await until(lambda: any(b.startswith("Chat intake is closed") for b in admin.bodies(admin_room)), 20, "closed")
     assert await service_state(fast_stack, admin) == {
         "closed": True, "message": "Closed today because of a storm. Please call +1 555 0100."}
+    # The page learns it within seconds, and a new chat is refused with the message.
+    status = await until_status(fast_stack, lambda s: s.get("closed"), 30)
+    assert status["message"] == "Closed today because of a storm. Please call +1 555 0100."
+    page = Survivor(fast_stack.page_url)
+    try:
+        await page.connect()
+        await page.send({"type": "start"})
+        refusal = await until(lambda: next((f for f in page.frames if f.get("type") == "error"), None), 20, "refusal")
+        assert refusal["code"] == "closed"
+    finally:
+        await page.close()
     await admin.say(admin_room, "!service open")
     await until(lambda: any(b.startswith("Chat intake is open") for b in admin.bodies(admin_room)), 20, "open")
     assert (await service_state(fast_stack, admin))["closed"] is False
+    await until_status(fast_stack, lambda s: s.get("accepting"), 30)
     await admin.say(admin_room, "!service close")
     await until(lambda: any(b.startswith("Use !service close MESSAGE") for b in admin.bodies(admin_room)), 20, "usage")
     # The chats of the tests above: 3 started, 2 answered, 1 abandoned, 1 closed for inactivity.
@@ -144,3 +164,22 @@ async def service_state(stack: DevStack, admin: Advocate) -> dict:
     async with aiohttp.ClientSession() as http, http.get(url, headers={"Authorization": f"Bearer {token}"}) as r:
         assert r.status == 200
         return await r.json()
+
+
+async def until_status(stack: DevStack, predicate, timeout: float) -> dict:
+    """Poll the page's status endpoint, as an open page does."""
+    latest: dict = {}
+
+    async def fetch() -> None:
+        async with aiohttp.ClientSession() as http, http.get(stack.page_url + "status") as response:
+            latest.clear()
+            latest.update(await response.json())
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        await fetch()
+        if predicate(latest):
+            return dict(latest)
+        assert loop.time() < deadline, f"status never changed: {latest}"
+        await asyncio.sleep(0.5)

@@ -228,3 +228,64 @@ async def test_code_word_set_verify_rotate_never_seen_by_staff_or_logs(stack, ad
         await assert_erased(stack, ref, case_room)
     finally:
         await later.close()
+
+
+async def ask_bot(client: Advocate, room: str, bot: str, text: str) -> str:
+    """Send a command; return the bot's next notice in that room."""
+    def notices() -> list[str]:
+        return [body for sender, kind, body in client.messages[room] if sender == bot and kind == "notice"]
+
+    before = len(notices())
+    await client.say(room, text)
+    return (await until(lambda: notices()[before:], 20, f"the answer to {text}"))[0]
+
+
+ADVOCATE, SUPERVISOR, INTERPRETER, ADMIN = "advocate", "supervisor", "interpreter", "admin"
+CASE_ONLY = "That works in the case room"
+# command → {role: expected start of the bot's answer}; "*" is every role not named.
+COMMAND_TABLE = {
+    "!claim QQQQ": {ADVOCATE: "There is no waiting chat with ref QQQQ", "*": "Only advocates"},
+    "!service open": {ADMIN: "Chat intake is open again", "*": "Only admins"},
+    "!stats today": {ADMIN: "Statistics, last 1 days", "*": "Only admins"},
+    "!devices": {ADMIN: "Staff devices held back", "*": "Only admins"},
+    "!approve @nobody:hotline.localhost DEV1": {ADMIN: "@nobody:hotline.localhost has no device DEV1",
+                                                "*": "Only admins"},
+    "!languages es": {INTERPRETER: "Noted: you interpret es", "*": "Only interpreters"},
+    "!shift until 23:59": {ADVOCATE: "Your shift ends at 23:59", "*": "Only advocates"},
+    "!shift end": {ADVOCATE: "Your shift end is cleared", "*": "Only advocates"},
+    "!join QQQQ": {"*": "There is no active chat with ref QQQQ"},
+    "!chats": {"*": "You have no open chats"},
+    "!close": {"*": CASE_ONLY},
+    "!say safety": {"*": CASE_ONLY},
+    "!supervisor": {"*": CASE_ONLY},
+    "!interpreter es": {"*": CASE_ONLY},
+    "!transfer": {"*": CASE_ONLY},
+    "!handoff": {"*": CASE_ONLY},
+    "!codeword new": {"*": CASE_ONLY},
+    "!frobnicate": {"*": "Unknown command !frobnicate"},
+    "!claim": {ADVOCATE: "No chat is waiting", "*": "Only advocates"},
+}
+HELP_LINES = {ADVOCATE: "!claim REF", SUPERVISOR: "!join REF — join an active chat",
+              INTERPRETER: "!languages CODE", ADMIN: "!service close MESSAGE"}
+
+
+async def test_every_command_for_every_role(stack, canaries):
+    accounts = {ADVOCATE: (stack.accounts.advocates[1], stack.accounts.dispatch_room),
+                SUPERVISOR: (stack.accounts.supervisors[0], stack.accounts.supervisors_room),
+                INTERPRETER: (stack.accounts.interpreters[0], stack.accounts.interpreters_room),
+                ADMIN: (stack.accounts.admins[0], stack.accounts.admin_room)}
+    bot = stack.accounts.bot.user_id
+    clients = {role: await login(stack, account) for role, (account, _) in accounts.items()}
+    try:
+        for role, client in clients.items():
+            room = accounts[role][1]
+            for command, expected in COMMAND_TABLE.items():
+                answer = await ask_bot(client, room, bot, command)
+                want = expected.get(role, expected.get("*"))
+                assert answer.startswith(want), f"{role} {command}: {answer!r}"
+            help_text = await ask_bot(client, room, bot, "!help")
+            for other, line in HELP_LINES.items():
+                assert (line in help_text) == (other == role), f"{role} !help and {other}'s commands"
+    finally:
+        for client in clients.values():
+            await client.close()
