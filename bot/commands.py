@@ -73,6 +73,14 @@ class Codeword:
 
 
 @dataclass(frozen=True)
+class VerifyDevice:
+    """An admin confirms that the emojis on a staff device match those the bot posted."""
+
+    user: str
+    device: str
+
+
+@dataclass(frozen=True)
 class Languages:
     languages: tuple[str, ...]
 
@@ -113,7 +121,7 @@ class Invalid:
 
 Command = (
     Claim | Close | Help | Say | Service | Stats | Transfer | SupervisorRequest | Join | InterpreterRequest
-    | Shift | Chats | Devices | DeviceDecision | Languages | Codeword | Invalid
+    | Shift | Chats | Devices | DeviceDecision | VerifyDevice | Languages | Codeword | Invalid
 )
 
 STATS_PERIODS = {"today": 1, "week": 7, "7d": 7, "month": 30, "30d": 30, "90d": 90, "year": 365}
@@ -162,6 +170,10 @@ def parse(text: str) -> Command | None:
         return Chats() if not args else Invalid(name=name, reason="no_arguments")
     if name == "devices":
         return Devices() if not args else Invalid(name=name, reason="no_arguments")
+    if name == "verify":
+        if len(args) != 2 or not _is_user_id(args[0]) or not DEVICE_ID.match(args[1]):
+            return Invalid(name=name, reason="verify_usage")
+        return VerifyDevice(user=args[0], device=args[1])
     if name in {"approve", "revoke"}:
         if len(args) != 2 or not _is_user_id(args[0]) or not DEVICE_ID.match(args[1]):
             return Invalid(name=name, reason="device_usage")

@@ -37,6 +37,7 @@ from bot.commands import (
     Stats,
     SupervisorRequest,
     Transfer,
+    VerifyDevice,
 )
 from bot.ids import ChatRef, EventId, RoomId, UserId
 from hotline.wire import Role
@@ -456,6 +457,13 @@ class DecideDevice:
 
 
 @dataclass(frozen=True)
+class ConfirmVerification:
+    room: RoomId
+    user: UserId
+    device: str
+
+
+@dataclass(frozen=True)
 class SetLanguages:
     room: RoomId
     user: UserId
@@ -504,6 +512,7 @@ Effect = (
     | AskSurvivor
     | ShowDevices
     | DecideDevice
+    | ConfirmVerification
     | SetLanguages
     | AskInterpreters
     | CheckCodeword
@@ -632,11 +641,13 @@ def on_command_given(state: Hotline, event: CommandGiven, now: float) -> Result:
         return _shift(state, event, command, now)
     if isinstance(command, Chats):
         return _list_chats(state, event, now)
-    if isinstance(command, (Devices, DeviceDecision)):
+    if isinstance(command, (Devices, DeviceDecision, VerifyDevice)):
         if StaffRole.ADMIN not in event.roles or event.room != state.rules.admin_room:
             return state, [Reply(event.room, "not_admin")]
         if isinstance(command, Devices):
             return state, [ShowDevices(event.room)]
+        if isinstance(command, VerifyDevice):
+            return state, [ConfirmVerification(event.room, UserId(command.user), command.device)]
         return state, [DecideDevice(event.room, UserId(command.user), command.device, command.approve)]
     if isinstance(command, Codeword):
         return _codeword(state, event, command)

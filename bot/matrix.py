@@ -123,6 +123,17 @@ class BotMatrix:
                 self.client.olm.outbound_group_sessions.pop(room_id, None)
         return True
 
+    def find_verification(self, user_id: str, device_id: str) -> Any | None:
+        for sas in self.client.key_verifications.values():
+            other = sas.other_olm_device
+            if other.user_id == user_id and other.id == device_id and not sas.canceled:
+                return sas
+        return None
+
+    def trust_verified(self, user_id: str, device_id: str) -> None:
+        """A device that completed emoji verification: trusted, and new room keys where it is."""
+        self.decide_device(user_id, device_id, approve=True)
+
     async def leave(self, room_id: str) -> None:
         response = await self.client.room_leave(room_id)
         if not isinstance(response, RoomLeaveResponse):
@@ -291,14 +302,19 @@ class TrustPolicy:
       (enrollment); a device that appears later is held back until an admin approves it,
       unless ``trust_new_staff_devices`` (demos only).
     - Anyone else, and the bot's own other devices: held back.
+    - ``strict``: no enrollment on first sight except for admins (someone must be able to
+      confirm); every other staff device waits for an emoji verification confirmed by an admin
+      (``!verify``) or an admin's ``!approve``.
     """
 
     def __init__(self, store: Any, is_survivor_account: Any, trust_new_staff_devices: bool,
-                 on_held_back: Any = None) -> None:
+                 on_held_back: Any = None, *, strict: bool = False, is_admin: Any = None) -> None:
         self._store = store
         self._is_survivor = is_survivor_account
         self._trust_new = trust_new_staff_devices
         self._on_held_back = on_held_back
+        self._strict = strict  # no trust on first sight for staff: verification or approval only
+        self._is_admin = is_admin or (lambda user_id: False)
 
     async def apply(self, matrix: BotMatrix, room_id: str) -> None:
         await self.review(matrix, list(matrix.client.rooms[room_id].users))
@@ -314,7 +330,8 @@ class TrustPolicy:
                 trusted = False
             elif self._is_survivor(user_id):
                 trusted = len(devices) == 1
-            elif self._trust_new or not await self._store.is_enrolled(user_id):
+            elif self._trust_new or ((not self._strict or self._is_admin(user_id))
+                                     and not await self._store.is_enrolled(user_id)):
                 trusted = True
                 await self._store.enroll(user_id)
             else:

@@ -177,6 +177,15 @@ STAFF: dict[str, str] = {
         "New device {device} of {user} gets no chat keys until an admin approves it: "
         "!approve {user} {device} (or !revoke {user} {device})."
     ),
+    "verification_emojis": (
+        "Emoji verification of device {device} of {user}: {emojis}. Check with them (in person or by phone) "
+        "that their device shows the same, then type !verify {user} {device}. Otherwise ignore this."
+    ),
+    "verification_waiting": "Confirmed. Waiting for {user} to confirm on device {device}.",
+    "verification_done": "Device {device} of {user} is verified and will get keys.",
+    "verification_none": "There is no emoji verification under way with device {device} of {user}.",
+    "verification_cancelled": "The emoji verification of device {device} of {user} was cancelled.",
+    "verify_usage": "Use !verify @user:server DEVICE after comparing the emojis.",
     "device_approved": "Device {device} of {user} is approved and will get keys.",
     "device_revoked": "Device {device} of {user} is revoked and gets no more keys.",
     "device_unknown": "{user} has no device {device}.",
@@ -245,6 +254,7 @@ HELP: dict[str, list[str]] = {
         "!service open — take new chats again (admin room)",
         "!stats [today|week|month|90d|year] — statistics without personal data (admin room)",
         "!devices — staff devices waiting for approval; !approve @user DEVICE; !revoke @user DEVICE (admin room)",
+        "!verify @user DEVICE — after comparing the emojis of a staff device's verification (admin room)",
     ],
     "everyone": ["!help — this list"],
 }

@@ -17,6 +17,11 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from nio import (
     InviteMemberEvent,
+    KeyVerificationCancel,
+    KeyVerificationEvent,
+    KeyVerificationKey,
+    KeyVerificationMac,
+    KeyVerificationStart,
     TypingNoticeEvent,
     MegolmEvent,
     RoomMemberEvent,
@@ -35,6 +40,7 @@ from bot.conversation import (
     AcceptInvite,
     CheckCodeword,
     CodewordChecked,
+    ConfirmVerification,
     AskInterpreters,
     AskSurvivor,
     DecideDevice,
@@ -142,8 +148,9 @@ class HotlineBot:
             ),
         )
         self.state = Hotline(rules=self.rules)
-        self.trust = TrustPolicy(store, self.rules.is_survivor_account,
-                                 settings.trust_new_staff_devices, self._device_held_back)
+        self.trust = TrustPolicy(store, self.rules.is_survivor_account, settings.trust_new_staff_devices,
+                                 self._device_held_back, strict=settings.staff_device_verification,
+                                 is_admin=lambda user: StaffRole.ADMIN in self.roles_of(UserId(user)))
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._undecrypted: list[tuple[RoomId, MegolmEvent]] = []
@@ -223,10 +230,12 @@ class HotlineBot:
 
     async def on_sync(self, response: SyncResponse) -> None:
         me = self.matrix.user_id
-        changed = [u for u in response.device_list.changed if u != me and not self.rules.is_survivor_account(u)]
-        if changed:
-            # A staff member's new device is decided (and announced) when it appears, not at the next send.
-            await self._guarded(self.trust.review, self.matrix, changed)
+        for event in response.to_device_events:
+            if isinstance(event, KeyVerificationEvent):
+                await self._guarded(self._on_verification, event)
+        # A staff member's new device is decided (and announced) as soon as the bot knows of it, not at
+        # its next message to that person. In memory and cheap: only undecided devices cost anything.
+        await self._guarded(self.trust.review, self.matrix, sorted(self._staff()))
         for room_id, info in response.rooms.invite.items():
             inviter = next(
                 (e.sender for e in info.invite_state
@@ -448,6 +457,8 @@ class HotlineBot:
                 await self._reply(Reply(effect.room, "device_unknown", params))
             else:
                 await self._reply(Reply(effect.room, "device_approved" if effect.approve else "device_revoked", params))
+        elif isinstance(effect, ConfirmVerification):
+            await self._confirm_verification(effect)
         elif isinstance(effect, SetLanguages):
             await self.store.set_meta(f"languages:{effect.user}", " ".join(effect.languages))
             await self._reply(Reply(effect.room, "languages_set", (("languages", ", ".join(effect.languages)),)))
@@ -494,6 +505,43 @@ class HotlineBot:
             text = self.catalog.survivor_text(outcome.key, (("case", outcome.case),))
             await self._send(effect.survivor_room, {"msgtype": "m.notice", "body": text, ROLE_FIELD: Role.HOTLINE})
         return [CodewordChecked(effect.ref, outcome.case, outcome.matched)]
+
+    async def _on_verification(self, event: KeyVerificationEvent) -> None:
+        """Emoji verification started by a staff member's client; an admin confirms with !verify."""
+        sas = self.matrix.client.key_verifications.get(event.transaction_id)
+        if sas is None or event.sender not in self._staff():
+            return
+        device = sas.other_olm_device
+        params = (("user", device.user_id), ("device", device.id))
+        admin_room = RoomId(self.settings.admin_room) if self.settings.admin_room else None
+        if isinstance(event, KeyVerificationStart):
+            await self.matrix.client.accept_key_verification(event.transaction_id)
+        elif isinstance(event, KeyVerificationKey) and admin_room:
+            emojis = ", ".join(f"{emoji} {name}" for emoji, name in sas.get_emoji())
+            await self._reply(Reply(admin_room, "verification_emojis", (*params, ("emojis", emojis))))
+        elif isinstance(event, KeyVerificationMac) and sas.verified:
+            await self._verified(sas, admin_room)
+        elif isinstance(event, KeyVerificationCancel) and admin_room:
+            await self._reply(Reply(admin_room, "verification_cancelled", params))
+
+    async def _verified(self, sas: Any, room: RoomId | None) -> None:
+        device = sas.other_olm_device
+        self.matrix.trust_verified(device.user_id, device.id)
+        log.info("staff device %s of %s verified with emojis", device.id, device.user_id)
+        if room:
+            await self._reply(Reply(room, "verification_done", (("user", device.user_id), ("device", device.id))))
+
+    async def _confirm_verification(self, effect: ConfirmVerification) -> None:
+        params = (("user", effect.user), ("device", effect.device))
+        sas = self.matrix.find_verification(effect.user, effect.device)
+        if sas is None:
+            await self._reply(Reply(effect.room, "verification_none", params))
+            return
+        await self.matrix.client.confirm_short_auth_string(sas.transaction_id)
+        if sas.verified:
+            await self._verified(sas, effect.room)
+        else:
+            await self._reply(Reply(effect.room, "verification_waiting", params))
 
     def _staff(self) -> set[str]:
         rooms = [self.settings.dispatch_room, self.settings.supervisors_room, self.settings.interpreters_room,

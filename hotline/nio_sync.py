@@ -58,6 +58,8 @@ async def keep_keys(client: AsyncClient) -> None:
         users = client.get_users_for_key_claiming()
         if users:
             await client.keys_claim(users)
+    if client.outgoing_to_device_messages:  # e.g. the steps of an emoji verification
+        await client.send_to_device_messages()
 
 
 async def sync_loop(

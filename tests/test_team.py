@@ -12,9 +12,11 @@ from tests.conftest import running
 from tests.support import (
     Advocate,
     Survivor,
+    alerts_in,
     assert_erased,
     claim_new_chat,
     homeserver_rows,
+    new_alert,
     until,
 )
 
@@ -289,3 +291,64 @@ async def test_every_command_for_every_role(stack, canaries):
     finally:
         for client in clients.values():
             await client.close()
+
+
+@pytest.fixture(scope="module")
+def verifying_stack():
+    """The stricter policy: staff devices get keys only after emoji verification (or approval)."""
+    root = Path(tempfile.mkdtemp(prefix="hotline-verify-"))
+    settings = {"trust_new_staff_devices": "false", "staff_device_verification": "true"}
+    yield from running(DevStack(root / "stack", advocates=1, settings=settings))
+
+
+async def test_strict_policy_keys_only_after_emoji_verification_confirmed_by_an_admin(verifying_stack, canaries):
+    stack = verifying_stack
+    account, bot = stack.accounts.advocates[0], stack.accounts.bot.user_id
+    advocate = await login(stack, account)
+    admin = await login(stack, stack.accounts.admins[0])
+    page = Survivor(stack.page_url)
+    try:
+        device = advocate.client.device_id
+        admin_room, dispatch = stack.accounts.admin_room, stack.accounts.dispatch_room
+        await until(lambda: any(device in b and "!approve" in b for b in admin.bodies(admin_room)), 30,
+                    "held back on first sight: no enrollment under the strict policy")
+        # Before verification the advocate cannot read the bot's alerts.
+        await page.start()
+        await until(lambda: len(page.texts("hotline")) >= 2, 20, "the welcome")
+        bot_devices = await until(lambda: list(advocate.client.device_store.active_user_devices(bot)), 20,
+                                  "the bot's device in the advocate's client")
+        await advocate.client.start_key_verification(bot_devices[0])
+        sas = await until(lambda: next(iter(advocate.client.key_verifications.values()), None), 10, "the SAS")
+        posted = await until(lambda: next((b for b in admin.bodies(admin_room)
+                                           if b.startswith(f"Emoji verification of device {device}")), None),
+                             30, "the bot's emojis in the admin room")
+        await until(lambda: getattr(sas, "their_sas_key", None), 20, "the key exchange on the advocate side")
+        emojis = ", ".join(f"{emoji} {name}" for emoji, name in sas.get_emoji())
+        assert emojis in posted  # the admin compares these with the advocate's screen
+        assert not alerts_in(stack, advocate)  # still held back: the alert was not decryptable
+        await admin.say(admin_room, f"!verify {account.user_id} {device}")
+        await until(lambda: any(b.startswith("Confirmed. Waiting for") for b in admin.bodies(admin_room)), 20,
+                    "confirmed by the admin")
+        await advocate.client.confirm_short_auth_string(sas.transaction_id)
+        await until(lambda: any(b.startswith(f"Device {device} of {account.user_id} is verified")
+                                for b in admin.bodies(admin_room)), 30, "verified")
+        # From now on the advocate reads the chat.
+        page.frames.clear()
+        second = Survivor(stack.page_url)
+        try:
+            before = len(alerts_in(stack, advocate))
+            await second.start()
+            ref = await new_alert(stack, advocate, before)
+            await advocate.say(dispatch, f"!claim {ref}")
+            case_room = await until(lambda: advocate.find_room_with(f"Case room for ref {ref}"), 30, "case room")
+            await second.say("readable now 8a9b")
+            await until(lambda: "Survivor: readable now 8a9b" in advocate.bodies(case_room), 30, "decrypted")
+            await advocate.say(case_room, "!close")
+            await assert_erased(stack, ref, case_room)
+        finally:
+            await second.close()
+        await page.send({"type": "end"})
+    finally:
+        for client in (advocate, admin):
+            await client.close()
+        await page.close()
