@@ -16,8 +16,6 @@ from typing import Any
 from nio import (
     AsyncClient,
     JoinError,
-    JoinedMembersError,
-    KeysQueryError,
     LoginResponse,
     MegolmEvent,
     OlmUnverifiedDeviceError,
@@ -34,7 +32,7 @@ from nio.exceptions import OlmTrustError
 from nio.store.models import MegolmInboundSessions
 
 from bot.errors import EncryptionUnavailable, MatrixError
-from hotline.nio_sync import client_config
+from hotline.nio_sync import KeysUnavailable, client_config, members_and_keys
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +196,10 @@ class BotMatrix:
             raise MatrixError("send", "unknown room", "not synced yet")
         if not room.encrypted:
             raise EncryptionUnavailable("the room is not encrypted; refusing to send")
-        await self._prepare_keys(room_id)
+        try:
+            await members_and_keys(self.client, room_id)
+        except KeysUnavailable as error:
+            raise MatrixError("preparing encryption", None, str(error)) from error
         await trust.apply(self, room_id)
         try:
             response = await self.client.room_send(room_id, event_type, content, tx_id=txn_id)
@@ -207,17 +208,6 @@ class BotMatrix:
         if isinstance(response, RoomSendError):
             raise MatrixError("send", response.status_code)
         return response.event_id
-
-    async def _prepare_keys(self, room_id: str) -> None:
-        room = self.client.rooms[room_id]
-        if not room.members_synced:
-            members = await self.client.joined_members(room_id)
-            if isinstance(members, JoinedMembersError):
-                raise MatrixError("joined members", members.status_code)
-        if self.client.should_query_keys:
-            keys = await self.client.keys_query()
-            if isinstance(keys, KeysQueryError):
-                raise MatrixError("keys query", keys.status_code)
 
     def devices_of(self, user_id: str) -> list[OlmDevice]:
         return [

@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hotline.settings_util import check_log_level, check_room_id, check_user_id
+
 
 class BotSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOTLINE_", extra="ignore")
@@ -46,12 +48,7 @@ class BotSettings(BaseSettings):
     trust_new_staff_devices: bool = Field(default=False, description="Share keys with staff devices that appear after enrollment without approval. Only for demos.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
-    @field_validator("bot_user_id")
-    @classmethod
-    def _user_id(cls, value: str) -> str:
-        if not (value.startswith("@") and ":" in value):
-            raise ValueError("must be a Matrix user ID like @hotline:example.org")
-        return value
+    _user_id = field_validator("bot_user_id")(staticmethod(check_user_id))
 
     @field_validator("codeword_pepper")
     @classmethod
@@ -71,20 +68,9 @@ class BotSettings(BaseSettings):
             raise ValueError("must be a time zone name such as Europe/Berlin") from None
         return value
 
-    @field_validator("dispatch_room", "admin_room", "service_room", "supervisors_room", "interpreters_room")
-    @classmethod
-    def _room_id(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("!"):
-            raise ValueError("must be a room ID starting with !")
-        return value
+    _room_id = field_validator("dispatch_room", "admin_room", "service_room", "supervisors_room", "interpreters_room")(staticmethod(check_room_id))
 
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        value = value.upper()
-        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
-        return value
+    _level = field_validator("log_level")(staticmethod(check_log_level))
 
     @property
     def homeserver(self) -> str:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nio import AsyncClient, AsyncClientConfig, SyncError, SyncResponse
+from nio import AsyncClient, AsyncClientConfig, JoinedMembersError, KeysQueryError, SyncError, SyncResponse
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,23 @@ async def keep_keys(client: AsyncClient) -> None:
             await client.keys_claim(users)
     if client.outgoing_to_device_messages:  # e.g. the steps of an emoji verification
         await client.send_to_device_messages()
+
+
+class KeysUnavailable(Exception):
+    """The members or device keys of a room could not be fetched; nothing was sent."""
+
+
+async def members_and_keys(client: AsyncClient, room_id: str) -> None:
+    """What nio needs before encrypting for a room: its members, and their devices' keys."""
+    room = client.rooms[room_id]
+    if not room.members_synced:
+        members = await client.joined_members(room_id)
+        if isinstance(members, JoinedMembersError):
+            raise KeysUnavailable(f"members ({members.status_code})")
+    if client.should_query_keys:
+        keys = await client.keys_query()
+        if isinstance(keys, KeysQueryError):
+            raise KeysUnavailable(f"keys ({keys.status_code})")
 
 
 async def sync_loop(

@@ -39,3 +39,26 @@ def describe(error: ValidationError) -> str:
         name = ENV_PREFIX + "_".join(str(part) for part in problem["loc"]).upper()
         lines.append(f"setting {name}: {problem['msg']}")
     return "\n".join(lines) if lines else str(error)
+
+
+# Validators shared by the settings models (used with pydantic's field_validator).
+LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
+
+
+def check_user_id(value: str) -> str:
+    if not (value.startswith("@") and ":" in value):
+        raise ValueError("must be a Matrix user ID like @hotline:example.org")
+    return value
+
+
+def check_room_id(value: str | None) -> str | None:
+    if value is not None and value != "" and not value.startswith("!"):
+        raise ValueError("must be a room ID starting with !")
+    return value
+
+
+def check_log_level(value: str) -> str:
+    value = value.upper()
+    if value not in LOG_LEVELS:
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return value

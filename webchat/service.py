@@ -21,12 +21,12 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from nio import AsyncClient, JoinedMembersError, KeysQueryError, MatrixRoom, RoomSendError
+from nio import AsyncClient, MatrixRoom, RoomSendError
 from nio.exceptions import OlmTrustError
 from nio.store import SqliteMemoryStore
 
 from hotline.hours import Schedule, status
-from hotline.nio_sync import client_config, keep_keys
+from hotline.nio_sync import KeysUnavailable, members_and_keys, client_config, keep_keys
 from hotline.wire import ANSWERS_EVENT, SERVICE_STATE
 from webchat.answers import AnswerPool, batch_content
 from webchat.settings import GatewaySettings
@@ -200,13 +200,10 @@ class Service:
                 raise ServiceError("the service room is not encrypted; answers are never sent in clear")
             room = MatrixRoom(room_id, user_id, encrypted=True)
             client.rooms[room_id] = room
-            members = await client.joined_members(room_id)
-            if isinstance(members, JoinedMembersError):
-                raise ServiceError(f"members ({members.status_code})")
-            if client.should_query_keys:
-                keys = await client.keys_query()
-                if isinstance(keys, KeysQueryError):
-                    raise ServiceError(f"keys ({keys.status_code})")
+            try:
+                await members_and_keys(client, room_id)
+            except KeysUnavailable as error:
+                raise ServiceError(str(error)) from error
             trusted = 0
             for member in room.users:
                 for device in client.device_store.active_user_devices(member):

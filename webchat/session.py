@@ -21,8 +21,6 @@ from typing import Any
 import aiohttp
 from nio import (
     AsyncClient,
-    KeysQueryError,
-    JoinedMembersError,
     RoomCreateError,
     RoomMessageNotice,
     RoomMessageText,
@@ -35,7 +33,7 @@ from nio import (
 from nio.exceptions import OlmTrustError
 from nio.store import SqliteMemoryStore
 
-from hotline.nio_sync import SessionGone, client_config, keep_keys, sync_loop
+from hotline.nio_sync import KeysUnavailable, members_and_keys, SessionGone, client_config, keep_keys, sync_loop
 from hotline.wire import CONTROL_EVENT, ROLE_FIELD, Control, Role
 from webchat.settings import GatewaySettings
 
@@ -272,14 +270,10 @@ class ChatSession:
             room = client.rooms.get(room_id)
             if room is None or not room.encrypted:
                 raise SendFailed("the room is not ready for encrypted messages")
-            if not room.members_synced:
-                members = await client.joined_members(room_id)
-                if isinstance(members, JoinedMembersError):
-                    raise SendFailed(f"members ({members.status_code})")
-            if client.should_query_keys:
-                keys = await client.keys_query()
-                if isinstance(keys, KeysQueryError):
-                    raise SendFailed(f"keys ({keys.status_code})")
+            try:
+                await members_and_keys(client, room_id)
+            except KeysUnavailable as error:
+                raise SendFailed(str(error)) from error
             self._apply_trust()
             try:
                 response = await client.room_send(room_id, event_type, content, tx_id=txn_id)

@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hotline.settings_util import check_log_level, check_room_id, check_user_id
+
 from hotline.hours import ALWAYS, Schedule, ScheduleError
 
 LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$")
@@ -71,20 +73,9 @@ class GatewaySettings(BaseSettings):
             raise ValueError("must start with /")
         return value if value.endswith("/") else value + "/"
 
-    @field_validator("bot_user_id")
-    @classmethod
-    def _user_id(cls, value: str) -> str:
-        if not (value.startswith("@") and ":" in value):
-            raise ValueError("must be a Matrix user ID like @hotline:example.org")
-        return value
+    _user_id = field_validator("bot_user_id")(staticmethod(check_user_id))
 
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        value = value.upper()
-        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
-        return value
+    _level = field_validator("log_level")(staticmethod(check_log_level))
 
     @field_validator("hours")
     @classmethod
@@ -113,12 +104,7 @@ class GatewaySettings(BaseSettings):
             raise ValueError(str(error)) from None
         return value
 
-    @field_validator("service_room")
-    @classmethod
-    def _room(cls, value: str) -> str:
-        if value and not (value.startswith("!") and len(value) > 1 and " " not in value):
-            raise ValueError("must be a room ID starting with !")
-        return value
+    _room = field_validator("service_room")(staticmethod(check_room_id))
 
     @field_validator("default_language")
     @classmethod
