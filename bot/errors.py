@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import traceback
 
 
 class HotlineError(Exception):
@@ -29,3 +30,17 @@ class AdminApiError(MatrixError):
 def incident_id() -> str:
     """A short reference that staff can quote and admins can find in the log."""
     return secrets.token_hex(3).upper()
+
+
+def where(error: BaseException) -> str:
+    """``TypeError at bot/service.py:123 in _relay``: enough to find a bug, never the data.
+
+    Exception messages can quote what was being handled (message text, say), so logs get the
+    type and the place only (privacy rule 1).
+    """
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return type(error).__name__
+    last = frames[-1]
+    path = last.filename.split("site-packages/")[-1].split("/main/")[-1]
+    return f"{type(error).__name__} at {path}:{last.lineno} in {last.name}"

@@ -91,7 +91,7 @@ from bot.conversation import (
     apply,
     recover,
 )
-from bot.errors import HotlineError, incident_id
+from bot.errors import HotlineError, incident_id, where
 from bot.ids import ChatRef, EventId, RoomId, UserId, new_ref
 from bot.matrix import BotMatrix, TrustPolicy, txn_id_for
 from bot.settings import BotSettings
@@ -243,7 +243,8 @@ class HotlineBot:
                 None,
             )
             if inviter is not None:
-                await self.handle(InviteReceived(RoomId(room_id), UserId(inviter), new_ref(set(self.state.chats))))
+                invite = InviteReceived(RoomId(room_id), UserId(inviter), new_ref(set(self.state.chats)))
+                await self._guarded(self.handle, invite)
         if self._first_sync:
             # The very first start: old room history is not ours to act on.
             self._first_sync = False
@@ -260,9 +261,8 @@ class HotlineBot:
         """One bad event never stops the bot."""
         try:
             await handler(*args)
-        except Exception:
-            incident = incident_id()
-            log.exception("incident %s: handling an event failed", incident)
+        except Exception as error:
+            log.error("incident %s: handling an event failed: %s", incident_id(), where(error))
 
     async def on_timeline_event(self, room: RoomId, event: Any) -> None:
         if isinstance(event, RoomMemberEvent):
@@ -389,6 +389,11 @@ class HotlineBot:
                 except IllegalTransition as error:
                     log.warning("ignored: %s", error)
                     continue
+                except Exception as error:
+                    # A bug in a rule must not stop the bot: the event is dropped, the state kept.
+                    log.error("incident %s: the rules failed on %s: %s", incident_id(), type(current).__name__,
+                              where(error))
+                    continue
                 await self.store.save_changes(self.state.chats, state.chats)
                 self.state = state
                 for effect in effects:
@@ -405,7 +410,7 @@ class HotlineBot:
         except Exception as error:
             incident = incident_id()
             log.error("incident %s: %s failed: %s", incident, type(effect).__name__,
-                      error if isinstance(error, HotlineError) else type(error).__name__)
+                      error if isinstance(error, HotlineError) else where(error))
             await self._report_failure(effect, incident)
             return []
 

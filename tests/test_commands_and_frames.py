@@ -102,3 +102,17 @@ def test_every_staff_text_formats_with_its_own_placeholders():
     for name, text in STAFF.items():
         fields = {f for _, f, _, _ in string.Formatter().parse(text) if f}
         assert staff_text(name, **{f: "x" for f in fields})
+
+
+def test_failures_are_logged_by_type_and_place_never_by_message():
+    from bot.errors import where
+
+    def relay(text: str) -> None:
+        raise KeyError(text)
+
+    try:
+        relay("a survivor's words 9f8e")
+    except KeyError as error:
+        described = where(error)
+    assert described.startswith("KeyError at tests/test_commands_and_frames.py:") and described.endswith("in relay")
+    assert "survivor" not in described
