@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import traceback
+from pathlib import Path
 
 
 class HotlineError(Exception):
@@ -42,5 +43,9 @@ def where(error: BaseException) -> str:
     if not frames:
         return type(error).__name__
     last = frames[-1]
-    path = last.filename.split("site-packages/")[-1].split("/main/")[-1]
-    return f"{type(error).__name__} at {path}:{last.lineno} in {last.name}"
+    path = Path(last.filename)
+    shown = path.relative_to(_ROOT) if path.is_relative_to(_ROOT) else Path(*path.parts[-2:])
+    return f"{type(error).__name__} at {shown.as_posix()}:{last.lineno} in {last.name}"
+
+
+_ROOT = Path(__file__).resolve().parent.parent
