@@ -198,13 +198,18 @@ async def running_stack(name: str, *, advocates: int = 1, postgres: Any = None,
             await original(*args, **kwargs)
 
         stack.synapse.start = start_on_postgres  # type: ignore[method-assign]
+    keep = bool(os.environ.get("HOTLINE_BENCH_KEEP"))
     try:
         log(f"{name}: starting Synapse ({'PostgreSQL' if postgres else 'SQLite'}), bot and gateway in {root}")
         await stack.start()
         yield stack
+    except BaseException:
+        keep = True  # the logs tell what went wrong
+        log(f"{name}: failed; logs kept in {stack.logs}")
+        raise
     finally:
         stack.stop()
-        if not os.environ.get("HOTLINE_BENCH_KEEP"):
+        if not keep:
             shutil.rmtree(root, ignore_errors=True)
 
 

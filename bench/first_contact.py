@@ -33,6 +33,7 @@ async def run(quick: bool = False) -> dict:
         await advocate.login()
         await until(lambda: stack.accounts.dispatch_room in advocate.client.rooms, 30, "the dispatch room")
         started_s, notice_s, alert_s = [], [], []
+        slow_erases, keep_logs = 0, False
         log(f"first contact: {chats} chats, one after another (plus 2 warm-up)")
         for i in range(chats + 2):
             survivor = TimedSurvivor(stack.page_url)
@@ -49,9 +50,19 @@ async def run(quick: bool = False) -> dict:
             await survivor.send({"type": "end"})
             await survivor.wait_type("ended", 30)
             await survivor.close()
-            await until(lambda: open_chats(stack) == 0, 60, "the chat to be erased")
+            try:
+                await until(lambda: open_chats(stack) == 0, 60, "the chat to be erased")
+            except AssertionError:
+                slow_erases += 1
+                log(f"first contact: chat {i} not erased 60 s after \"End chat\" (see {stack.logs}/bot.log)")
+                keep_logs = True
             await asyncio.sleep(0.2)
         await advocate.close()
+        if keep_logs:
+            import shutil, tempfile
+            kept = tempfile.mkdtemp(prefix="hotline-bench-first-contact-logs-")
+            shutil.copytree(stack.logs, kept, dirs_exist_ok=True)
+            log(f"first contact: logs copied to {kept}")
 
     rows = [[name, s["n"], s["p50"], s["p95"], s["max"]] for name, s in
             (("start → started frame", summary_ms(started_s)),
@@ -68,6 +79,6 @@ async def run(quick: bool = False) -> dict:
     ax.legend()
     savefig(fig, "first_contact.png")
     result = {"started": summary_ms(started_s), "notice": summary_ms(notice_s), "alert": summary_ms(alert_s),
-              "table": text}
+              "not_erased_within_60_s": slow_erases, "table": text}
     save_result("first_contact", result)
     return result
