@@ -46,6 +46,7 @@ SECRET_NAMES = (
     "hs_token",
     "bot_password",
     "postgres_password",
+    "codeword_pepper",
 )
 BOT_LOCALPART = "hotline"
 DB_USER = "synapse"
@@ -308,6 +309,7 @@ def render(options: InitOptions, values: dict[str, str]) -> dict[str, tuple[str,
         "admin_room": None,
         "service_room": None,
         "trust_new_staff_devices": "false",
+        "codeword_pepper": values["codeword_pepper"],
         "log_level": "INFO",
     }), True)
     files["webchat.env"] = (env_text("matrix-hotline web chat gateway", common | {
