@@ -9,7 +9,7 @@ CPU per process over the window and RSS per process after opening each step's ch
 memory per open chat is the slope of RSS against open chats. At the first step the bot, the gateway and
 Synapse are sampled with py-spy (see bench/profile.py).
 
-Advocates: real nio clients, each holding up to about ten chats; chats are opened four at a time.
+Advocates: six real nio clients (long-polling /sync), each holding many chats; chats are opened four at a time.
 Everything is bounded: step sizes, the window, the drain time, and the whole ramp.
 """
 
@@ -41,7 +41,7 @@ def open_in_bot(stack) -> int:
 async def run(quick: bool = False) -> dict:
     steps = [4, 8] if quick else [10, 25, 50, 100, 150, 200, 250, 300]
     window = 20.0 if quick else 30.0
-    advocates_n = 3 if quick else 15
+    advocates_n = 3 if quick else 6
     profile_at = steps[0]
     ramp_budget = 600 if quick else int(os.environ.get("HOTLINE_BENCH_RAMP_SECONDS", "600"))
     pg = Postgres()

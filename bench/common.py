@@ -285,6 +285,17 @@ class TimedAdvocate(Advocate):
         self._waiting: dict[str, asyncio.Future[float]] = {}
         self.on_text: Any = None  # optional callback(room, body, t)
 
+    async def login(self) -> None:
+        """As tests.support.Advocate.login, but long-polling /sync for 30 s instead of 1 s: an idle
+        client then costs Synapse and the driver nothing, and new events still wake it at once."""
+        from nio import LoginResponse
+
+        from hotline.nio_sync import sync_loop
+
+        response = await self.client.login(self.password, device_name="bench client")
+        assert isinstance(response, LoginResponse), response
+        self._task = asyncio.create_task(sync_loop(self.client, self._on_sync, since=None, timeout_ms=30_000))
+
     async def _on_sync(self, response: SyncResponse) -> None:
         t = now()
         await super()._on_sync(response)
@@ -347,16 +358,26 @@ class Team:
 
     async def open_chat(self, stack: DevStack, tag: str, timeout: float = 90) -> tuple[TimedSurvivor, TimedAdvocate, str]:
         survivor = TimedSurvivor(stack.page_url)
-        await survivor.start()
-        await survivor.say(f"hello {tag}")
-        claimer = self.advocates[self._next % len(self.advocates)]
-        self._next += 1
-        future = self._waiting.setdefault(tag, asyncio.get_running_loop().create_future())
-        await claimer.say(stack.accounts.dispatch_room, "!claim")
-        if tag not in self.case_of:
-            await asyncio.wait_for(future, timeout)
-        advocate, case_room = self.case_of[tag]
-        await survivor.wait_text("An advocate has joined the chat.", timeout)
+        try:
+            await survivor.start()
+            await survivor.say(f"hello {tag}")
+            claimer = self.advocates[self._next % len(self.advocates)]
+            self._next += 1
+            future = self._waiting.setdefault(tag, asyncio.get_running_loop().create_future())
+            await claimer.say(stack.accounts.dispatch_room, "!claim")
+            if tag not in self.case_of:
+                await asyncio.wait_for(future, timeout)
+            advocate, case_room = self.case_of[tag]
+            await survivor.wait_text("An advocate has joined the chat.", timeout)
+        except BaseException:
+            # A chat that did not open is ended from the page, so that it is erased too.
+            try:
+                await survivor.send({"type": "end"})
+                await survivor.wait_type("ended", 30)
+            except Exception:
+                pass
+            await survivor.close()
+            raise
         return survivor, advocate, case_room
 
 
