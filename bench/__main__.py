@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -65,7 +66,10 @@ def _reexec_on(rev: str, argv: list[str]) -> int:
     env = dict(os.environ, HOTLINE_BENCH_SOURCE=commit,
                PYTHONPATH=os.pathsep.join([str(target), str(root)]))
     # cwd first on the path (python -m): the unpacked code, then this tree for bench/ itself.
-    return subprocess.run([sys.executable, "-m", "bench", *argv], cwd=target, env=env).returncode
+    try:
+        return subprocess.run([sys.executable, "-m", "bench", *argv], cwd=target, env=env).returncode
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
 
 
 if __name__ == "__main__":
