@@ -14,11 +14,12 @@ Megolm session set-up) are warm-up and not counted.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 from bench.common import (
-    TimedAdvocate, Team, close_chat, log, now, plt, register_user, running_stack, save_result,
-    savefig, summary_ms, table,
+    TimedAdvocate, Team, close_chat, log, now, pct, plt, register_user, running_stack, save_result,
+    savefig, summary_ms, table, until,
 )
 
 WARMUP = 5
@@ -41,7 +42,6 @@ async def run(quick: bool = False) -> dict:
             invite=[b_id], initial_state=[{"type": "m.room.encryption", "state_key": "",
                                            "content": {"algorithm": "m.megolm.v1.aes-sha2"}}])
         floor_room = created.room_id
-        from tests.support import until
         await until(lambda: floor_room in floor_b.client.rooms and floor_room in floor_a.client.rooms
                     and b_id in floor_a.client.rooms[floor_room].users
                     and b_id not in floor_a.client.rooms[floor_room].invited_users, 30, "the floor room")
@@ -91,7 +91,6 @@ async def run(quick: bool = False) -> dict:
                 await relay_block(min(10, n - k))
                 spare = 3.4 - (now() - t_block)
                 if spare > 0:
-                    import asyncio
                     await asyncio.sleep(spare)
                 t_block = now()
             order.append("relay")
@@ -113,7 +112,7 @@ async def run(quick: bool = False) -> dict:
 
     pyplot = plt()
     fig, ax = pyplot.subplots(figsize=(7, 4))
-    top = max(pct_of(floor, 99.5), pct_of(to_advocate, 99.5), pct_of(to_survivor, 99.5)) * 1000
+    top = max(pct(floor, 99.5), pct(to_advocate, 99.5), pct(to_survivor, 99.5)) * 1000
     bins = [top * i / 60 for i in range(61)]
     for data, label in ((floor, "floor (one hop)"), (to_advocate, "survivor → advocate"),
                         (to_survivor, "advocate → survivor")):
@@ -129,8 +128,3 @@ async def run(quick: bool = False) -> dict:
               "ratio_p50_both": both["p50"] / f["p50"], "elapsed_s": elapsed, "table": text}
     save_result("latency", result)
     return result
-
-
-def pct_of(values: list[float], q: float) -> float:
-    from bench.common import pct
-    return pct(values, q)
