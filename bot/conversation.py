@@ -921,10 +921,11 @@ def on_member_joined(state: Hotline, event: MemberJoined, now: float) -> Result:
         chat = replace(chat, alerted_at=now, reassured_at=now)
         state = state.with_chat(chat)
         place = str(state.place_in_line(chat))
+        # The alert first: it goes to another room's queue and need not wait for the notices.
         return state, [
+            PostAlert(chat.ref),
             NotifySurvivor(chat.survivor_room, "rights"),
             NotifySurvivor(chat.survivor_room, "welcome", (("place", place),)),
-            PostAlert(chat.ref),
             Count("started"),
         ]
     chat = state.by_case_room(event.room)

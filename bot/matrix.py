@@ -7,6 +7,7 @@ reads room history, redacts, and forgets a room's Megolm sessions.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -42,6 +43,7 @@ ENCRYPTION_STATE = {
     "content": {"algorithm": "m.megolm.v1.aes-sha2"},
 }
 DEVICE_NAME = "hotline-bot"
+REDACT_CONCURRENCY = 16  # redactions in flight at once while erasing
 
 
 def txn_id_for(source_event: str, purpose: str) -> str:
@@ -256,10 +258,13 @@ class BotMatrix:
             if "redacted_because" in source.get("unsigned", {}):
                 continue
             targets.append(event.event_id)
-        for event_id in targets:
-            response = await self.client.room_redact(room_id, event_id)
-            if isinstance(response, RoomRedactError):
-                raise MatrixError("redact", response.status_code)
+        limit = asyncio.Semaphore(REDACT_CONCURRENCY)
+
+        async def redact(event_id: str) -> None:
+            async with limit:
+                await self.redact(room_id, event_id)
+
+        await asyncio.gather(*(redact(event_id) for event_id in targets))
         return len(targets)
 
     def forget_room_keys(self, room_ids: list[str]) -> None:

@@ -108,6 +108,7 @@ CONTROL_EVENTS = {
     Control.RECONNECTED: SurvivorReconnected,
 }
 TICK_SECONDS = 1.0
+OUTBOX_IDLE_SECONDS = 60.0
 TYPING_TIMEOUT_MS = 30_000
 SYNC_POSITION = "sync_position"
 ERASE_ATTEMPTS = 5
@@ -156,6 +157,7 @@ class HotlineBot:
         self._undecrypted: list[tuple[RoomId, MegolmEvent]] = []
         self._erasing: set[ChatRef] = set()
         self._typing: dict[RoomId, bool] = {}  # survivor room → the bot shows "typing" there
+        self._outboxes: dict[RoomId, asyncio.Queue[Effect]] = {}
         self._announced_devices: set[tuple[str, str]] = set()
         self.codewords = Codewords(
             store,
@@ -256,6 +258,7 @@ class HotlineBot:
                 if isinstance(event, TypingNoticeEvent):
                     await self._guarded(self._on_typing, RoomId(room_id), event.users)
         await self._retry_undecrypted()
+        await self._drain()
 
     async def _guarded(self, handler: Any, *args: Any) -> None:
         """One bad event never stops the bot."""
@@ -360,6 +363,11 @@ class HotlineBot:
 
     async def _undecryptable(self, room: RoomId, event: MegolmEvent) -> None:
         self._undecrypted.append((room, event))
+        try:
+            # Ask the sender's devices for the room key; it may have been shared before a session existed.
+            await self.matrix.client.request_room_key(event)
+        except Exception as error:  # e.g. a request for that session is already out
+            log.info("room key request not sent (%s)", type(error).__name__)
         chat = self.state.by_survivor_room(room)
         if chat is not None and chat.case_room is not None:
             incident = incident_id()
@@ -397,7 +405,55 @@ class HotlineBot:
                 await self.store.save_changes(self.state.chats, state.chats)
                 self.state = state
                 for effect in effects:
-                    queue.extend(await self._perform(effect))
+                    room = self._sends_to(effect)
+                    if room is None:
+                        queue.extend(await self._perform(effect))
+                    else:
+                        self._outbox(room).put_nowait(effect)
+
+    # Sends go out through one ordered queue per room, so that chats do not wait for each other:
+    # order matters within a room, not across rooms. The sync position is saved only after the
+    # queues are empty (see on_sync), so a crash still replays rather than loses a relay.
+
+    def _sends_to(self, effect: Effect) -> RoomId | None:
+        """The room an effect only sends into; None for effects carried out at once."""
+        if isinstance(effect, (RelayToCase, RelayToSurvivor, Reply, NotifySurvivor, SignalClosed, AskSurvivor,
+                               ListCanned, ShowHelp, ShowStats, ShowDevices)):
+            return effect.room
+        if isinstance(effect, (SendCanned, CheckCodeword)):
+            return effect.survivor_room
+        if isinstance(effect, RelayBacklog):
+            return effect.case_room
+        if isinstance(effect, (PostAlert, Escalate)):
+            return RoomId(self.settings.dispatch_room)
+        return None
+
+    def _outbox(self, room: RoomId) -> asyncio.Queue[Effect]:
+        queue = self._outboxes.get(room)
+        if queue is None:
+            queue = self._outboxes[room] = asyncio.Queue()
+            self.spawn(self._send_worker(room, queue), "room sender")
+        return queue
+
+    async def _send_worker(self, room: RoomId, queue: asyncio.Queue[Effect]) -> None:
+        while True:
+            try:
+                effect = await asyncio.wait_for(queue.get(), OUTBOX_IDLE_SECONDS)
+            except TimeoutError:
+                if queue.empty():  # no await between this check and the removal
+                    del self._outboxes[room]
+                    return
+                continue
+            try:
+                for event in await self._perform(effect):
+                    await self.handle(event)
+            finally:
+                queue.task_done()
+
+    async def _drain(self, rooms: list[RoomId] | None = None) -> None:
+        """Wait until everything queued for these rooms (or all rooms) is sent."""
+        queues = [q for r, q in self._outboxes.items() if rooms is None or r in rooms]
+        await asyncio.gather(*(q.join() for q in queues))
 
     async def _perform_and_follow(self, effect: Effect) -> None:
         for event in await self._perform(effect):
@@ -643,6 +699,7 @@ class HotlineBot:
         try:
             for attempt in range(1, ERASE_ATTEMPTS + 1):
                 try:
+                    await self._drain(rooms)  # the final notices go out before anything is redacted
                     await self._wait_for_gateway(chat)
                     await self._purge(rooms)
                     assert self.admin is not None
@@ -667,6 +724,7 @@ class HotlineBot:
         """Redact, leave and purge rooms (a case room handed on); retried like a chat's erase."""
         for attempt in range(1, ERASE_ATTEMPTS + 1):
             try:
+                await self._drain(rooms)
                 await self._purge(rooms)
                 return
             except asyncio.CancelledError:
@@ -677,15 +735,11 @@ class HotlineBot:
                 await asyncio.sleep(4 ** attempt)
 
     async def _purge(self, rooms: list[RoomId]) -> None:
-        for room in rooms:
-            if self.matrix.knows_room(room):
-                await self.matrix.redact_all(room)
-        for room in rooms:
-            if self.matrix.knows_room(room):
-                await self.matrix.leave(room)
+        known = [room for room in rooms if self.matrix.knows_room(room)]
+        await asyncio.gather(*(self.matrix.redact_all(room) for room in known))
+        await asyncio.gather(*(self.matrix.leave(room) for room in known))
         assert self.admin is not None
-        for room in rooms:
-            await self.admin.delete_room(room)
+        await asyncio.gather(*(self.admin.delete_room(room) for room in rooms))
         self.matrix.forget_room_keys(rooms)
 
     async def _wait_for_gateway(self, chat: Chat, timeout: float = 10.0) -> None:
