@@ -318,6 +318,8 @@ class TimedAdvocate(Advocate):
     async def send_text(self, room_id: str, text: str) -> float:
         """room_send (encrypt + PUT); returns the time just before it started."""
         t = now()
+        # A simulated staff client, as in tests/support.py: it trusts the bot; the product's trust
+        # policy is the bot's (bot/matrix.py TrustPolicy), never this.
         response = await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": text},
                                                ignore_unverified_devices=True)
         if not hasattr(response, "event_id"):
