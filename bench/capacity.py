@@ -21,12 +21,25 @@ import random
 import secrets
 import sqlite3
 
+from bench import profile
 from bench.common import (
-    ProcessMeter, TimedAdvocate, TimedSurvivor, Team, log, now, plt, register_user, running_stack, save_result,
-    savefig, slope, stack_pids, summary_ms, table,
+    ProcessMeter,
+    Team,
+    TimedAdvocate,
+    TimedSurvivor,
+    log,
+    now,
+    plt,
+    register_user,
+    running_stack,
+    save_result,
+    savefig,
+    slope,
+    stack_pids,
+    summary_ms,
+    table,
 )
 from bench.postgres import Postgres
-from bench import profile
 from tests.support import until
 
 PACE_S = 10.0

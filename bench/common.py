@@ -14,7 +14,6 @@ import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -28,7 +27,7 @@ from nio import RoomMessageNotice, RoomMessageText, SyncResponse
 
 from bot.admin_api import SynapseAdmin
 from hotline.devstack import DevStack
-from tests.support import Advocate, Survivor, until
+from tests.support import Advocate, Survivor
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "performance"

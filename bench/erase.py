@@ -15,8 +15,17 @@ import asyncio
 import sqlite3
 
 from bench.common import (
-    TimedAdvocate, Team, log, now, plt, running_stack, save_result, savefig, table,
+    Team,
+    TimedAdvocate,
+    log,
+    now,
+    plt,
+    running_stack,
+    save_result,
+    savefig,
+    table,
 )
+
 TABLES = ("events", "event_json", "room_memberships", "rooms")
 
 

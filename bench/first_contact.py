@@ -13,7 +13,16 @@ import asyncio
 import sqlite3
 
 from bench.common import (
-    TimedAdvocate, TimedSurvivor, log, now, plt, running_stack, save_result, savefig, summary_ms, table,
+    TimedAdvocate,
+    TimedSurvivor,
+    log,
+    now,
+    plt,
+    running_stack,
+    save_result,
+    savefig,
+    summary_ms,
+    table,
 )
 from tests.support import until
 
@@ -59,7 +68,8 @@ async def run(quick: bool = False) -> dict:
             await asyncio.sleep(0.2)
         await advocate.close()
         if keep_logs:
-            import shutil, tempfile
+            import shutil
+            import tempfile
             kept = tempfile.mkdtemp(prefix="hotline-bench-first-contact-logs-")
             shutil.copytree(stack.logs, kept, dirs_exist_ok=True)
             log(f"first contact: logs copied to {kept}")

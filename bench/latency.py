@@ -18,8 +18,20 @@ import asyncio
 import secrets
 
 from bench.common import (
-    TimedAdvocate, Team, close_chat, log, now, pct, plt, register_user, running_stack, save_result,
-    savefig, summary_ms, table, until,
+    Team,
+    TimedAdvocate,
+    close_chat,
+    log,
+    now,
+    pct,
+    plt,
+    register_user,
+    running_stack,
+    save_result,
+    savefig,
+    summary_ms,
+    table,
+    until,
 )
 
 WARMUP = 5

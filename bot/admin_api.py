@@ -57,15 +57,6 @@ class SynapseAdmin:
     async def deactivate(self, user_id: str, *, erase: bool = True) -> None:
         await self._call("POST", f"/_synapse/admin/v1/deactivate/{quote(user_id)}", {"erase": erase})
 
-    async def user_exists(self, user_id: str) -> bool:
-        try:
-            data = await self._call("GET", f"/_synapse/admin/v2/users/{quote(user_id)}")
-        except AdminApiError as error:
-            if error.status == 404:
-                return False
-            raise
-        return not data.get("deactivated", False)
-
     async def exempt_from_rate_limits(self, user_id: str) -> None:
         await self._call(
             "POST",

@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 from bot.commands import (
     Chats,

@@ -130,10 +130,6 @@ class BotMatrix:
                 return sas
         return None
 
-    def trust_verified(self, user_id: str, device_id: str) -> None:
-        """A device that completed emoji verification: trusted, and new room keys where it is."""
-        self.decide_device(user_id, device_id, approve=True)
-
     async def leave(self, room_id: str) -> None:
         response = await self.client.room_leave(room_id)
         if not isinstance(response, RoomLeaveResponse):

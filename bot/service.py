@@ -22,82 +22,90 @@ from nio import (
     KeyVerificationKey,
     KeyVerificationMac,
     KeyVerificationStart,
-    TypingNoticeEvent,
     MegolmEvent,
     RoomMemberEvent,
     RoomMessageEmote,
     RoomMessageNotice,
     RoomMessageText,
     SyncResponse,
+    TypingNoticeEvent,
     UnknownEvent,
 )
 
 from bot import commands, messages
-from bot.messages import Catalog
 from bot.admin_api import SynapseAdmin
 from bot.codewords import Codewords
 from bot.conversation import (
     AcceptInvite,
-    CheckCodeword,
-    CodewordChecked,
-    ConfirmVerification,
     AskInterpreters,
     AskSurvivor,
-    DecideDevice,
-    EraseCaseRoom,
-    InviteToCase,
-    MemberLeft,
-    SetLanguages,
-    ShowDevices,
-    SurvivorAnswered,
-    Count,
-    Escalate,
-    ListCanned,
-    Practice,
-    SendCanned,
-    SetService,
-    ShowHelp,
-    ShowStats,
-    StaffRole,
-    SurvivorNotified,
-    SurvivorProfile,
     CaseRoomOpened,
     Chat,
     ChatErased,
+    CheckCodeword,
     ClockTicked,
+    CodewordChecked,
     CommandGiven,
+    ConfirmVerification,
+    Count,
+    DecideDevice,
     Effect,
+    EraseCaseRoom,
     EraseChat,
+    Escalate,
     Event,
     Hotline,
     IllegalTransition,
     InviteReceived,
-    Phase,
+    InviteToCase,
+    ListCanned,
     MemberJoined,
+    MemberLeft,
     NotifySurvivor,
     OpenCaseRoom,
+    Phase,
     PostAlert,
+    Practice,
     RelayBacklog,
     RelayToCase,
     RelayToSurvivor,
     Reply,
     Rules,
+    SendCanned,
+    SetLanguages,
+    SetService,
+    ShowDevices,
+    ShowHelp,
+    ShowStats,
     SignalClosed,
+    StaffRole,
     StaffWrote,
+    SurvivorAnswered,
     SurvivorDisconnected,
     SurvivorEnded,
+    SurvivorNotified,
+    SurvivorProfile,
     SurvivorReconnected,
     SurvivorWrote,
     apply,
     recover,
 )
 from bot.errors import HotlineError, incident_id, where
-from bot.ids import ChatRef, EventId, RoomId, UserId, new_ref
+from bot.ids import ChatRef, EventId, RoomId, UserId, new_ref, server_name
 from bot.matrix import BotMatrix, TrustPolicy, txn_id_for
+from bot.messages import Catalog
 from bot.settings import BotSettings
 from bot.store import Store
+from hotline.homeserver import GATEWAY_SENDER_LOCALPART
 from hotline.nio_sync import SessionGone, sync_loop
-from hotline.wire import ANSWERS_EVENT, CONTROL_EVENT, ROLE_FIELD, SERVICE_STATE, Control, Role
+from hotline.wire import (
+    ANSWERS_EVENT,
+    CONTROL_EVENT,
+    ROLE_FIELD,
+    SERVICE_STATE,
+    Control,
+    Role,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +135,7 @@ class HotlineBot:
         self.rules = Rules(
             bot=UserId(settings.bot_user_id),
             survivor_prefix="@" + settings.survivor_prefix,
-            server_name=settings.bot_user_id.split(":", 1)[1],
+            server_name=server_name(settings.bot_user_id),
             reconnect_grace=settings.reconnect_grace_seconds,
             dispatch_room=RoomId(settings.dispatch_room),
             admin_room=RoomId(settings.admin_room) if settings.admin_room else None,
@@ -315,7 +323,7 @@ class HotlineBot:
 
     async def _on_service_room_event(self, event: Any) -> None:
         """Pooled answers to the page's optional questions, from the gateway: counts only."""
-        gateway = f"@hotline-webchat:{self.rules.server_name}"
+        gateway = f"@{GATEWAY_SENDER_LOCALPART}:{self.rules.server_name}"
         if not (isinstance(event, UnknownEvent) and event.type == ANSWERS_EVENT and event.sender == gateway
                 and getattr(event, "decrypted", False)):
             return
@@ -587,7 +595,7 @@ class HotlineBot:
 
     async def _verified(self, sas: Any, room: RoomId | None) -> None:
         device = sas.other_olm_device
-        self.matrix.trust_verified(device.user_id, device.id)
+        self.matrix.decide_device(device.user_id, device.id, approve=True)
         log.info("staff device %s of %s verified with emojis", device.id, device.user_id)
         if room:
             await self._reply(Reply(room, "verification_done", (("user", device.user_id), ("device", device.id))))

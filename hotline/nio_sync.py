@@ -12,7 +12,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nio import AsyncClient, AsyncClientConfig, JoinedMembersError, KeysQueryError, SyncError, SyncResponse
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    JoinedMembersError,
+    KeysQueryError,
+    SyncError,
+    SyncResponse,
+)
 
 log = logging.getLogger(__name__)
 

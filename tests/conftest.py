@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hotline.devstack import DevStack
-from tests.support import Advocate, Survivor
+from tests.support import Survivor, login
 
 GRACE_SECONDS = 4
 
@@ -57,9 +57,7 @@ def canaries() -> Iterator[list[str]]:
 
 @pytest.fixture
 async def advocate(stack: DevStack):
-    account = stack.accounts.advocates[0]
-    client = Advocate(stack.homeserver.url, account.user_id, account.password)
-    await client.login()
+    client = await login(stack, stack.accounts.advocates[0])
     yield client
     await client.close()
 

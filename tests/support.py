@@ -159,6 +159,13 @@ class Advocate:
         await self.client.close()
 
 
+async def login(stack: DevStack, account: Any) -> Advocate:
+    """A staff member of a stack, signed in on a fresh device and syncing."""
+    client = Advocate(stack.homeserver.url, account.user_id, account.password)
+    await client.login()
+    return client
+
+
 def homeserver_rows(homeserver: EmbeddedHomeserver, room_ids: list[str]) -> dict[str, int]:
     """Rows that still name these rooms in Synapse's tables that hold events and membership."""
     marks = ",".join("?" for _ in room_ids)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import re
 
-
-from tests.support import Advocate, bot_room_keys, assert_erased, chat_row_exists, claim_new_chat, open_chat, remember, until
+from tests.support import (
+    Advocate,
+    assert_erased,
+    bot_room_keys,
+    chat_row_exists,
+    claim_new_chat,
+    open_chat,
+    remember,
+    until,
+)
 
 MIXED_SCRIPTS = [
     "مرحبا، أحتاج إلى مساعدة من فضلك",

@@ -9,7 +9,14 @@ import pytest
 
 from bot.codewords import Codewords
 from bot.commands import Codeword
-from bot.conversation import AskSurvivor, CheckCodeword, CodewordChecked, Reply, SurvivorAnswered, apply
+from bot.conversation import (
+    AskSurvivor,
+    CheckCodeword,
+    CodewordChecked,
+    Reply,
+    SurvivorAnswered,
+    apply,
+)
 from bot.ids import EventId
 from bot.store import Store
 from tests.test_conversation import ACTIVE, CASE_ROOM, REF, SURVIVOR_ROOM, command, run

@@ -16,7 +16,16 @@ import pytest
 from hotline.devstack import DevStack
 from hotline.wire import SERVICE_STATE
 from tests.conftest import running
-from tests.support import Advocate, Survivor, alerts_in, assert_erased, claim_new_chat, new_alert, until
+from tests.support import (
+    Advocate,
+    Survivor,
+    alerts_in,
+    assert_erased,
+    claim_new_chat,
+    login,
+    new_alert,
+    until,
+)
 
 FAST = {
     "reassure_minutes": "0.1",  # 6 s
@@ -38,18 +47,14 @@ def fast_stack():
 
 @pytest.fixture
 async def advocate(fast_stack: DevStack):
-    account = fast_stack.accounts.advocates[0]
-    client = Advocate(fast_stack.homeserver.url, account.user_id, account.password)
-    await client.login()
+    client = await login(fast_stack, fast_stack.accounts.advocates[0])
     yield client
     await client.close()
 
 
 @pytest.fixture
 async def admin(fast_stack: DevStack):
-    account = fast_stack.accounts.admins[0]
-    client = Advocate(fast_stack.homeserver.url, account.user_id, account.password)
-    await client.login()
+    client = await login(fast_stack, fast_stack.accounts.admins[0])
     yield client
     await client.close()
 
@@ -74,9 +79,7 @@ async def test_rights_notice_first_then_queue_notices_realert_and_escalation(fas
     dispatch = fast_stack.accounts.dispatch_room
     await until(lambda: any(b.startswith("Still waiting") and ref in b for b in advocate.bodies(dispatch)), 20,
                 "the repeated alert")
-    supervisor = Advocate(fast_stack.homeserver.url, fast_stack.accounts.supervisors[0].user_id,
-                          fast_stack.accounts.supervisors[0].password)
-    await supervisor.login()
+    supervisor = await login(fast_stack, fast_stack.accounts.supervisors[0])
     try:
         await until(lambda: any("can someone take it" in b and ref in b
                                 for b in supervisor.bodies(fast_stack.accounts.supervisors_room)), 30,

@@ -16,15 +16,10 @@ from tests.support import (
     assert_erased,
     claim_new_chat,
     homeserver_rows,
+    login,
     new_alert,
     until,
 )
-
-
-async def login(stack: DevStack, account) -> Advocate:
-    client = Advocate(stack.homeserver.url, account.user_id, account.password)
-    await client.login()
-    return client
 
 
 async def test_supervisor_joins_is_announced_and_speaks_as_supervisor(stack, advocate, survivor, canaries):

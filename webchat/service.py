@@ -26,7 +26,7 @@ from nio.exceptions import OlmTrustError
 from nio.store import SqliteMemoryStore
 
 from hotline.hours import Schedule, status
-from hotline.nio_sync import KeysUnavailable, members_and_keys, client_config, keep_keys
+from hotline.nio_sync import KeysUnavailable, client_config, keep_keys, members_and_keys
 from hotline.wire import ANSWERS_EVENT, SERVICE_STATE
 from webchat.answers import AnswerPool, batch_content
 from webchat.settings import GatewaySettings

@@ -33,7 +33,14 @@ from nio import (
 from nio.exceptions import OlmTrustError
 from nio.store import SqliteMemoryStore
 
-from hotline.nio_sync import KeysUnavailable, members_and_keys, SessionGone, client_config, keep_keys, sync_loop
+from hotline.nio_sync import (
+    KeysUnavailable,
+    SessionGone,
+    client_config,
+    keep_keys,
+    members_and_keys,
+    sync_loop,
+)
 from hotline.wire import CONTROL_EVENT, ROLE_FIELD, Control, Role
 from webchat.settings import GatewaySettings
 

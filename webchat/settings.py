@@ -7,15 +7,13 @@ service token that lets it create survivor accounts in its own namespace.
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hotline.settings_util import check_log_level, check_room_id, check_user_id
-
 from hotline.hours import ALWAYS, Schedule, ScheduleError
+from hotline.settings_util import check_log_level, check_room_id, check_user_id
 
 LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$")
 

@@ -9,7 +9,17 @@ from aiohttp import WSMsgType, web
 from aiolimiter import AsyncLimiter
 
 from webchat import keys
-from webchat.protocol import Answer, MAX_FRAME_BYTES, End, FrameError, Resume, Say, Start, error, parse
+from webchat.protocol import (
+    MAX_FRAME_BYTES,
+    Answer,
+    End,
+    FrameError,
+    Resume,
+    Say,
+    Start,
+    error,
+    parse,
+)
 from webchat.session import ChatSession, ChatUnavailable, SendFailed
 
 log = logging.getLogger(__name__)
