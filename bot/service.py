@@ -90,7 +90,7 @@ from bot.conversation import (
     apply,
     recover,
 )
-from bot.errors import HotlineError, incident_id, where
+from bot.errors import HotlineError, MatrixError, incident_id, where
 from bot.ids import ChatRef, EventId, RoomId, UserId, new_ref, server_name
 from bot.matrix import BotMatrix, TrustPolicy, txn_id_for
 from bot.messages import Catalog
@@ -744,11 +744,21 @@ class HotlineBot:
 
     async def _purge(self, rooms: list[RoomId]) -> None:
         known = [room for room in rooms if self.matrix.knows_room(room)]
-        await asyncio.gather(*(self.matrix.redact_all(room) for room in known))
+        await asyncio.gather(*(self._redact_if_member(room) for room in known))
         await asyncio.gather(*(self.matrix.leave(room) for room in known))
         assert self.admin is not None
-        await asyncio.gather(*(self.admin.delete_room(room) for room in rooms))
+        for room in rooms:  # one at a time: concurrent purges can fail on PostgreSQL
+            await self.admin.delete_room(room)
         self.matrix.forget_room_keys(rooms)
+
+    async def _redact_if_member(self, room: RoomId) -> None:
+        """Redact a room's messages; a retry after the bot already left goes straight to the purge."""
+        try:
+            await self.matrix.redact_all(room)
+        except MatrixError as error:
+            if error.status != "M_FORBIDDEN":
+                raise
+            log.info("not redacting a room the bot has already left; the purge removes it")
 
     async def _wait_for_gateway(self, chat: Chat, timeout: float = 10.0) -> None:
         """Give the gateway a moment to read the closing signal and leave before redacting."""
