@@ -299,12 +299,15 @@ def verifying_stack():
 async def test_strict_policy_keys_only_after_emoji_verification_confirmed_by_an_admin(verifying_stack, canaries):
     stack = verifying_stack
     account, bot = stack.accounts.advocates[0], stack.accounts.bot.user_id
-    advocate = await login(stack, account)
+    admin_room, dispatch = stack.accounts.admin_room, stack.accounts.dispatch_room
+    # The admin is there first (as in real life), so the bot knows their device before it
+    # announces anything in the admin room.
     admin = await login(stack, stack.accounts.admins[0])
+    await until(lambda: list(admin.client.device_store.active_user_devices(bot)), 20, "the admin's client synced")
+    advocate = await login(stack, account)
     page = Survivor(stack.page_url)
     try:
         device = advocate.client.device_id
-        admin_room, dispatch = stack.accounts.admin_room, stack.accounts.dispatch_room
         await until(lambda: any(device in b and "!approve" in b for b in admin.bodies(admin_room)), 30,
                     "held back on first sight: no enrollment under the strict policy")
         # Before verification the advocate cannot read the bot's alerts.
