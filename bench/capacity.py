@@ -9,7 +9,9 @@ CPU per process over the window and RSS per process after opening each step's ch
 memory per open chat is the slope of RSS against open chats. At the first step the bot, the gateway and
 Synapse are sampled with py-spy (see bench/profile.py).
 
-Advocates: six real nio clients (long-polling /sync), each holding many chats; chats are opened four at a time.
+Advocates: real nio clients (long-polling /sync), each holding up to 20 chats (the most
+``HOTLINE_MAX_CHATS_PER_ADVOCATE`` allows; the default of 3 would cap the ramp at 3 × advocates);
+chats are opened four at a time.
 Everything is bounded: step sizes, the window, the drain time, and the whole ramp.
 """
 
@@ -54,7 +56,8 @@ def open_in_bot(stack) -> int:
 async def run(quick: bool = False) -> dict:
     steps = [4, 8] if quick else [10, 25, 50, 100, 150, 200, 250, 300]
     window = 20.0 if quick else 30.0
-    advocates_n = 3 if quick else 6
+    per_advocate = 20
+    advocates_n = -(-steps[-1] // per_advocate)  # enough to hold the last step's chats
     profile_at = steps[0]
     ramp_budget = 600 if quick else int(os.environ.get("HOTLINE_BENCH_RAMP_SECONDS", "600"))
     pg = Postgres()
@@ -64,7 +67,8 @@ async def run(quick: bool = False) -> dict:
     profiles: dict = {}
     try:
         async with running_stack("capacity", advocates=advocates_n, postgres=pg,
-                                 settings={"max_open_chats": "2000"}) as stack:
+                                 settings={"max_open_chats": "2000",
+                                           "max_chats_per_advocate": str(per_advocate)}) as stack:
             pids = stack_pids(stack) | {"postgres": pg.pid}
             meter = ProcessMeter(pids)
             advocates = []
@@ -80,6 +84,7 @@ async def run(quick: bool = False) -> dict:
             dispatch = stack.accounts.dispatch_room
             for advocate in advocates:
                 await until(lambda: dispatch in advocate.client.rooms, 60, "dispatch room")
+                await advocate.know_devices(stack.accounts.bot.user_id)
                 before = len(advocate.messages[dispatch])
                 await advocate.say(dispatch, "!claim")
                 try:

@@ -325,6 +325,17 @@ class TimedAdvocate(Advocate):
             raise RuntimeError(f"send failed: {response}")
         return t
 
+    async def know_devices(self, user_id: str, timeout: float = 30.0) -> None:
+        """Wait until this client has the devices of ``user_id``: a nio client that sends before
+        that shares its Megolm key with none of them and never shares it later."""
+        deadline = now() + timeout
+        while not list(self.client.device_store.active_user_devices(user_id)):
+            if now() > deadline:
+                raise TimeoutError(f"{self.client.user_id} never learnt the devices of {user_id}")
+            if self.client.should_query_keys:
+                await self.client.keys_query()
+            await asyncio.sleep(0.2)
+
     def forget(self, room_id: str) -> None:
         """Drop what was kept for a closed chat (long runs keep memory flat)."""
         self.messages.pop(room_id, None)
@@ -357,6 +368,15 @@ class Team:
                     future.set_result(None)
         return on_text
 
+    @staticmethod
+    async def _refused(advocate: TimedAdvocate, dispatch: str, before: int) -> str:
+        """The bot's answer when it turns a claim down (limit reached), as soon as it comes."""
+        while True:
+            for _, _, body in advocate.messages[dispatch][before:]:
+                if body.startswith("You already have"):
+                    return body
+            await asyncio.sleep(0.2)
+
     async def open_chat(self, stack: DevStack, tag: str, timeout: float = 90) -> tuple[TimedSurvivor, TimedAdvocate, str]:
         survivor = TimedSurvivor(stack.page_url)
         try:
@@ -365,9 +385,19 @@ class Team:
             claimer = self.advocates[self._next % len(self.advocates)]
             self._next += 1
             future = self._waiting.setdefault(tag, asyncio.get_running_loop().create_future())
+            before = len(claimer.messages[stack.accounts.dispatch_room])
             await claimer.say(stack.accounts.dispatch_room, "!claim")
-            if tag not in self.case_of:
-                await asyncio.wait_for(future, timeout)
+            refused = asyncio.create_task(self._refused(claimer, stack.accounts.dispatch_room, before))
+            try:
+                if tag not in self.case_of:
+                    done, _ = await asyncio.wait({future, refused}, timeout=timeout,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if refused in done:
+                        raise RuntimeError(f"the bot refused the claim: {refused.result()}")
+                    if future not in done:
+                        raise TimeoutError(f"no case room showed hello {tag}")
+            finally:
+                refused.cancel()
             advocate, case_room = self.case_of[tag]
             await survivor.wait_text("An advocate has joined the chat.", timeout)
         except BaseException:
