@@ -117,6 +117,9 @@ CONTROL_EVENTS = {
 }
 TICK_SECONDS = 1.0
 OUTBOX_IDLE_SECONDS = 60.0
+# The sync position waits for the send queues to be empty; under steady load they may never be,
+# so after this long the bot waits for them once (a restart then replays at most this much).
+MAX_UNSAVED_SECONDS = 5.0
 TYPING_TIMEOUT_MS = 30_000
 SYNC_POSITION = "sync_position"
 ERASE_ATTEMPTS = 5
@@ -166,6 +169,11 @@ class HotlineBot:
         self._erasing: set[ChatRef] = set()
         self._typing: dict[RoomId, bool] = {}  # survivor room → the bot shows "typing" there
         self._outboxes: dict[RoomId, asyncio.Queue[Effect]] = {}
+        self._in_flight = 0  # effects queued or being sent, over all rooms
+        self._handled: str | None = None  # the newest sync position whose events are all handled
+        self._saved: str | None = None
+        self._saved_at = time.monotonic()
+        self._saving = asyncio.Lock()
         self._announced_devices: set[tuple[str, str]] = set()
         self.codewords = Codewords(
             store,
@@ -201,7 +209,7 @@ class HotlineBot:
 
         self.spawn(self._ticker(), "ticker")
         try:
-            await sync_loop(self.matrix.client, on_response, since=since, save_position=self._save_position)
+            await sync_loop(self.matrix.client, on_response, since=since, save_position=self._handled_up_to)
         except SessionGone as gone:
             log.error("the homeserver refused the bot's login (%s); stopping", gone)
             raise
@@ -215,8 +223,24 @@ class HotlineBot:
         token = await self.store.get_meta("access_token")
         return (device_id, token) if device_id and token else None
 
-    async def _save_position(self, position: str) -> None:
-        await self.store.set_meta(SYNC_POSITION, position)
+    # The next sync starts while the last one's sends are still going out: a message that arrives
+    # meanwhile is not held up behind them. The position is saved only when every send queued so
+    # far is done, so a crash still replays rather than loses a relay (transaction ids make the
+    # replayed sends harmless).
+
+    async def _handled_up_to(self, position: str) -> None:
+        self._handled = position
+        if self._in_flight and time.monotonic() - self._saved_at > MAX_UNSAVED_SECONDS:
+            await self._drain()
+        await self._save_if_idle()
+
+    async def _save_if_idle(self) -> None:
+        async with self._saving:  # one write at a time, so an older position never lands last
+            position = self._handled
+            if self._in_flight or position is None or position == self._saved:
+                return
+            await self.store.set_meta(SYNC_POSITION, position)
+            self._saved, self._saved_at = position, time.monotonic()
 
     def spawn(self, coroutine: Any, name: str) -> asyncio.Task[Any]:
         """Start a background task, keep a reference, log its failure."""
@@ -266,7 +290,6 @@ class HotlineBot:
                 if isinstance(event, TypingNoticeEvent):
                     await self._guarded(self._on_typing, RoomId(room_id), event.users)
         await self._retry_undecrypted()
-        await self._drain()
 
     async def _guarded(self, handler: Any, *args: Any) -> None:
         """One bad event never stops the bot."""
@@ -417,16 +440,19 @@ class HotlineBot:
                     if room is None:
                         queue.extend(await self._perform(effect))
                     else:
+                        self._in_flight += 1
                         self._outbox(room).put_nowait(effect)
 
     # Sends go out through one ordered queue per room, so that chats do not wait for each other:
-    # order matters within a room, not across rooms. The sync position is saved only after the
-    # queues are empty (see on_sync), so a crash still replays rather than loses a relay.
+    # order matters within a room, not across rooms. The sync position is saved only when the
+    # queues are empty (see _handled_up_to), so a crash still replays rather than loses a relay.
 
     def _sends_to(self, effect: Effect) -> RoomId | None:
-        """The room an effect only sends into; None for effects carried out at once."""
+        """The room an effect only sends into (or joins); None for effects carried out at once."""
         if isinstance(effect, (RelayToCase, RelayToSurvivor, Reply, NotifySurvivor, SignalClosed, AskSurvivor,
-                               ListCanned, ShowHelp, ShowStats, ShowDevices)):
+                               ListCanned, ShowHelp, ShowStats, ShowDevices, AcceptInvite)):
+            # AcceptInvite too: when several survivors start at once, the bot joins their rooms
+            # side by side instead of one after another.
             return effect.room
         if isinstance(effect, (SendCanned, CheckCodeword)):
             return effect.survivor_room
@@ -456,7 +482,9 @@ class HotlineBot:
                 for event in await self._perform(effect):
                     await self.handle(event)
             finally:
+                self._in_flight -= 1
                 queue.task_done()
+            await self._save_if_idle()
 
     async def _drain(self, rooms: list[RoomId] | None = None) -> None:
         """Wait until everything queued for these rooms (or all rooms) is sent."""
