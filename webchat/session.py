@@ -102,30 +102,20 @@ class ChatSession:
             )
             self.client = client
             client.restore_login(user_id, device_id, token)
-            await keep_keys(client)
-            self._sync_task = asyncio.create_task(self._sync(), name="chat sync")
-            response = await client.room_create(
-                visibility=RoomVisibility.private,
-                invite=[self.settings.bot_user_id],
-                initial_state=[
-                    {"type": "m.room.encryption", "state_key": "",
-                     "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
-                    {"type": "m.room.history_visibility", "state_key": "",
-                     "content": {"history_visibility": "shared"}},
-                    {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
-                ],
-                power_level_override={
-                    "users": {self.settings.bot_user_id: 100},
-                    "invite": 100,
-                    "kick": 100,
-                    "ban": 100,
-                    "redact": 50,
-                    "state_default": 100,
-                },
-            )
+            # The device keys go up while the room is made (the bot asks for them only after it
+            # has joined); the sync starts once the room exists, so that it does not wake up for
+            # each of the room's first events while Synapse is still creating them.
+            uploading = asyncio.ensure_future(keep_keys(client))
+            try:
+                response = await self._create_room(client)
+            finally:
+                await asyncio.gather(uploading, return_exceptions=True)
             if isinstance(response, RoomCreateError):
                 raise ChatUnavailable(f"room create refused ({response.status_code})")
+            if uploading.exception() is not None:
+                raise ChatUnavailable("the device keys could not be uploaded") from uploading.exception()
             self.room_id = response.room_id
+            self._sync_task = asyncio.create_task(self._sync(), name="chat sync")
             try:
                 await asyncio.wait_for(self._bot_joined.wait(), self.settings.bot_join_timeout_seconds)
             except TimeoutError:
@@ -140,6 +130,29 @@ class ChatSession:
         except Exception as error:
             await self.close()
             raise ChatUnavailable(type(error).__name__) from error
+
+    async def _create_room(self, client: AsyncClient) -> Any:
+        """The survivor room: encrypted, invite-only, the bot invited and in charge."""
+        bot = self.settings.bot_user_id
+        return await client.room_create(
+            visibility=RoomVisibility.private,
+            invite=[bot],
+            initial_state=[
+                {"type": "m.room.encryption", "state_key": "",
+                 "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+                {"type": "m.room.history_visibility", "state_key": "",
+                 "content": {"history_visibility": "shared"}},
+                {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
+            ],
+            power_level_override={
+                "users": {bot: 100},
+                "invite": 100,
+                "kick": 100,
+                "ban": 100,
+                "redact": 50,
+                "state_default": 100,
+            },
+        )
 
     async def _register(self) -> tuple[str, str, str]:
         """A new survivor account in the application service's namespace: no password."""
