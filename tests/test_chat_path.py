@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from tests.support import (
     Advocate,
+    Survivor,
     assert_erased,
     bot_room_keys,
     chat_row_exists,
@@ -55,6 +57,33 @@ async def test_whole_chat_both_ways_then_close_and_erase(stack, advocate, surviv
     await advocate.say(case_room, "!close")
     await until(lambda: survivor.first("ended"), 20, "the ended frame")
     await assert_erased(stack, ref, case_room)
+
+
+async def test_survivors_starting_together_each_get_notices_an_alert_and_an_erase(stack, advocate, canaries):
+    """The bot joins several survivor rooms side by side; nobody's start is lost or mixed up."""
+    dispatch = stack.accounts.dispatch_room
+    alerts_before = len([b for b in advocate.bodies(dispatch) if b.startswith("Chat waiting")])
+    survivors = [Survivor(stack.page_url) for _ in range(5)]
+    try:
+        await asyncio.gather(*(s.start() for s in survivors))
+        for page in survivors:
+            await until(lambda page=page: len(page.texts("hotline")) >= 2, 60, "the notices")
+            assert page.texts("hotline")[0].startswith("Before you share anything")  # the rights come first
+        await until(lambda: len([b for b in advocate.bodies(dispatch)
+                                 if b.startswith("Chat waiting")]) >= alerts_before + 5, 60, "five alerts")
+        alerts = [b for b in advocate.bodies(dispatch) if b.startswith("Chat waiting")][alerts_before:]
+        refs = {re.search(r"ref (\w{4})", alert).group(1) for alert in alerts}
+        assert len(refs) == 5
+        for ref in refs:
+            remember(stack, ref)
+    finally:
+        for page in survivors:
+            await page.send({"type": "end"})
+        for page in survivors:
+            await until(lambda page=page: page.first("ended"), 30, "the ended frame")
+            await page.close()
+    for ref in refs:
+        await assert_erased(stack, ref, None)
 
 
 async def test_end_chat_on_the_page_closes_and_erases(stack, advocate, survivor, canaries):
