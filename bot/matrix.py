@@ -33,7 +33,7 @@ from nio.exceptions import OlmTrustError
 from nio.store.models import MegolmInboundSessions
 
 from bot.errors import EncryptionUnavailable, MatrixError
-from hotline.nio_sync import KeysUnavailable, client_config, members_and_keys
+from hotline.nio_sync import KeysUnavailable, client_config, members_and_keys, olm_sessions
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,12 @@ class BotMatrix:
             raise MatrixError("preparing encryption", None, str(error)) from error
         await trust.apply(self, room_id)
         try:
+            # A survivor's one device must get the key, or the page could not read the bot; staff
+            # have other devices and clients that ask for missing keys, so theirs are best effort.
+            await olm_sessions(self.client, room_id, {u for u in room.users if trust.is_survivor(u)})
+        except KeysUnavailable as error:
+            raise MatrixError("preparing encryption", None, str(error)) from error
+        try:
             response = await self.client.room_send(room_id, event_type, content, tx_id=txn_id)
         except (OlmTrustError, OlmUnverifiedDeviceError) as error:
             raise EncryptionUnavailable(str(error)) from error
@@ -306,6 +312,9 @@ class TrustPolicy:
         self._on_held_back = on_held_back
         self._strict = strict  # no trust on first sight for staff: verification or approval only
         self._is_admin = is_admin or (lambda user_id: False)
+
+    def is_survivor(self, user_id: str) -> bool:
+        return bool(self._is_survivor(user_id))
 
     async def apply(self, matrix: BotMatrix, room_id: str) -> None:
         await self.review(matrix, list(matrix.client.rooms[room_id].users))

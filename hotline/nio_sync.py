@@ -15,8 +15,10 @@ from typing import Any
 from nio import (
     AsyncClient,
     AsyncClientConfig,
+    EnablePushRuleError,
     JoinedMembersError,
     KeysQueryError,
+    PushRuleKind,
     SyncError,
     SyncResponse,
 )
@@ -69,6 +71,18 @@ async def keep_keys(client: AsyncClient) -> None:
         await client.send_to_device_messages()
 
 
+async def mute_push(client: AsyncClient) -> bool:
+    """Turn on the master push rule of an account that is a program, not a person (the bot, a
+    survivor's account). The homeserver then computes and stores no notifications for it: no
+    ``event_push_actions`` rows tying the account to events, no unread counts to work out on every
+    sync. Staff accounts keep their notifications. Returns False if the homeserver refused."""
+    response = await client.enable_pushrule("global", PushRuleKind.override, ".m.rule.master", True)
+    if isinstance(response, EnablePushRuleError):
+        log.warning("the master push rule could not be turned on (%s)", response.status_code)
+        return False
+    return True
+
+
 class KeysUnavailable(Exception):
     """The members or device keys of a room could not be fetched; nothing was sent."""
 
@@ -84,6 +98,44 @@ async def members_and_keys(client: AsyncClient, room_id: str) -> None:
         keys = await client.keys_query()
         if isinstance(keys, KeysQueryError):
             raise KeysUnavailable(f"keys ({keys.status_code})")
+
+
+CLAIM_RETRY_DELAYS = (0.3, 0.7, 1.5, 3.0)
+
+
+async def olm_sessions(client: AsyncClient, room_id: str, users: set[str]) -> None:
+    """Make sure there is an Olm session with every device of ``users`` in the room that will be
+    sent the room key (held-back devices aside), claiming one-time keys again while some are missing.
+
+    Without this, nio encrypts for the devices it has sessions with and leaves the others out of
+    that Megolm session for good: a survivor's messages would stay unreadable to the bot (seen when
+    many chats opened at once and a claim came back without a key). A device's one-time keys run
+    out for a moment when many new devices claim them at once, and its owner uploads more at its
+    next sync, so a few short retries are enough. Raises KeysUnavailable if they are not."""
+    attempts = 0
+    while missing := _missing_sessions(client, room_id, users):
+        if attempts > len(CLAIM_RETRY_DELAYS):
+            count = sum(len(devices) for devices in missing.values())
+            raise KeysUnavailable(f"no one-time key for {count} device(s)")
+        if attempts:
+            log.warning("no one-time key came back for %d device(s); claiming again",
+                        sum(len(devices) for devices in missing.values()))
+            await asyncio.sleep(CLAIM_RETRY_DELAYS[attempts - 1])
+        attempts += 1
+        await client.keys_claim(missing)  # an error response leaves them missing: tried again
+
+
+def _missing_sessions(client: AsyncClient, room_id: str, users: set[str]) -> dict[str, list[str]]:
+    olm = client.olm
+    assert olm is not None
+    missing: dict[str, list[str]] = {}
+    for user in users & set(client.rooms[room_id].users):
+        devices = [device.id for device in client.device_store.active_user_devices(user)
+                   if device.id != client.device_id and not olm.is_device_blacklisted(device)
+                   and not olm.session_store.get(device.curve25519)]
+        if devices:
+            missing[user] = devices
+    return missing
 
 
 async def sync_loop(

@@ -39,6 +39,8 @@ from hotline.nio_sync import (
     client_config,
     keep_keys,
     members_and_keys,
+    mute_push,
+    olm_sessions,
     sync_loop,
 )
 from hotline.wire import CONTROL_EVENT, ROLE_FIELD, Control, Role
@@ -102,18 +104,19 @@ class ChatSession:
             )
             self.client = client
             client.restore_login(user_id, device_id, token)
-            # The device keys go up while the room is made (the bot asks for them only after it
-            # has joined); the sync starts once the room exists, so that it does not wake up for
-            # each of the room's first events while Synapse is still creating them.
-            uploading = asyncio.ensure_future(keep_keys(client))
+            # The device keys go up (and the account's notifications are turned off) while the
+            # room is made: the bot asks for the keys only after it has joined. The sync starts
+            # once the room exists, so that it does not wake up for each of the room's first
+            # events while Synapse is still creating them.
+            preparing = asyncio.ensure_future(asyncio.gather(keep_keys(client), mute_push(client)))
             try:
                 response = await self._create_room(client)
             finally:
-                await asyncio.gather(uploading, return_exceptions=True)
+                await asyncio.gather(preparing, return_exceptions=True)
             if isinstance(response, RoomCreateError):
                 raise ChatUnavailable(f"room create refused ({response.status_code})")
-            if uploading.exception() is not None:
-                raise ChatUnavailable("the device keys could not be uploaded") from uploading.exception()
+            if preparing.exception() is not None:
+                raise ChatUnavailable("the new account could not be set up") from preparing.exception()
             self.room_id = response.room_id
             self._sync_task = asyncio.create_task(self._sync(), name="chat sync")
             try:
@@ -295,6 +298,10 @@ class ChatSession:
             except KeysUnavailable as error:
                 raise SendFailed(str(error)) from error
             self._apply_trust()
+            try:
+                await olm_sessions(client, room_id, {self.settings.bot_user_id})
+            except KeysUnavailable as error:
+                raise SendFailed(str(error)) from error
             try:
                 response = await client.room_send(room_id, event_type, content, tx_id=txn_id)
             except OlmTrustError as error:
