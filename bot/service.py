@@ -97,7 +97,7 @@ from bot.messages import Catalog
 from bot.settings import BotSettings
 from bot.store import Store
 from hotline.homeserver import GATEWAY_SENDER_LOCALPART
-from hotline.nio_sync import SessionGone, sync_loop
+from hotline.nio_sync import SessionGone, mute_push, sync_loop
 from hotline.wire import (
     ANSWERS_EVENT,
     CONTROL_EVENT,
@@ -191,6 +191,7 @@ class HotlineBot:
         if saved is None:
             await self.store.set_meta("device_id", device_id)
             await self.store.set_meta("access_token", token)
+        await mute_push(self.matrix.client)
         # The bot is a server admin: its own token serves the admin API (purge, erase).
         self.admin = SynapseAdmin(self.http, self.settings.homeserver, token)
         self.state = Hotline(rules=self.rules, chats=await self.store.load_chats())
@@ -484,7 +485,7 @@ class HotlineBot:
             finally:
                 self._in_flight -= 1
                 queue.task_done()
-            await self._save_if_idle()
+            await self._guarded(self._save_if_idle)  # a failed save must not stop this room's sends
 
     async def _drain(self, rooms: list[RoomId] | None = None) -> None:
         """Wait until everything queued for these rooms (or all rooms) is sent."""
