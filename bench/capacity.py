@@ -9,9 +9,12 @@ CPU per process over the window and RSS per process after opening each step's ch
 memory per open chat is the slope of RSS against open chats. At the first step the bot, the gateway and
 Synapse are sampled with py-spy (see bench/profile.py).
 
-Advocates: real nio clients (long-polling /sync), each holding up to 20 chats (the most
-``HOTLINE_MAX_CHATS_PER_ADVOCATE`` allows; the default of 3 would cap the ramp at 3 × advocates);
-chats are opened four at a time.
+Advocates: real nio clients (long-polling /sync) in the benchmark's own process, each holding up
+to 20 chats (the most ``HOTLINE_MAX_CHATS_PER_ADVOCATE`` allows; the default of 3 would cap the
+ramp at 3 × advocates), filled one after the other, so that the benchmark runs as few clients as
+the chats need: they share the machine with the system under test. Real advocates hold a few chats
+each on their own devices, which costs the homeserver one more /sync answer per message than
+here: the figures are on the kind side. Chats are opened four at a time.
 Everything is bounded: step sizes, the window, the drain time, and the whole ramp.
 """
 
@@ -54,7 +57,7 @@ def open_in_bot(stack) -> int:
 
 
 async def run(quick: bool = False) -> dict:
-    steps = [4, 8] if quick else [10, 25, 50, 100, 150, 200, 250, 300]
+    steps = [4, 8] if quick else [10, 20, 30, 40, 50, 75, 100, 150, 200]
     window = 20.0 if quick else 30.0
     per_advocate = 20
     advocates_n = -(-steps[-1] // per_advocate)  # enough to hold the last step's chats
@@ -93,7 +96,7 @@ async def run(quick: bool = False) -> dict:
                     ready.append(advocate)
                 except AssertionError:
                     log(f"capacity: the bot cannot read {advocate.client.user_id}; left out")
-            team = Team(ready)
+            team = Team(ready, per_advocate)
             floor = await floor_pair(stack)
             chats: list[tuple[TimedSurvivor, TimedAdvocate, str]] = []
             await asyncio.sleep(3)
@@ -160,11 +163,20 @@ async def run(quick: bool = False) -> dict:
              r.get("floor_p95", float("nan")), r["p95"] / r["floor_p95"] if r.get("floor_p95") else float("nan"),
              r["cpu"]["synapse"],
              r["cpu"]["postgres"], r["cpu"]["bot"], r["cpu"]["webchat"], r["cpu"]["driver"], r["cpu"]["machine"],
-             "yes" if r["ok"] else "no"] for r in results]
+             r["server_cpu_ms_per_msg"], "yes" if r["ok"] else "no"] for r in results]
     text = table(f"Capacity at human pace (1 msg / {PACE_S:.0f} s each side), Synapse on PostgreSQL; "
                  f"latency in ms; CPU in % of one core (machine: % of all cores)",
                  ["chats", "msgs", "lost", "p50", "p95", "p99", "floor p50", "floor p95", "p95/floor", "synapse", "postgres", "bot", "gateway",
-                  "driver", "machine", "ok"], rows)
+                  "driver", "machine", "server ms/msg", "ok"], rows)
+    costs = [r["server_cpu_ms_per_msg"] for r in results if r.get("sent")]
+    cheapest = min(costs, default=float("nan"))
+    projection = (f"Server CPU per relayed message (Synapse + PostgreSQL + bot + gateway): "
+                  f"{', '.join(f'{c:.0f}' for c in costs)} ms by step; at the cheapest ({cheapest:.0f} ms), "
+                  f"{TARGET_CHATS} chats (2 messages / {PACE_S:.0f} s each) need "
+                  f"{cores_for(TARGET_CHATS, cheapest):.1f} cores of server CPU; this machine has {os.cpu_count()}, "
+                  f"and Synapse in one process uses at most about one")
+    text += "\n" + projection
+    log(projection)
     prof_text = profile.print_profiles(profiles) if profiles else ""
     per_chat = {n: slope([m["chats"] for m in memory], [m[n] for m in memory]) for n in ("webchat", "bot", "synapse")}
     mem_text = table("Memory (RSS, MiB) against open chats",
@@ -201,7 +213,8 @@ async def run(quick: bool = False) -> dict:
     ax.set_title("Memory against open chats")
     ax.legend()
     savefig(fig, "memory.png")
-    result = {"steps": results, "best": best, "memory": memory,
+    result = {"steps": results, "best": best, "memory": memory, "server_cpu_ms_per_msg_cheapest": cheapest,
+              "cores_for_target": cores_for(TARGET_CHATS, cheapest),
               "memory_kib_per_chat": {k: v * 1024 for k, v in per_chat.items()},
               "profiles": profiles, "profile_text": prof_text, "table": text, "memory_table": mem_text}
     save_result("capacity", result)
@@ -276,12 +289,14 @@ async def load_window(chats, window: float, meter: ProcessMeter, stack, *, floor
     if floor is not None:
         tasks.append(asyncio.create_task(floor_probe()))
     meter.mark()
+    t_mark = now()
     profiling = None
     if profile_pids is not None:
         profiling = asyncio.create_task(profile.record(
             {n: profile_pids[n] for n in ("bot", "webchat", "synapse")}, seconds=max(5.0, window - 5)))
     await asyncio.gather(*tasks)
     cpu = meter.cpu_percent()
+    elapsed = now() - t_mark
     if profiling is not None:
         profiles.update(await profiling)
     advocates = {id(a): a for _, a, _ in chats}
@@ -310,4 +325,20 @@ async def load_window(chats, window: float, meter: ProcessMeter, stack, *, floor
     s = summary_ms(latencies)
     f = summary_ms(floor_s)
     return {"chats": len(chats), "sent": len(sent), "lost": lost, "p50": s["p50"], "p95": s["p95"],
-            "p99": s["p99"], "floor_p50": f["p50"], "floor_p95": f["p95"], "floor_n": f["n"], "cpu": cpu, "ok": lost == 0 and s["p95"] < 1000}
+            "p99": s["p99"], "floor_p50": f["p50"], "floor_p95": f["p95"], "floor_n": f["n"], "cpu": cpu,
+            "server_cpu_ms_per_msg": server_cpu_ms_per_msg(cpu, elapsed, len(sent)),
+            "ok": lost == 0 and s["p95"] < 1000}
+
+
+SERVER = ("synapse", "postgres", "bot", "webchat")
+TARGET_CHATS = 200
+
+
+def server_cpu_ms_per_msg(cpu: dict[str, float], elapsed: float, sent: int) -> float:
+    """CPU time of the server side (homeserver, database, bot, gateway) per relayed message."""
+    return sum(cpu[n] for n in SERVER) / 100 * elapsed / sent * 1000 if sent else float("nan")
+
+
+def cores_for(chats: int, ms_per_msg: float) -> float:
+    """Cores of server CPU that ``chats`` at human pace need, at ``ms_per_msg``."""
+    return chats * 2 / PACE_S * ms_per_msg / 1000

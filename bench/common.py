@@ -350,8 +350,11 @@ class Team:
     (the oldest waiting chat); whoever's case room shows ``Survivor: hello <tag>`` holds that chat.
     """
 
-    def __init__(self, advocates: list[TimedAdvocate]) -> None:
+    def __init__(self, advocates: list[TimedAdvocate], per_advocate: int = 1) -> None:
+        """Claims go to the first advocate until it has made ``per_advocate`` of them, then to the
+        next: as few simulated clients as the chats need (1 = round robin over all of them)."""
         self.advocates = advocates
+        self.per_advocate = per_advocate
         self.case_of: dict[str, tuple[TimedAdvocate, str]] = {}
         self._waiting: dict[str, asyncio.Future[None]] = {}
         self._next = 0
@@ -382,7 +385,7 @@ class Team:
         try:
             await survivor.start()
             await survivor.say(f"hello {tag}")
-            claimer = self.advocates[self._next % len(self.advocates)]
+            claimer = self.advocates[(self._next // self.per_advocate) % len(self.advocates)]
             self._next += 1
             future = self._waiting.setdefault(tag, asyncio.get_running_loop().create_future())
             before = len(claimer.messages[stack.accounts.dispatch_room])
