@@ -57,6 +57,16 @@ def client_config(**overrides: Any) -> AsyncClientConfig:
     return AsyncClientConfig(**values)
 
 
+def note_one_time_keys(client: AsyncClient, response: SyncResponse) -> None:
+    """Take the homeserver's count of this device's one-time keys, zero included.
+
+    matrix-nio keeps the count only when it is not zero, so a device whose keys were all claimed
+    between two syncs would go on believing it has plenty and never upload more: every new
+    device would then fail to start an Olm session with it (the bot, after a burst of chats)."""
+    if client.olm is not None and not response.device_key_count.signed_curve25519:
+        client.olm.uploaded_key_count = 0
+
+
 async def keep_keys(client: AsyncClient) -> None:
     """Upload, query and claim keys as nio's own sync_forever would."""
     if client.should_upload_keys:
@@ -114,12 +124,11 @@ async def olm_sessions(client: AsyncClient, room_id: str, users: set[str]) -> No
     next sync, so a few short retries are enough. Raises KeysUnavailable if they are not."""
     attempts = 0
     while missing := _missing_sessions(client, room_id, users):
+        count = sum(len(devices) for devices in missing.values())
         if attempts > len(CLAIM_RETRY_DELAYS):
-            count = sum(len(devices) for devices in missing.values())
             raise KeysUnavailable(f"no one-time key for {count} device(s)")
         if attempts:
-            log.warning("no one-time key came back for %d device(s); claiming again",
-                        sum(len(devices) for devices in missing.values()))
+            log.warning("no one-time key came back for %d device(s); claiming again", count)
             await asyncio.sleep(CLAIM_RETRY_DELAYS[attempts - 1])
         attempts += 1
         await client.keys_claim(missing)  # an error response leaves them missing: tried again
@@ -171,6 +180,7 @@ async def sync_loop(
             continue
         backoff = 1.0
         full_state = False
+        note_one_time_keys(client, response)
         try:
             await keep_keys(client)
         except asyncio.CancelledError:
