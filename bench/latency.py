@@ -31,8 +31,8 @@ from bench.common import (
     savefig,
     summary_ms,
     table,
-    until,
 )
+from tests.support import until
 
 WARMUP = 5
 
