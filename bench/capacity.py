@@ -24,7 +24,6 @@ import asyncio
 import os
 import random
 import secrets
-import sqlite3
 
 from bench import profile
 from bench.common import (
@@ -45,15 +44,10 @@ from bench.common import (
     table,
 )
 from bench.postgres import Postgres
-from tests.support import until
+from tests.support import open_chat_count, until
 
 PACE_S = 10.0
 DRAIN_S = 15.0
-
-
-def open_in_bot(stack) -> int:
-    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
-        return db.execute("SELECT COUNT(*) FROM chats").fetchone()[0]
 
 
 async def run(quick: bool = False) -> dict:
@@ -149,9 +143,9 @@ async def run(quick: bool = False) -> dict:
 
             await asyncio.gather(*(close_one(*c) for c in chats), return_exceptions=True)
             try:
-                await until(lambda: open_in_bot(stack) == 0, 600, "every chat erased")
+                await until(lambda: open_chat_count(stack) == 0, 600, "every chat erased")
             except AssertionError as error:
-                log(f"capacity: {error}; {open_in_bot(stack)} chats still open in the bot")
+                log(f"capacity: {error}; {open_chat_count(stack)} chats still open in the bot")
             for advocate in advocates + list(floor[:2]):
                 await advocate.close()
     finally:

@@ -12,7 +12,6 @@ database (it does that after the erase succeeded).
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 from bench.common import (
     Team,
@@ -25,38 +24,20 @@ from bench.common import (
     savefig,
     table,
 )
+from tests.support import homeserver_rows, routing_rows, user_deactivated
 
-TABLES = ("events", "event_json", "room_memberships", "rooms")
 
-
-def rows_left(database, room_ids: list[str]) -> int:
-    """Rows that still name these rooms in Synapse's tables of events and membership (SQLite)."""
+def events_in(stack, room_ids: list[str]) -> int:
     marks = ",".join("?" for _ in room_ids)
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
-        return sum(db.execute(f"SELECT COUNT(*) FROM {t} WHERE room_id IN ({marks})", room_ids).fetchone()[0]
-                   for t in TABLES)
-
-
-def events_in(database, room_ids: list[str]) -> int:
-    marks = ",".join("?" for _ in room_ids)
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
-        return db.execute(f"SELECT COUNT(*) FROM events WHERE room_id IN ({marks})", room_ids).fetchone()[0]
-
-
-def user_deactivated(database, user_id: str) -> bool:
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
-        row = db.execute("SELECT deactivated FROM users WHERE name = ?", (user_id,)).fetchone()
-    return bool(row and row[0])
+    return stack.homeserver.query(f"SELECT COUNT(*) FROM events WHERE room_id IN ({marks})", room_ids)[0][0]
 
 
 def chat_of(stack, case_room: str) -> tuple[str, str]:
-    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
-        return db.execute("SELECT survivor_room, survivor FROM chats WHERE case_room = ?", (case_room,)).fetchone()
+    return routing_rows(stack, "SELECT survivor_room, survivor FROM chats WHERE case_room = ?", (case_room,))[0]
 
 
 def row_exists(stack, case_room: str) -> bool:
-    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
-        return db.execute("SELECT 1 FROM chats WHERE case_room = ?", (case_room,)).fetchone() is not None
+    return bool(routing_rows(stack, "SELECT 1 FROM chats WHERE case_room = ?", (case_room,)))
 
 
 async def run(quick: bool = False) -> dict:
@@ -82,8 +63,7 @@ async def run(quick: bool = False) -> dict:
                 missing += sum(isinstance(g, BaseException) for g in got)
             if missing:
                 log(f"erase: {missing} of {len(texts)} messages did not reach the page within 60 s")
-            database = stack.homeserver.database_path
-            events = events_in(database, [survivor_room, case_room])
+            events = events_in(stack, [survivor_room, case_room])
             t0 = now()
             await advocate.say(case_room, "!close")
             t_ended = await survivor.wait_type("ended", 120) - t0
@@ -92,8 +72,8 @@ async def run(quick: bool = False) -> dict:
             while now() < deadline:
                 if t_bot is None and not row_exists(stack, case_room):
                     t_bot = now() - t0
-                if t_purged is None and rows_left(database, [survivor_room, case_room]) == 0 \
-                        and user_deactivated(database, survivor_user):
+                if t_purged is None and not any(homeserver_rows(stack.homeserver, [survivor_room, case_room]).values()) \
+                        and user_deactivated(stack.homeserver, survivor_user):
                     t_purged = now() - t0
                 if t_bot is not None and t_purged is not None:
                     break

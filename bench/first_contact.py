@@ -12,7 +12,6 @@ although Synapse, the bot and the gateway are already idle on the CPU by then (n
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 from bench.common import (
     TimedAdvocate,
@@ -26,15 +25,9 @@ from bench.common import (
     summary_ms,
     table,
 )
-from tests.support import until
-
+from tests.support import open_chat_count, until
 
 SETTLE_S = 2.0
-
-
-def open_chats(stack) -> int:
-    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
-        return db.execute("SELECT COUNT(*) FROM chats").fetchone()[0]
 
 
 async def run(quick: bool = False) -> dict:
@@ -70,7 +63,7 @@ async def run(quick: bool = False) -> dict:
             await survivor.wait_type("ended", 30)
             await survivor.close()
             try:
-                await until(lambda: open_chats(stack) == 0, 60, "the chat to be erased")
+                await until(lambda: open_chat_count(stack) == 0, 60, "the chat to be erased")
             except AssertionError:
                 slow_erases += 1
                 log(f"first contact: chat {i} not erased 60 s after \"End chat\" (see {stack.logs}/bot.log)")

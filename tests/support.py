@@ -202,17 +202,26 @@ async def claim_new_chat(stack: DevStack, advocate: Advocate, survivor: Survivor
     case_room = await until(lambda: advocate.find_room_with(f"Case room for ref {ref}"), 30, "the case room")
     return ref, case_room
 
+
+def routing_rows(stack: DevStack, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of a read-only query on the bot's routing database (its ``chats`` table)."""
+    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
+        return db.execute(sql, params).fetchall()
+
+
 def open_chat(stack: DevStack, ref: str) -> tuple[str, str]:
     """(survivor room, survivor account) of an open chat, from the bot's routing database."""
-    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
-        row = db.execute("SELECT survivor_room, survivor FROM chats WHERE ref = ?", (ref,)).fetchone()
-    assert row is not None, f"chat {ref} is not open"
-    return row[0], row[1]
+    rows = routing_rows(stack, "SELECT survivor_room, survivor FROM chats WHERE ref = ?", (ref,))
+    assert rows, f"chat {ref} is not open"
+    return rows[0][0], rows[0][1]
 
 
 def chat_row_exists(stack: DevStack, ref: str) -> bool:
-    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
-        return db.execute("SELECT 1 FROM chats WHERE ref = ?", (ref,)).fetchone() is not None
+    return bool(routing_rows(stack, "SELECT 1 FROM chats WHERE ref = ?", (ref,)))
+
+
+def open_chat_count(stack: DevStack) -> int:
+    return routing_rows(stack, "SELECT COUNT(*) FROM chats")[0][0]
 
 
 ERASED_ROWS = {"events": 0, "event_json": 0, "room_memberships": 0, "rooms": 0}
