@@ -264,6 +264,17 @@ async def test_service_close_and_open_set_the_service_state(production):
     assert '"closed":true' in state().replace(" ", "") and "staff meeting" in state()
     assert production.admin("service", "open").returncode == 0
     assert '"closed":false' in state().replace(" ", "")
+    # The gateway polls the state: wait until it takes chats again, so the next test starts open.
+    async with aiohttp.ClientSession() as http:
+        async def gateway_closed() -> bool:
+            async with http.get(production.proxy_url + "status", ssl=False) as response:
+                return (await response.json())["closed"]
+
+        for _ in range(300):
+            if not await gateway_closed():
+                break
+            await asyncio.sleep(0.1)
+        assert not await gateway_closed(), "the gateway never saw the service open again"
 
 
 async def test_staff_remove_takes_the_account_out(production):
