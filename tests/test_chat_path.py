@@ -60,8 +60,9 @@ async def test_whole_chat_both_ways_then_close_and_erase(stack, advocate, surviv
     for user in (stack.accounts.bot.user_id, survivor_account):
         for table in ("event_push_actions", "event_push_actions_staging"):
             # (the bot's invites to staff rooms at bootstrap came before its first start muted it)
-            rows = stack.homeserver.query(f"SELECT COUNT(*) FROM {table} WHERE user_id = ? AND room_id IN (?, ?)",
-                                          [user, survivor_room, case_room])
+            rows = stack.homeserver.query(
+                f"SELECT COUNT(*) FROM {table} WHERE user_id = ? AND event_id IN "
+                "(SELECT event_id FROM events WHERE room_id IN (?, ?))", [user, survivor_room, case_room])
             assert rows[0][0] == 0
     await advocate.say(case_room, "!close")
     await until(lambda: survivor.first("ended"), 20, "the ended frame")
