@@ -38,6 +38,7 @@ from bot.admin_api import SynapseAdmin
 from bot.errors import AdminApiError
 from bot.settings import BotSettings
 from hotline.homeserver import GATEWAY_SENDER_LOCALPART, health_ok, privacy_settings
+from hotline.nio_sync import MUTE_PUSH_PATH
 from hotline.settings_util import describe
 from hotline.wire import SERVICE_STATE
 from webchat.settings import GatewaySettings
@@ -249,6 +250,7 @@ async def setup(files: Files) -> dict[str, str]:
             rooms["service_room"] = created["room_id"]
             await api.call("POST", f"/_matrix/client/v3/join/{quote(created['room_id'])}", token=as_token)
             await api.admin.exempt_from_rate_limits(bot_user)
+            await api.call("PUT", MUTE_PUSH_PATH, {"enabled": True})  # no push actions for the bot
         finally:
             await api.call("POST", "/_matrix/client/v3/logout", {}, ok=(401,))
     set_env_values(files.bot, rooms)

@@ -29,6 +29,7 @@ from hotline.homeserver import (
     EmbeddedHomeserver,
     HomeserverProcess,
 )
+from hotline.nio_sync import MUTE_PUSH_PATH
 from hotline.postgres import ThrowawayPostgres, synapse_database
 
 SERVER_NAME = "hotline.localhost"
@@ -114,6 +115,8 @@ async def bootstrap(homeserver: EmbeddedHomeserver, advocates: int = 1, admins: 
             return Account(data["user_id"], password), data["access_token"]
 
         bot, bot_token = await register(homeserver.bot_localpart, True)
+        # Muted from the start (the bot does it again at every start): no push actions for it.
+        await _client_api(http, hs, bot_token, "PUT", MUTE_PUSH_PATH, {"enabled": True})
         staff = [await register(f"advocate{i}", False) for i in range(1, advocates + 1)]
         bosses = [await register(f"admin{i}", True) for i in range(1, admins + 1)]
         seniors = [await register("supervisor1", False)]

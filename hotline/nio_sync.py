@@ -81,6 +81,10 @@ async def keep_keys(client: AsyncClient) -> None:
         await client.send_to_device_messages()
 
 
+# The request behind mute_push, for the set-up code that has only a token (devstack, hotline admin).
+MUTE_PUSH_PATH = "/_matrix/client/v3/pushrules/global/override/.m.rule.master/enabled"
+
+
 async def mute_push(client: AsyncClient) -> bool:
     """Turn on the master push rule of an account that is a program, not a person (the bot, a
     survivor's account). The homeserver then computes and stores no notifications for it: no

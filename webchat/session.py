@@ -104,11 +104,12 @@ class ChatSession:
             )
             self.client = client
             client.restore_login(user_id, device_id, token)
-            # The device keys go up (and the account's notifications are turned off) while the
-            # room is made: the bot asks for the keys only after it has joined. The sync starts
-            # once the room exists, so that it does not wake up for each of the room's first
-            # events while Synapse is still creating them.
-            preparing = asyncio.ensure_future(asyncio.gather(keep_keys(client), mute_push(client)))
+            # Notifications off first, before anyone is invited who could write to this account.
+            # The device keys go up while the room is made: the bot asks for them only after it
+            # has joined. The sync starts once the room exists, so that it does not wake up for
+            # each of the room's first events while Synapse is still creating them.
+            await mute_push(client)
+            preparing = asyncio.ensure_future(keep_keys(client))
             try:
                 response = await self._create_room(client)
             finally:
