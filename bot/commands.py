@@ -67,6 +67,14 @@ class DeviceDecision:
 
 
 @dataclass(frozen=True)
+class TrustIdentity:
+    """An admin pins a staff member's current cross-signing identity (after a reset, or under
+    the strict policy)."""
+
+    user: str
+
+
+@dataclass(frozen=True)
 class Codeword:
     action: str  # "new" | "verify" | "rotate"
     case: str | None = None  # C-XXXX for verify and rotate
@@ -174,6 +182,10 @@ def parse(text: str) -> Command | None:
         if len(args) != 2 or not _is_user_id(args[0]) or not DEVICE_ID.match(args[1]):
             return Invalid(name=name, reason="verify_usage")
         return VerifyDevice(user=args[0], device=args[1])
+    if name == "trust":
+        if len(args) != 1 or not _is_user_id(args[0]):
+            return Invalid(name=name, reason="trust_usage")
+        return TrustIdentity(user=args[0])
     if name in {"approve", "revoke"}:
         if len(args) != 2 or not _is_user_id(args[0]) or not DEVICE_ID.match(args[1]):
             return Invalid(name=name, reason="device_usage")

@@ -25,6 +25,7 @@ from bot.commands import (
     Codeword,
     Command,
     DeviceDecision,
+    TrustIdentity,
     Devices,
     Help,
     InterpreterRequest,
@@ -457,6 +458,12 @@ class DecideDevice:
 
 
 @dataclass(frozen=True)
+class PinIdentity:
+    room: RoomId
+    user: UserId
+
+
+@dataclass(frozen=True)
 class ConfirmVerification:
     room: RoomId
     user: UserId
@@ -512,6 +519,7 @@ Effect = (
     | AskSurvivor
     | ShowDevices
     | DecideDevice
+    | PinIdentity
     | ConfirmVerification
     | SetLanguages
     | AskInterpreters
@@ -641,11 +649,13 @@ def on_command_given(state: Hotline, event: CommandGiven, now: float) -> Result:
         return _shift(state, event, command, now)
     if isinstance(command, Chats):
         return _list_chats(state, event, now)
-    if isinstance(command, (Devices, DeviceDecision, VerifyDevice)):
+    if isinstance(command, (Devices, DeviceDecision, VerifyDevice, TrustIdentity)):
         if StaffRole.ADMIN not in event.roles or event.room != state.rules.admin_room:
             return state, [Reply(event.room, "not_admin")]
         if isinstance(command, Devices):
             return state, [ShowDevices(event.room)]
+        if isinstance(command, TrustIdentity):
+            return state, [PinIdentity(event.room, UserId(command.user))]
         if isinstance(command, VerifyDevice):
             return state, [ConfirmVerification(event.room, UserId(command.user), command.device)]
         return state, [DecideDevice(event.room, UserId(command.user), command.device, command.approve)]

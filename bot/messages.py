@@ -173,9 +173,36 @@ STAFF: dict[str, str] = {
     "no_chats": "You have no open chats.",
     "chats_list": "Your open chats:\n{items}",
     "devices_list": "Staff devices held back (no keys until approved):\n{items}",
-    "device_held_back": (
-        "New device {device} of {user} gets no chat keys until an admin approves it: "
-        "!approve {user} {device} (or !revoke {user} {device})."
+    "device_not_cross_signed": (
+        "Device {device} of {user} is not verified by its owner (not cross-signed), so it gets no chat keys. "
+        "{user} can verify it in their Matrix client (Settings → Sessions) with their recovery key or another "
+        "session. An admin who has checked with them can also type !approve {user} {device}."
+    ),
+    "device_identity_changed": (
+        "The identity of {user} changed (their cross-signing keys were reset), so none of their devices gets chat "
+        "keys, device {device} included. Check with {user} in person or by phone; if they reset it themselves, "
+        "type !trust {user}. New key: {fingerprint}."
+    ),
+    "device_identity_unverified": (
+        "{user} has not been confirmed by an admin yet, so device {device} gets no chat keys. Check with them "
+        "in person or by phone that their key is {fingerprint}, then type !trust {user} (or, for this device only, "
+        "!approve {user} {device})."
+    ),
+    "identity_trusted": "The identity of {user} ({fingerprint}) is trusted now: their verified devices get keys.",
+    "identity_none": "{user} has no cross-signing identity yet: they should sign in with Element and set up "
+                     "secure backup or verify a session.",
+    "trust_usage": "Use !trust @user:server after checking their identity with them.",
+    "bot_identity_restored": (
+        "The bot's identity on the homeserver had been replaced by someone without the bot's keys; the bot put "
+        "its own back. Staff clients may show a warning about the bot once. Tell the homeserver's admin."
+    ),
+    "staff_undecryptable": (
+        "I could not read a message from {user}'s session {device}. Verify this session in your Matrix client "
+        "(Settings → Sessions) and send it again."
+    ),
+    "staff_device_untrusted": (
+        "I did not act on a message from {user}'s session {device}: that session is not verified, so it is not "
+        "trusted with chats. Verify it in your Matrix client (Settings → Sessions) and send it again."
     ),
     "verification_emojis": (
         "Emoji verification of device {device} of {user}: {emojis}. Check with them (in person or by phone) "
@@ -255,6 +282,7 @@ HELP: dict[str, list[str]] = {
         "!stats [today|week|month|90d|year] — statistics without personal data (admin room)",
         "!devices — staff devices waiting for approval; !approve @user DEVICE; !revoke @user DEVICE (admin room)",
         "!verify @user DEVICE — after comparing the emojis of a staff device's verification (admin room)",
+        "!trust @user — trust a staff member's current identity after checking it with them (admin room)",
     ],
     "everyone": ["!help — this list"],
 }

@@ -32,7 +32,7 @@ from nio import (
     UnknownEvent,
 )
 
-from bot import commands, messages
+from bot import commands, identity, messages
 from bot.admin_api import SynapseAdmin
 from bot.codewords import Codewords
 from bot.conversation import (
@@ -64,6 +64,7 @@ from bot.conversation import (
     NotifySurvivor,
     OpenCaseRoom,
     Phase,
+    PinIdentity,
     PostAlert,
     Practice,
     RelayBacklog,
@@ -96,6 +97,7 @@ from bot.matrix import BotMatrix, TrustPolicy, txn_id_for
 from bot.messages import Catalog
 from bot.settings import BotSettings
 from bot.store import Store
+from hotline.cross_signing import KeysApi, fingerprint
 from hotline.homeserver import GATEWAY_SENDER_LOCALPART
 from hotline.nio_sync import SessionGone, mute_push, sync_loop
 from hotline.wire import (
@@ -122,6 +124,8 @@ OUTBOX_IDLE_SECONDS = 60.0
 MAX_UNSAVED_SECONDS = 5.0
 TYPING_TIMEOUT_MS = 30_000
 SYNC_POSITION = "sync_position"
+ANNOUNCE_GRACE_SECONDS = 5.0  # a new session is cross-signed right after it appears
+UNDECRYPTABLE_GRACE_SECONDS = 5.0  # a room key often arrives a moment after the message
 ERASE_ATTEMPTS = 5
 
 
@@ -174,7 +178,8 @@ class HotlineBot:
         self._saved: str | None = None
         self._saved_at = time.monotonic()
         self._saving = asyncio.Lock()
-        self._announced_devices: set[tuple[str, str]] = set()
+        self._announced_devices: set[tuple[str, str, str]] = set()
+        self._told_devices: set[tuple[str, str, str]] = set()  # (notice, user, device) told in a room
         self.codewords = Codewords(
             store,
             (settings.codeword_pepper.get_secret_value() if settings.codeword_pepper else "").encode(),
@@ -192,6 +197,7 @@ class HotlineBot:
             await self.store.set_meta("device_id", device_id)
             await self.store.set_meta("access_token", token)
         await mute_push(self.matrix.client)
+        await self._cross_sign(device_id, token)
         # The bot is a server admin: its own token serves the admin API (purge, erase).
         self.admin = SynapseAdmin(self.http, self.settings.homeserver, token)
         self.state = Hotline(rules=self.rules, chats=await self.store.load_chats())
@@ -218,6 +224,28 @@ class HotlineBot:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _cross_sign(self, device_id: str, token: str) -> None:
+        """The bot's identity on the homeserver, and this device signed by it (today's Element
+        trusts only devices their owner cross-signed). Staff identities are checked with this token."""
+        hs, password = self.settings.homeserver, self.settings.bot_password.get_secret_value()
+        own = await identity.load_or_create(self.http, hs, token, self.settings.data_dir, self.settings.bot_user_id)
+        if self.matrix.client.should_upload_keys:
+            await self.matrix.client.keys_upload()
+        if await identity.publish(self.http, hs, token, password, own) and self.settings.admin_room:
+            self._announce_later(Reply(RoomId(self.settings.admin_room), "bot_identity_restored"))
+        await identity.sign_device(self.http, hs, token, own, device_id)
+        self.trust.keys = KeysApi(self.http, hs, token)
+        log.info("the bot's device is cross-signed")
+
+    def _announce_later(self, reply: Reply) -> None:
+        """A notice for a staff room that may not be synced yet: sent once the room is known."""
+        async def send() -> None:
+            while not self.matrix.knows_room(reply.room):
+                await asyncio.sleep(1)
+            await self._reply(reply)
+
+        self.spawn(send(), "a notice for a staff room")
 
     async def _saved_login(self) -> tuple[str, str] | None:
         device_id = await self.store.get_meta("device_id")
@@ -270,7 +298,8 @@ class HotlineBot:
                 await self._guarded(self._on_verification, event)
         # A staff member's new device is decided (and announced) as soon as the bot knows of it, not at
         # its next message to that person. In memory and cheap: only undecided devices cost anything.
-        await self._guarded(self.trust.review, self.matrix, sorted(self._staff()))
+        changed = frozenset(response.device_list.changed)
+        await self._guarded(self.trust.review, self.matrix, sorted(self._staff()), changed)
         for room_id, info in response.rooms.invite.items():
             inviter = next(
                 (e.sender for e in info.invite_state
@@ -319,7 +348,30 @@ class HotlineBot:
             await self._on_service_room_event(event)
             return
         if isinstance(event, TEXT_EVENTS) and getattr(event, "decrypted", False):
-            await self._on_staff_text(room, UserId(event.sender), EventId(event.event_id), event.body)
+            if await self._from_trusted_device(room, event):
+                await self._on_staff_text(room, UserId(event.sender), EventId(event.event_id), event.body)
+
+    async def _from_trusted_device(self, room: RoomId, event: Any) -> bool:
+        """Staff text counts only from a device the trust policy trusts, as today's Element reads
+        only messages from devices their owner verified: a password alone (a new, unverified
+        session) cannot claim, close or write to a survivor. The sender is told once per device."""
+        device = self.matrix.sending_device(room, event)
+        if device is None:
+            await self.matrix.refresh_devices(event.sender)  # a session the bot has not seen yet
+            device = self.matrix.sending_device(room, event)
+        if device is not None:
+            await self.trust.review(self.matrix, [event.sender])
+            if self.matrix.is_trusted(device):
+                return True
+        log.warning("ignored a staff message from a session that is not trusted")
+        await self._tell_sender_once(room, "staff_device_untrusted", event.sender, device.id if device else "?")
+        return False
+
+    async def _tell_sender_once(self, room: RoomId, key: str, user: str, device: str) -> None:
+        if (key, user, device) in self._told_devices:
+            return
+        self._told_devices.add((key, user, device))
+        await self._reply(Reply(room, key, (("user", user), ("device", device))))
 
     async def _on_survivor_room_event(self, room: RoomId, chat: Chat, event: Any) -> None:
         if event.sender != chat.survivor or not getattr(event, "decrypted", False):
@@ -401,10 +453,23 @@ class HotlineBot:
         except Exception as error:  # e.g. a request for that session is already out
             log.info("room key request not sent (%s)", type(error).__name__)
         chat = self.state.by_survivor_room(room)
+        if chat is None and event.sender in self._staff():
+            self.spawn(self._tell_undecryptable(room, event), "tell a staff member a message was unreadable")
         if chat is not None and chat.case_room is not None:
             incident = incident_id()
             log.warning("incident %s: an event in a survivor room could not be decrypted yet", incident)
             await self._reply(Reply(chat.case_room, "undecryptable", (("incident", incident),)))
+
+    async def _tell_undecryptable(self, room: RoomId, event: MegolmEvent) -> None:
+        """A staff message still unreadable after a few seconds (its key may be on the way): the
+        sender is told in that room, once per device, instead of being left in silence."""
+        await asyncio.sleep(UNDECRYPTABLE_GRACE_SECONDS)
+        if not any(e.event_id == event.event_id for _, e in self._undecrypted):
+            return
+        device = self.matrix.device_by_key(event.sender, event.sender_key)
+        device_id = device.id if device else (getattr(event, "device_id", None) or "?")
+        log.warning("a staff message could not be decrypted")
+        await self._tell_sender_once(room, "staff_undecryptable", event.sender, device_id)
 
     async def _retry_undecrypted(self) -> None:
         pending, self._undecrypted = self._undecrypted, []
@@ -551,10 +616,14 @@ class HotlineBot:
             await self._reply(Reply(effect.room, "devices_list", (("items", items or "(none)"),)))
         elif isinstance(effect, DecideDevice):
             params = (("user", effect.user), ("device", effect.device))
-            if not self.matrix.decide_device(effect.user, effect.device, approve=effect.approve):
+            if not await self.trust.decide(self.matrix, effect.user, effect.device, approve=effect.approve):
                 await self._reply(Reply(effect.room, "device_unknown", params))
             else:
                 await self._reply(Reply(effect.room, "device_approved" if effect.approve else "device_revoked", params))
+        elif isinstance(effect, PinIdentity):
+            master = await self.trust.pin(self.matrix, effect.user)
+            params = (("user", effect.user), ("fingerprint", fingerprint(master or "")))
+            await self._reply(Reply(effect.room, "identity_trusted" if master else "identity_none", params))
         elif isinstance(effect, ConfirmVerification):
             await self._confirm_verification(effect)
         elif isinstance(effect, SetLanguages):
@@ -717,15 +786,24 @@ class HotlineBot:
             txn = txn_id_for(event_id, "to-case")
             await self._send(effect.case_room, {"msgtype": "m.text", "body": body}, txn_id=txn)
 
-    async def _device_held_back(self, user_id: str, device_id: str) -> None:
-        if self.rules.is_survivor_account(user_id) or (user_id, device_id) in self._announced_devices:
+    async def _device_held_back(self, user_id: str, device_id: str, reason: str, master: str | None) -> None:
+        if self.rules.is_survivor_account(user_id) or (user_id, device_id, reason) in self._announced_devices:
             return
-        self._announced_devices.add((user_id, device_id))
-        log.warning("staff device %s of %s held back until approved", device_id, user_id)
+        self._announced_devices.add((user_id, device_id, reason))
+        log.warning("staff device %s of %s held back (%s)", device_id, user_id, reason)
         if self.settings.admin_room:
-            params = (("user", user_id), ("device", device_id))
-            self.spawn(self._reply(Reply(RoomId(self.settings.admin_room), "device_held_back", params)),
+            params = (("user", user_id), ("device", device_id), ("fingerprint", fingerprint(master or "")))
+            self.spawn(self._announce_held_back(user_id, device_id, Reply(RoomId(self.settings.admin_room),
+                                                                          f"device_{reason}", params)),
                        "announce a held-back device")
+
+    async def _announce_held_back(self, user_id: str, device_id: str, reply: Reply) -> None:
+        """Announced to the admins only if still held back a little later: a new session is
+        usually cross-signed by its owner's client a moment after it appears."""
+        await asyncio.sleep(ANNOUNCE_GRACE_SECONDS)
+        device = next((d for d in self.matrix.devices_of(user_id) if d.id == device_id), None)
+        if device is not None and self.matrix.is_held_back(device):
+            await self._reply(reply)
 
     # ------------------------------------------------------------------ erasing
 

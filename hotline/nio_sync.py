@@ -22,6 +22,7 @@ from nio import (
     SyncError,
     SyncResponse,
 )
+from nio.crypto import OlmDevice
 
 log = logging.getLogger(__name__)
 
@@ -195,3 +196,18 @@ async def sync_loop(
         since = response.next_batch
         if save_position is not None:
             await save_position(since)
+
+
+def sending_device(client: AsyncClient, room_id: str, event: Any) -> OlmDevice | None:
+    """The device that sent a decrypted event, found through the Megolm session it was decrypted
+    with (the event's own ``device_id`` field is optional and not to be relied on): the device of
+    the sender whose Curve25519 key sent the session and whose Ed25519 key the session names.
+    None if the session was forwarded by someone else or the device is not known (yet)."""
+    sender_key, session_id = getattr(event, "sender_key", None), getattr(event, "session_id", None)
+    if client.olm is None or not sender_key or not session_id:
+        return None
+    session = client.olm.inbound_group_store.get(room_id, sender_key, session_id)
+    if session is None or session.forwarding_chain:
+        return None
+    return next((device for device in client.device_store.active_user_devices(event.sender)
+                 if device.curve25519 == sender_key and device.ed25519 == session.ed25519), None)
