@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from bot import identity
 from bot.admin_api import SynapseAdmin
 from hotline.homeserver import (
     GATEWAY_SENDER_LOCALPART,
@@ -245,7 +246,11 @@ class DevStack:
         } | ({"supervisors_room": self.accounts.supervisors_room} if self.accounts.supervisors_room else {})
           | ({"interpreters_room": self.accounts.interpreters_room} if self.accounts.interpreters_room else {})
           | self.settings)
+        # The bot's cross-signing identity is made here (the bot publishes it at its first start),
+        # so that the gateway can pin its master key from the start, as `hotline admin setup` does.
+        bot_identity = identity.create(self.root / "bot", self.accounts.bot.user_id)
         _write_env(self.root / "webchat.env", common | {
+            "bot_master_key": bot_identity.master_public,
             "as_token": self.homeserver.secrets()["as_token"],
             "listen_host": "127.0.0.1",
             "listen_port": str(self.gateway_port),

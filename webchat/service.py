@@ -29,6 +29,7 @@ from hotline.hours import Schedule, status
 from hotline.nio_sync import KeysUnavailable, client_config, keep_keys, members_and_keys
 from hotline.wire import ANSWERS_EVENT, SERVICE_STATE
 from webchat.answers import AnswerPool, batch_content
+from webchat.bot_identity import PinnedBot
 from webchat.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -204,16 +205,8 @@ class Service:
                 await members_and_keys(client, room_id)
             except KeysUnavailable as error:
                 raise ServiceError(str(error)) from error
-            trusted = 0
-            for member in room.users:
-                for device in client.device_store.active_user_devices(member):
-                    if member == user_id and device.id == device_id:
-                        continue
-                    if member == self.settings.bot_user_id:
-                        client.verify_device(device)
-                        trusted += 1
-                    else:
-                        client.blacklist_device(device)
+            bot = PinnedBot(self.settings.bot_user_id, self.settings.bot_master_key)
+            trusted = await bot.decide_until_trusted(client, self._http, self.settings.homeserver, list(room.users))
             if not trusted:
                 raise ServiceError("no device of the bot to share the answers with")
             try:

@@ -34,6 +34,7 @@ from nio.exceptions import OlmTrustError
 from nio.store import SqliteMemoryStore
 
 from hotline.nio_sync import (
+    sending_device,
     KeysUnavailable,
     SessionGone,
     client_config,
@@ -44,6 +45,7 @@ from hotline.nio_sync import (
     sync_loop,
 )
 from hotline.wire import CONTROL_EVENT, ROLE_FIELD, Control, Role
+from webchat.bot_identity import PinnedBot
 from webchat.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ class ChatSession:
         self._sending: dict[str, asyncio.Future[None]] = {}
         self._sync_task: asyncio.Task[None] | None = None
         self._bot_joined = asyncio.Event()
+        self._bot = PinnedBot(settings.bot_user_id, settings.bot_master_key)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._send_lock = asyncio.Lock()
         self.advocate_typing = False
@@ -201,6 +204,8 @@ class ChatSession:
                 continue
             if not getattr(event, "decrypted", False):
                 continue  # only what the bot sent end-to-end encrypted reaches the page
+            if not await self._from_pinned_bot(event):
+                continue  # and only from the bot's own devices
             if isinstance(event, (RoomMessageText, RoomMessageNotice)):
                 role = event.source.get("content", {}).get(ROLE_FIELD)
                 role = role if role in Role.__members__.values() else Role.HOTLINE
@@ -298,7 +303,7 @@ class ChatSession:
                 await members_and_keys(client, room_id)
             except KeysUnavailable as error:
                 raise SendFailed(str(error)) from error
-            self._apply_trust()
+            await self._apply_trust()
             try:
                 await olm_sessions(client, room_id, {self.settings.bot_user_id})
             except KeysUnavailable as error:
@@ -310,21 +315,28 @@ class ChatSession:
             if isinstance(response, RoomSendError):
                 raise SendFailed(f"send ({response.status_code})")
 
-    def _apply_trust(self) -> None:
-        """Keys go to the bot's devices only; any other device is held back."""
+    async def _apply_trust(self) -> None:  # raises SendFailed
+        """Keys go to the bot's devices signed by its pinned identity only; any other device is held back."""
         client = self.client
         assert client is not None and self.room_id is not None
-        room = client.rooms[self.room_id]
-        for user_id in room.users:
-            for device in client.device_store.active_user_devices(user_id):
-                if user_id == client.user_id and device.id == client.device_id:
-                    continue
-                if client.olm.is_device_verified(device) or client.olm.is_device_blacklisted(device):
-                    continue
-                if user_id == self.settings.bot_user_id:
-                    client.verify_device(device)
-                else:
-                    client.blacklist_device(device)
+        users = list(client.rooms[self.room_id].users)
+        if not await self._bot.decide_until_trusted(client, self._http, self.settings.homeserver, users):
+            raise SendFailed("no device of the bot is signed by its pinned identity")
+
+    async def _from_pinned_bot(self, event: Any) -> bool:
+        """Whether a decrypted event came from a bot device signed by the pinned identity."""
+        client = self.client
+        assert client is not None and self.room_id is not None
+        device = sending_device(client, self.room_id, event)
+        if device is None:  # a device the gateway has not fetched the keys of yet
+            client.olm.users_for_key_query.add(self.settings.bot_user_id)
+            await client.keys_query()
+            device = sending_device(client, self.room_id, event)
+        if device is None:
+            log.warning("ignored an event from a device of the bot account that is not known")
+            return False
+        await self._bot.decide(client, self._http, self.settings.homeserver, [self.settings.bot_user_id])
+        return bool(client.olm.is_device_verified(device))
 
     async def end(self, *, wait: bool = False) -> None:
         """The survivor ended the chat: tell the page, tell the bot (retrying), let go."""

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from hotline.hours import ALWAYS, Schedule, ScheduleError
 from hotline.settings_util import check_log_level, check_room_id, check_user_id
 
+MASTER_KEY = re.compile(r"^[A-Za-z0-9+/]{43}$")
 LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$")
 
 
@@ -31,6 +32,7 @@ class GatewaySettings(BaseSettings):
 
     homeserver_url: AnyHttpUrl = Field(description="The homeserver's client API, e.g. http://127.0.0.1:8008.")
     bot_user_id: str = Field(description="The bot's Matrix ID; the only account a survivor room invites.")
+    bot_master_key: str = Field(description="The bot's cross-signing master key (public; `hotline admin setup` writes it). The gateway shares survivor room keys with, and reads, only bot devices signed by it.")
     as_token: SecretStr = Field(description="The application service token of the gateway's registration (webchat-appservice.yaml).")
     survivor_prefix: str = Field(default="chat_", description="Localpart prefix of survivor accounts; must match the registration's namespace.")
     listen_host: str = Field(default="127.0.0.1", description="Address the gateway listens on (put a TLS proxy in front in production).")
@@ -72,6 +74,13 @@ class GatewaySettings(BaseSettings):
         return value if value.endswith("/") else value + "/"
 
     _user_id = field_validator("bot_user_id")(staticmethod(check_user_id))
+
+    @field_validator("bot_master_key")
+    @classmethod
+    def _master_key(cls, value: str) -> str:
+        if not MASTER_KEY.match(value):
+            raise ValueError("must be an Ed25519 public key in unpadded base64 (43 characters), as hotline admin setup writes it")
+        return value
 
     _level = field_validator("log_level")(staticmethod(check_log_level))
 
