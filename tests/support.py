@@ -9,7 +9,7 @@ import secrets
 import sqlite3
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -17,11 +17,13 @@ from nio import (
     AsyncClient,
     InviteMemberEvent,
     LoginResponse,
+    MegolmEvent,
     RoomMessageNotice,
     RoomMessageText,
     SyncResponse,
 )
 
+from hotline.cross_signing import Identity, KeysApi
 from hotline.devstack import DevStack
 from hotline.homeserver import EmbeddedHomeserver
 from hotline.nio_sync import client_config, sync_loop
@@ -38,6 +40,17 @@ async def until(predicate: Callable[[], Any], timeout: float = 20.0, what: str =
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, what: str = "condition") -> Any:
+    """``until`` for a check that must ask something over the network."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not (value := await check()):
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.2)
+    return value
 
 
 class Survivor:
@@ -109,20 +122,43 @@ class Survivor:
             await self.http.close()
 
 
-class Advocate:
-    """A staff member on a real, encrypting nio client that accepts invites."""
+_identities: dict[tuple[str, str], Identity] = {}  # (homeserver, user) → that user's cross-signing keys
 
-    def __init__(self, homeserver: str, user_id: str, password: str) -> None:
+
+async def cross_sign(homeserver: str, user_id: str, password: str, token: str, device_id: str) -> None:
+    """What Element does at sign-in: the account's cross-signing identity (made at the first
+    sign-in, then kept like a recovery key) signs this new session."""
+    async with aiohttp.ClientSession() as http:
+        api = KeysApi(http, homeserver, token)
+        identity = _identities.get((homeserver, user_id))
+        if identity is None:
+            identity = _identities[(homeserver, user_id)] = Identity.generate(user_id)
+            await api.upload_identity(identity, password)
+        assert await api.sign_device(identity, device_id)
+
+
+class Advocate:
+    """A staff member on a real, encrypting nio client that accepts invites. Its session is
+    cross-signed like an Element session, unless ``cross_signed=False`` (an unverified session)."""
+
+    def __init__(self, homeserver: str, user_id: str, password: str, *, cross_signed: bool = True) -> None:
+        self.homeserver = homeserver
+        self.cross_signed = cross_signed
         self.store = tempfile.mkdtemp(prefix="advocate-store-")
         self.client = AsyncClient(homeserver, user_id, store_path=self.store, config=client_config())
         self.password = password
         self.messages: dict[str, list[tuple[str, str, str]]] = defaultdict(list)  # room → (sender, type, body)
         self.left: set[str] = set()
+        self.unreadable: dict[str, list[str]] = defaultdict(list)  # room → ids of events it could not decrypt
         self._task: asyncio.Task[None] | None = None
 
     async def login(self) -> None:
         response = await self.client.login(self.password, device_name="test client")
         assert isinstance(response, LoginResponse), response
+        if self.cross_signed:
+            await self.client.keys_upload()
+            await cross_sign(self.homeserver, self.client.user_id, self.password, response.access_token,
+                             response.device_id)
         self._task = asyncio.create_task(sync_loop(self.client, self._on_sync, since=None, timeout_ms=1000))
 
     async def _on_sync(self, response: SyncResponse) -> None:
@@ -134,6 +170,8 @@ class Advocate:
                 if isinstance(event, (RoomMessageText, RoomMessageNotice)):
                     kind = "notice" if isinstance(event, RoomMessageNotice) else "text"
                     self.messages[room_id].append((event.sender, kind, event.body))
+                elif isinstance(event, MegolmEvent):
+                    self.unreadable[room_id].append(event.event_id)
         for room_id in response.rooms.leave:
             self.left.add(room_id)
 
