@@ -40,10 +40,21 @@ UNSIGNED_SENDER_DEVICE = "UNSIGNED_SENDER_DEVICE"
 KEY_WITHHELD_FOR_UNVERIFIED_DEVICE = "MEGOLM_KEY_WITHHELD_FOR_UNVERIFIED_DEVICE"
 
 
+MIN_NODE_MAJOR = 20  # with the one ES2024 function polyfilled in advocate.mjs; js-sdk 43 targets 22
+
+
 def ensure_node_modules() -> None:
-    """``npm ci`` in tests/rustcrypto unless node_modules matches the committed lock file."""
+    """``npm ci`` in tests/rustcrypto unless node_modules matches the committed lock file.
+
+    ``.ci/run`` relies on this and on ``npm`` being installed (it installs Debian's npm if
+    missing); nothing else installs these packages, so a fresh CI clone gets them here.
+    """
     npm = shutil.which("npm")
-    assert npm, "the Rust-crypto advocate needs npm and node (Debian: apt-get install npm)"
+    node = shutil.which("node") or shutil.which("nodejs")
+    assert npm and node, "the Rust-crypto advocate needs npm and node (Debian: apt-get install npm)"
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    assert int(version.lstrip("v").split(".")[0]) >= MIN_NODE_MAJOR, \
+        f"the Rust-crypto advocate needs Node {MIN_NODE_MAJOR} or newer, found {version}"
     lock = hashlib.sha256((HARNESS / "package-lock.json").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == lock:
         return
@@ -187,40 +198,61 @@ class RustAdvocate:
 
     # What it saw
 
-    def messages(self, room_id: str) -> list[dict[str, Any]]:
-        """The latest line for each timeline event of the room, in order of first arrival.
+    def mark(self) -> int:
+        """A point in ``events``: pass it as ``after`` to see only events first reported since."""
+        return len(self.events)
 
-        Keys: room_id, event_id, sender, sender_device, type, msgtype, body (None unless
-        decrypted), encrypted, decryption_failure (DecryptionFailureCode name or None), shield
-        (None, or {"color": "none"|"grey"|"red", "reason": EventShieldReason name or None}), ts.
+    def messages(self, room_id: str, after: int = 0) -> list[dict[str, Any]]:
+        """The latest line for each timeline event of the room, in order of first arrival; with
+        ``after`` (from ``mark()``), only events first reported after that point (a new login
+        also reports the room's recent history).
+
+        Keys: room_id, event_id, sender, sender_device (None if unknown), type, msgtype, body
+        (None unless decrypted or unencrypted), encrypted, decryption_failure (a
+        DecryptionFailureCode name such as "UNSIGNED_SENDER_DEVICE", or None), shield (None for
+        unencrypted or undecrypted events, else {"color": "none"|"grey"|"red", "reason": an
+        EventShieldReason name such as "UNSIGNED_DEVICE", or None}), ts.
         """
         latest: dict[str, dict[str, Any]] = {}
-        for line in self.events:
+        for index, line in enumerate(self.events):
             if line.get("event") == "message" and line["room_id"] == room_id:
-                latest[line["event_id"]] = line
+                if line["event_id"] in latest or index >= after:
+                    latest[line["event_id"]] = line
         return list(latest.values())
 
     def history(self, event_id: str) -> list[dict[str, Any]]:
         """Every line emitted for one event (a failure first, then the body if the key came late)."""
         return [line for line in self.events if line.get("event_id") == event_id]
 
-    def bodies(self, room_id: str) -> list[str]:
-        return [m["body"] for m in self.messages(room_id) if m["body"] is not None]
+    def bodies(self, room_id: str, after: int = 0) -> list[str]:
+        return [m["body"] for m in self.messages(room_id, after) if m["body"] is not None]
 
     def find_message(self, predicate: Callable[[dict[str, Any]], bool],
-                     room_id: str | None = None) -> dict[str, Any] | None:
+                     room_id: str | None = None, after: int = 0) -> dict[str, Any] | None:
         """The latest line of the first message (in any room, or ``room_id``) that fits."""
         rooms = [room_id] if room_id else list(dict.fromkeys(
             line["room_id"] for line in self.events if line.get("event") == "message"))
         for room in rooms:
-            for message in self.messages(room):
+            for message in self.messages(room, after):
                 if predicate(message):
                     return message
         return None
 
     async def wait_for_message(self, predicate: Callable[[dict[str, Any]], bool], room_id: str | None = None,
-                               timeout: float = 30.0, what: str = "a message") -> dict[str, Any]:
-        return await until(lambda: self.find_message(predicate, room_id), timeout, f"{what} at {self.name}")
+                               timeout: float = 30.0, what: str = "a message", after: int = 0) -> dict[str, Any]:
+        """Until a message fits ``predicate`` (it is called again on each newer line of an event,
+        so ``lambda m: m["body"] or m["decryption_failure"]`` waits for an outcome)."""
+        return await until(lambda: self.find_message(predicate, room_id, after), timeout,
+                           f"{what} at {self.name}")
+
+    async def wait_for_outcome(self, event_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Until the event is decrypted or has failed to; its latest line (a later retry may
+        still report it again)."""
+        def outcome() -> dict[str, Any] | None:
+            lines = self.history(event_id)
+            done = lines and (lines[-1]["body"] is not None or lines[-1]["decryption_failure"])
+            return lines[-1] if done else None
+        return await until(outcome, timeout, f"{event_id} to decrypt or fail at {self.name}")
 
     async def wait_for_invite(self, timeout: float = 30.0) -> str:
         before = len(self.invites)

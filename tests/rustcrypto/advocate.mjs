@@ -34,6 +34,7 @@ const { logger } = await import("matrix-js-sdk/lib/logger.js");
 const { EventShieldColour, EventShieldReason, OnlySignedDevicesIsolationMode, AllDevicesIsolationMode } =
     await import("matrix-js-sdk/lib/crypto-api/index.js");
 
+// The SDK's main logger; its prefixed child loggers keep their own (debug) level. All on stderr.
 logger.setLevel(process.env.ADVOCATE_LOG_LEVEL || "warn", false);
 
 function emit(object) {
