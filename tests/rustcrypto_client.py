@@ -87,6 +87,7 @@ class RustAdvocate:
         self.events: list[dict[str, Any]] = []
         self.invites: list[str] = []
         self.joined: list[str] = []
+        self.stray: list[str] = []  # stdout lines that were not JSON (none expected)
         self.user_id: str | None = None
         self.device_id: str | None = None
         self.log_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
@@ -110,7 +111,11 @@ class RustAdvocate:
     async def _read(self) -> None:
         assert self._process is not None and self._process.stdout is not None
         async for raw in self._process.stdout:
-            line = json.loads(raw)
+            try:
+                line = json.loads(raw)
+            except ValueError:  # not the protocol (something wrote to stdout): keep it for reading
+                self.stray.append(raw.decode(errors="replace"))
+                continue
             if "id" in line and line["id"] in self._answers:
                 future = self._answers.pop(line["id"])
                 if not future.done():

@@ -51,12 +51,13 @@ async def register(homeserver: EmbeddedHomeserver, name: str, admin: bool = Fals
     return data["user_id"], password, data["access_token"]
 
 
-async def encrypted_room(homeserver: EmbeddedHomeserver, invite: list[str]) -> tuple[str, str]:
+async def encrypted_room(homeserver: EmbeddedHomeserver, invite: list[str],
+                         preset: str = "private_chat") -> tuple[str, str]:
     """An encrypted room made by a host account that has no encrypting device (a server admin,
     so the homeserver's invite policy lets it invite): (room id, the host's access token)."""
     _, _, token = await register(homeserver, "host", admin=True)
     created = await client_api(homeserver, token, "POST", "/_matrix/client/v3/createRoom",
-                               {"preset": "private_chat", "invite": invite, "initial_state": [ENCRYPTION]})
+                               {"preset": preset, "invite": invite, "initial_state": [ENCRYPTION]})
     return created["room_id"], token
 
 
@@ -139,9 +140,11 @@ async def test_two_cross_signed_rust_advocates_read_each_other(homeserver, rust_
     alice, bob = rust_clients("alice"), rust_clients("bob")
     await asyncio.gather(alice.login(homeserver.url, alice_id, alice_pw, mode="signed"),
                          bob.login(homeserver.url, bob_id, bob_pw, mode="signed"))
-    room, _ = await encrypted_room(homeserver, [alice_id, bob_id])
+    # Alice is invited (and joins by herself); Bob joins the public room when told to.
+    room, _ = await encrypted_room(homeserver, [alice_id], preset="public_chat")
+    await bob.join(room)
     await until(lambda: room in alice.joined and room in bob.joined, 30, "both to join")
-    assert room in alice.invites and room in bob.invites
+    assert room in alice.invites and room not in bob.invites
     await alice.wait_for_member(room, bob_id)
     await bob.wait_for_member(room, alice_id)
     # Each sees the other's device as cross-signed by its owner.

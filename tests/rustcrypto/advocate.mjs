@@ -8,8 +8,9 @@
 // or {"id": .., "ok": false, "error": ".."}, and events {"event": "message"|"invite"|"joined", ...}.
 // Logs go to stderr. The process ends when stdin closes.
 
-// matrix-js-sdk 43 targets Node 22; Debian's Node lacks Promise.withResolvers (ES2024), without
-// which the SDK's outgoing crypto requests silently never go out. This is the whole difference.
+// matrix-js-sdk 43 targets Node 22; Node 20 (the machines' Node) lacks Promise.withResolvers
+// (ES2024), without which the SDK's outgoing crypto requests silently never go out and cross-signing
+// never completes. It is the one thing missing.
 if (typeof Promise.withResolvers !== "function") {
     Promise.withResolvers = function withResolvers() {
         let resolve, reject;
@@ -47,9 +48,10 @@ function log(...args) {
 
 const state = {
     client: null,
-    password: null,
     /** event id → the last line emitted for it (JSON), so a changed outcome is emitted again. */
     emitted: new Map(),
+    /** event id → its pending report: reports of one event run in order, the newest state last. */
+    reports: new Map(),
 };
 
 function roomOf(event) {
@@ -117,7 +119,14 @@ async function report(event) {
 }
 
 function reportSoon(event) {
-    report(event).catch((err) => log("report failed:", String(err)));
+    const id = event.getId();
+    const next = (state.reports.get(id) || Promise.resolve())
+        .then(() => report(event))
+        .catch((err) => log("report failed:", String(err)));
+    state.reports.set(id, next);
+    next.then(() => {
+        if (state.reports.get(id) === next) state.reports.delete(id);
+    });
 }
 
 async function login({ homeserver, user_id, password, mode = "signed", device_name = "rust-crypto test advocate" }) {
@@ -138,7 +147,6 @@ async function login({ homeserver, user_id, password, mode = "signed", device_na
         accessToken: response.access_token,
     });
     state.client = client;
-    state.password = password;
     await client.initRustCrypto({ useIndexedDB: false });
     const crypto = client.getCrypto();
     // As Element at sign-in: create the account's cross-signing keys (password UIA) and sign the
