@@ -9,6 +9,7 @@ and new logins, and a staff member whose message the bot could not read is told 
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -22,6 +23,7 @@ from hotline.devstack import DevStack
 from hotline.wire import CONTROL_EVENT
 from tests import support
 from tests.conftest import running
+from tests.rustcrypto_client import RustAdvocate, rust_crypto_harness  # noqa: F401
 from tests.support import (
     Advocate,
     Survivor,
@@ -31,6 +33,7 @@ from tests.support import (
     eventually,
     login,
     open_chat,
+    remember,
     routing_rows,
     until,
 )
@@ -39,7 +42,7 @@ from tests.support import (
 @pytest.fixture(scope="module")
 def trust_stack():
     root = Path(tempfile.mkdtemp(prefix="hotline-trust-"))
-    yield from running(DevStack(root / "stack", advocates=3, settings={"trust_new_staff_devices": "false"}))
+    yield from running(DevStack(root / "stack", advocates=4, settings={"trust_new_staff_devices": "false"}))
 
 
 def bot_identity(stack: DevStack) -> Identity:
@@ -56,6 +59,56 @@ async def signed_bot_devices(stack: DevStack, token: str) -> dict[str, str]:
 
 def notices(client: Advocate, room: str, start: str) -> list[str]:
     return [b for b in client.bodies(room) if b.startswith(start)]
+
+
+def clean(message: dict) -> bool:
+    """Decrypted, with no warning shield: what Element shows as a normal message."""
+    return message["decryption_failure"] is None and (message["shield"] or {}).get("color") == "none"
+
+
+async def test_an_advocate_on_elements_crypto_works_the_whole_chat(trust_stack, rust_crypto_harness, canaries):
+    """Element's default (MSC4153, OnlySignedDevicesIsolationMode): keys only for cross-signed
+    sessions, nothing read from others. The bot's session is cross-signed, so all of it works."""
+    stack = trust_stack
+    canaries += ["from the page to element 1a2b", "from element to the page 3c4d"]
+    account = stack.accounts.advocates[3]  # used by no nio client: Element makes its own identity
+    dispatch = stack.accounts.dispatch_room
+    advocate = RustAdvocate("element-advocate")
+    page = Survivor(stack.page_url)
+    try:
+        await advocate.login(stack.homeserver.url, account.user_id, account.password, mode="signed")
+        mark = advocate.mark()
+        # The bot reads this session (it would say so if it could not) and is read by it.
+        await advocate.send(dispatch, "!chats")
+        answer = await advocate.wait_for_message(lambda m: m["body"] == "You have no open chats.", dispatch,
+                                                 what="the bot's answer", after=mark)
+        assert clean(answer), answer
+        await page.start()
+        alert = await advocate.wait_for_message(lambda m: (m["body"] or "").startswith("Chat waiting")
+                                                or m["decryption_failure"], dispatch, what="the alert", after=mark)
+        assert clean(alert), alert
+        ref = re.search(r"ref (\w{4})", alert["body"]).group(1)
+        remember(stack, ref)
+        await advocate.send(dispatch, f"!claim {ref}")
+        intro = await advocate.wait_for_message(lambda m: (m["body"] or "").startswith(f"Case room for ref {ref}"),
+                                                what="the case room", after=mark)
+        case_room = intro["room_id"]
+        assert clean(intro), intro
+        await page.say("from the page to element 1a2b")
+        line = await advocate.wait_for_message(lambda m: m["body"] == "Survivor: from the page to element 1a2b",
+                                               case_room, what="the survivor's line", after=mark)
+        assert clean(line), line
+        await advocate.send(case_room, "from element to the page 3c4d")
+        await until(lambda: "from element to the page 3c4d" in page.texts("advocate"), 30, "the reply on the page")
+        await advocate.send(case_room, "!close")
+        await until(lambda: page.first("ended"), 30, "the page told")
+        await assert_erased(stack, ref, case_room)
+        undecrypted = [m for room in (dispatch, case_room) for m in advocate.messages(room, mark)
+                       if m["decryption_failure"]]
+        assert not undecrypted, undecrypted
+    finally:
+        await advocate.close()
+        await page.close()
 
 
 async def test_a_session_added_to_the_bot_account_gets_no_key_and_injects_nothing(trust_stack, canaries):
