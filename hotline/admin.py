@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import os
 import re
 import secrets
 import sqlite3
@@ -34,9 +35,11 @@ import yaml
 from dotenv import dotenv_values
 from pydantic import ValidationError
 
+from bot import identity as bot_identity
 from bot.admin_api import SynapseAdmin
 from bot.errors import AdminApiError
 from bot.settings import BotSettings
+from hotline.cross_signing import CrossSigningError, KeysApi
 from hotline.homeserver import GATEWAY_SENDER_LOCALPART, health_ok, privacy_settings
 from hotline.nio_sync import MUTE_PUSH_PATH
 from hotline.settings_util import describe
@@ -251,11 +254,66 @@ async def setup(files: Files) -> dict[str, str]:
             await api.call("POST", f"/_matrix/client/v3/join/{quote(created['room_id'])}", token=as_token)
             await api.admin.exempt_from_rate_limits(bot_user)
             await api.call("PUT", MUTE_PUSH_PATH, {"enabled": True})  # no push actions for the bot
+            master = await _bot_identity(http, homeserver, token, password, raw, bot_user)
         finally:
             await api.call("POST", "/_matrix/client/v3/logout", {}, ok=(401,))
     set_env_values(files.bot, rooms)
-    set_env_values(files.webchat, {"service_room": rooms["service_room"]})
-    return rooms
+    set_env_values(files.webchat, {"service_room": rooms["service_room"], "bot_master_key": master})
+    return rooms | {"bot_master_key": master}
+
+
+async def _bot_identity(http: aiohttp.ClientSession, homeserver: str, token: str, password: str,
+                        raw: dict[str, str], bot_user: str) -> str:
+    """The bot's cross-signing identity: made in its data directory (readable by the directory's
+    owner only), published on the homeserver; returns the master key the gateway pins."""
+    data_dir = Path(raw.get("HOTLINE_DATA_DIR") or "")
+    if not raw.get("HOTLINE_DATA_DIR"):
+        raise AdminError("bot.env needs HOTLINE_DATA_DIR: the bot's cross-signing keys are kept there")
+    try:
+        own = bot_identity.create(data_dir, bot_user)
+        _give_to_owner(data_dir, bot_identity.identity_path(data_dir))
+    except OSError as error:
+        raise AdminError(f"could not write the bot's cross-signing keys to {data_dir}: {error.strerror}") from None
+    try:
+        await bot_identity.publish(http, homeserver, token, password, own)
+    except CrossSigningError as error:
+        raise AdminError(f"could not publish the bot's cross-signing identity: {error}") from None
+    return own.master_public
+
+
+def _give_to_owner(directory: Path, path: Path) -> None:
+    """Run as root, setup leaves the file to whoever owns the bot's data directory."""
+    if os.geteuid() == 0:
+        owner = directory.stat()
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
+async def replace_bot_identity(files: Files) -> str:
+    """A new cross-signing identity for the bot, in place of the one in its data directory (kept
+    beside it as ``.replaced``); the gateway's pinned key is updated. Returns the new master key."""
+    raw = raw_env(files.bot)
+    bot_user, password = raw.get("HOTLINE_BOT_USER_ID", ""), raw.get("HOTLINE_BOT_PASSWORD", "")
+    homeserver, data_dir = raw.get("HOTLINE_HOMESERVER_URL", ""), raw.get("HOTLINE_DATA_DIR", "")
+    if not (bot_user and password and homeserver and data_dir):
+        raise AdminError("bot.env needs HOTLINE_BOT_USER_ID, HOTLINE_BOT_PASSWORD, HOTLINE_HOMESERVER_URL "
+                         "and HOTLINE_DATA_DIR")
+    async with session() as http:
+        api = Api(http, homeserver, None)
+        _, login = await api.call("POST", "/_matrix/client/v3/login", {
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": bot_user},
+            "password": password, "initial_device_display_name": "hotline admin"})
+        token = login["access_token"]
+        try:
+            new = bot_identity.replace(Path(data_dir), bot_user)
+            _give_to_owner(Path(data_dir), bot_identity.identity_path(Path(data_dir)))
+            await KeysApi(http, homeserver, token).upload_identity(new, password)
+        except CrossSigningError as error:
+            raise AdminError(f"the homeserver refused the new identity: {error}") from None
+        finally:
+            await Api(http, homeserver, token).call("POST", "/_matrix/client/v3/logout", {}, ok=(401,))
+    if files.webchat is not None:
+        set_env_values(files.webchat, {"bot_master_key": new.master_public})
+    return new.master_public
 
 
 # --------------------------------------------------------------------------- staff

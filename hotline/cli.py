@@ -8,6 +8,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from hotline.devstack import DevStack
 
@@ -133,6 +134,8 @@ def run_admin(args: argparse.Namespace) -> None:
                 return
             asyncio.run(admin.sweep(ctx, apply=True, min_age_seconds=args.min_age * 60))
             print("Swept.")
+        elif args.admin_command == "bot-identity":
+            run_bot_identity(admin, files, args)
         elif args.admin_command == "stats":
             ctx = admin.Context.load(files)
             text = admin.stats_export(ctx.settings)
@@ -143,6 +146,31 @@ def run_admin(args: argparse.Namespace) -> None:
                 print(text, end="")
     except admin.AdminError as error:
         sys.exit(f"hotline admin: {error}")
+
+
+def run_bot_identity(admin: Any, files: Any, args: argparse.Namespace) -> None:
+    from bot.identity import identity_path
+    from hotline.cross_signing import Identity, fingerprint
+
+    if not args.replace:
+        settings = admin.load_bot_settings(files.bot)
+        own = Identity.load(identity_path(settings.data_dir), settings.bot_user_id)
+        if own is None:
+            sys.exit(f"hotline admin: no cross-signing identity in {settings.data_dir} yet (the bot makes one at its "
+                     "first start, or run `hotline admin setup`)")
+        print(f"The bot's cross-signing master key: {own.master_public}")
+        print(f"Fingerprint: {fingerprint(own.master_public)}")
+        return
+    master = asyncio.run(admin.replace_bot_identity(files))
+    print(f"The bot has a new cross-signing identity. Master key: {master}")
+    print(f"Fingerprint: {fingerprint(master)}")
+    if files.webchat is not None:
+        print(f"{files.webchat} now pins it (HOTLINE_BOT_MASTER_KEY).")
+    else:
+        print(f"Set HOTLINE_BOT_MASTER_KEY={master} in the gateway's settings.")
+    print("Restart the bot, then the gateway. Staff clients show that the bot's identity changed (Element: a "
+          "warning on the bot's messages until it is accepted); tell staff to expect it and to accept it only "
+          "after you told them.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweeping = sub.add_parser("sweep", help="find (and with --yes erase) rooms and survivor accounts left by a crash")
     sweeping.add_argument("--yes", action="store_true", help="erase what was found")
     sweeping.add_argument("--min-age", type=float, default=10.0, help="only what is older than this many minutes (default 10)")
+    ident = sub.add_parser("bot-identity", help="show the bot's cross-signing master key; --replace makes a new one")
+    ident.add_argument("--replace", action="store_true",
+                       help="replace the bot's identity (only if its keys were lost or exposed): staff clients will "
+                            "show that it changed")
     stats = sub.add_parser("stats", help="aggregate statistics")
     stats_sub = stats.add_subparsers(dest="stats_command", required=True)
     export = stats_sub.add_parser("export", help="daily counts as CSV")

@@ -271,6 +271,15 @@ class DevStack:
     def start_gateway(self) -> None:
         self._spawn("webchat", "webchat")
 
+    def stop_gateway(self) -> None:
+        """SIGTERM, as a restart would."""
+        process = self.processes.pop("webchat")
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+
+    async def wait_until_serving(self) -> None:
+        await self._wait_for_gateway()
+
     def kill_bot(self) -> None:
         """SIGKILL, as a crash would."""
         process = self.processes.pop("bot")

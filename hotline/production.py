@@ -314,6 +314,7 @@ def render(options: InitOptions, values: dict[str, str]) -> dict[str, tuple[str,
     }), True)
     files["webchat.env"] = (env_text("matrix-hotline web chat gateway", common | {
         "as_token": values["as_token"],
+        "bot_master_key": None,
         "listen_host": target.bind_host,
         "listen_port": str(options.gateway_port),
         "public_url": f"https://{domain}",

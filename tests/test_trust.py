@@ -302,3 +302,39 @@ async def test_the_bots_identity_survives_a_restart_and_a_new_login(trust_stack)
     finally:
         await advocate.close()
         await page.close()
+
+
+async def test_replacing_the_bots_identity_is_explicit_and_the_gateway_follows(trust_stack):
+    """`hotline admin bot-identity --replace`: a new identity, pinned by the gateway's settings;
+    after a restart of both, chats work with it. (Last in this module: it changes the bot.)"""
+    from hotline import admin
+
+    stack = trust_stack
+    old = bot_identity(stack).master_public
+    files = admin.Files.from_args(stack.root, None, None, None)
+    new = await admin.replace_bot_identity(files)
+    assert new != old and bot_identity(stack).master_public == new
+    assert f"HOTLINE_BOT_MASTER_KEY={new}" in (stack.root / "webchat.env").read_text()
+    assert (stack.root / "bot" / "cross-signing.json.replaced").exists()
+    stack.kill_bot()
+    stack.stop_gateway()
+    stack.start_bot()
+    stack.start_gateway()
+    await stack.wait_until_serving()
+    advocate = await login(stack, stack.accounts.advocates[0])
+    page = Survivor(stack.page_url)
+    try:
+        await eventually(lambda: _signed_now(stack, advocate), 30, "the bot's session signed by the new identity")
+        ref, case_room = await claim_new_chat(stack, advocate, page)
+        await page.say("with the new identity 5a6b")
+        await until(lambda: "Survivor: with the new identity 5a6b" in advocate.bodies(case_room), 30, "relayed")
+        await advocate.say(case_room, "!close")
+        await assert_erased(stack, ref, case_room)
+    finally:
+        await advocate.close()
+        await page.close()
+
+
+async def _signed_now(stack: DevStack, advocate: Advocate) -> bool:
+    device = routing_rows(stack, "SELECT value FROM meta WHERE key = 'device_id'")[0][0]
+    return device in await signed_bot_devices(stack, advocate.client.access_token)
