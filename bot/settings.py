@@ -44,8 +44,8 @@ class BotSettings(BaseSettings):
     codeword_max_failures: int = Field(default=3, ge=1, le=20, description="Wrong code words in a row before a case is locked.")
     codeword_lock_hours: float = Field(default=24, gt=0, description="How long a case stays locked after too many wrong code words.")
     codeword_tries_per_chat: int = Field(default=5, ge=1, le=20, description="Code word checks allowed in one chat.")
-    staff_device_verification: bool = Field(default=False, description="Stricter: no staff device gets keys until it is verified with emojis (started from the staff member's client, confirmed by an admin with !verify) or approved by an admin; only admins' first devices are trusted on first sight.")
-    trust_new_staff_devices: bool = Field(default=False, description="Share keys with staff devices that appear after enrollment without approval. Only for demos.")
+    staff_device_verification: bool = Field(default=False, description="Stricter: no staff member's cross-signing identity is trusted on first sight except admins'; an admin confirms each one with !trust after checking it with them (or a session with emoji verification and !verify, or !approve).")
+    trust_new_staff_devices: bool = Field(default=False, description="Also share keys with staff sessions that their owner did not cross-sign (old clients, scripts). Only for demos: a password alone then reads chats.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
     _user_id = field_validator("bot_user_id")(staticmethod(check_user_id))

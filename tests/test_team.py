@@ -108,12 +108,12 @@ async def test_several_chats_and_the_list(stack, advocate):
 
 @pytest.fixture(scope="module")
 def strict_stack():
-    """Staff devices that appear after enrollment get no keys until approved (the default)."""
+    """Staff sessions that their owner did not cross-sign get no keys until approved (the default)."""
     root = Path(tempfile.mkdtemp(prefix="hotline-devices-"))
     yield from running(DevStack(root / "stack", advocates=1, settings={"trust_new_staff_devices": "false"}))
 
 
-async def test_a_new_staff_device_gets_no_keys_until_approved(strict_stack, canaries):
+async def test_an_unverified_staff_session_gets_no_keys_until_approved(strict_stack, canaries):
     canaries += ["before approval 0f1e", "after approval 2d3c"]
     stack = strict_stack
     account = stack.accounts.advocates[0]
@@ -122,8 +122,8 @@ async def test_a_new_staff_device_gets_no_keys_until_approved(strict_stack, cana
     page = Survivor(stack.page_url)
     second = None
     try:
-        ref, case_room = await claim_new_chat(stack, first, page)  # enrollment: the first device is trusted
-        second = Advocate(stack.homeserver.url, account.user_id, account.password)
+        ref, case_room = await claim_new_chat(stack, first, page)  # cross-signed: trusted
+        second = Advocate(stack.homeserver.url, account.user_id, account.password, cross_signed=False)
         await second.login()
         device = second.client.device_id
         await page.say("before approval 0f1e")
