@@ -105,6 +105,12 @@ def test_generated_env_files_load_in_the_settings_models(tmp_path):
     from webchat.settings import GatewaySettings
 
     directory = make(tmp_path)
+    from hotline.admin import set_env_values
+
+    # Before `hotline admin setup`, the gateway lacks the bot's master key, which setup pins.
+    with pytest.raises(Exception, match="bot_master_key"):
+        GatewaySettings(_env_file=str(directory / "webchat.env"))
+    set_env_values(directory / "webchat.env", {"bot_master_key": "A" * 43})
     gateway = GatewaySettings(_env_file=str(directory / "webchat.env"))
     assert gateway.origin == "https://chat.example.org"
     assert gateway.server_name == "chat.example.org"
@@ -112,8 +118,6 @@ def test_generated_env_files_load_in_the_settings_models(tmp_path):
     # Before `hotline admin setup`, the dispatch room is the one thing missing.
     with pytest.raises(Exception, match="dispatch_room"):
         BotSettings(_env_file=str(directory / "bot.env"))
-    from hotline.admin import set_env_values
-
     set_env_values(directory / "bot.env", {"dispatch_room": "!abc", "admin_room": "!def"})
     bot = BotSettings(_env_file=str(directory / "bot.env"))
     assert bot.dispatch_room == "!abc" and bot.trust_new_staff_devices is False

@@ -15,6 +15,8 @@ CASES = [
     ("webchat", {"HOTLINE_LISTEN_PORT": "99999"}, "HOTLINE_LISTEN_PORT"),
     ("webchat", {"HOTLINE_CHAT_PATH": "chat"}, "HOTLINE_CHAT_PATH"),
     ("webchat", {"HOTLINE_AS_TOKEN": None}, "HOTLINE_AS_TOKEN"),
+    ("webchat", {"HOTLINE_BOT_MASTER_KEY": None}, "HOTLINE_BOT_MASTER_KEY"),
+    ("webchat", {"HOTLINE_BOT_MASTER_KEY": "not-a-key"}, "HOTLINE_BOT_MASTER_KEY"),
 ]
 GOOD = {
     "HOTLINE_HOMESERVER_URL": "http://127.0.0.1:1",
@@ -23,6 +25,7 @@ GOOD = {
     "HOTLINE_DATA_DIR": "/tmp/unused",
     "HOTLINE_DISPATCH_ROOM": "!abc",
     "HOTLINE_AS_TOKEN": "token-value",
+    "HOTLINE_BOT_MASTER_KEY": "A" * 43,
 }
 
 

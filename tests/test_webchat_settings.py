@@ -14,6 +14,7 @@ GOOD = {
     "HOTLINE_HOMESERVER_URL": "http://127.0.0.1:1",
     "HOTLINE_BOT_USER_ID": "@hotline:example.org",
     "HOTLINE_AS_TOKEN": "token-value",
+    "HOTLINE_BOT_MASTER_KEY": "A" * 43,
     "PATH": "/usr/bin:/bin",
 }
 
