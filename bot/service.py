@@ -126,7 +126,7 @@ TYPING_TIMEOUT_MS = 30_000
 SYNC_POSITION = "sync_position"
 ANNOUNCE_GRACE_SECONDS = 5.0  # a new session is cross-signed right after it appears
 UNDECRYPTABLE_GRACE_SECONDS = 5.0  # a room key often arrives a moment after the message
-ERASE_ATTEMPTS = 5
+PENDING_ERASE = "erase:"  # store meta key prefix: a handed-on case room whose erase is not done
 
 
 class HotlineBot:
@@ -171,6 +171,7 @@ class HotlineBot:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._undecrypted: list[tuple[RoomId, MegolmEvent]] = []
         self._erasing: set[ChatRef] = set()
+        self._erasing_rooms: set[RoomId] = set()  # handed-on case rooms being erased
         self._typing: dict[RoomId, bool] = {}  # survivor room → the bot shows "typing" there
         self._outboxes: dict[RoomId, asyncio.Queue[Effect]] = {}
         self._in_flight = 0  # effects queued or being sent, over all rooms
@@ -213,6 +214,7 @@ class HotlineBot:
                 recovered = True
                 for effect in recover(self.state):
                     await self._perform_and_follow(effect)
+                await self._resume_pending_erases()
 
         self.spawn(self._ticker(), "ticker")
         try:
@@ -608,7 +610,9 @@ class HotlineBot:
         elif isinstance(effect, InviteToCase):
             await self.matrix.invite(effect.room, effect.user)
         elif isinstance(effect, EraseCaseRoom):
-            self.spawn(self._erase_rooms([effect.room]), "erase a handed-on case room")
+            if effect.room not in self._erasing_rooms:
+                self._erasing_rooms.add(effect.room)
+                self.spawn(self._erase_handed_on(effect.room), "erase a handed-on case room")
         elif isinstance(effect, AskSurvivor):
             await self._send(effect.room, {"action": Control.ASK, "question": effect.question}, event_type=CONTROL_EVENT)
         elif isinstance(effect, ShowDevices):
@@ -806,66 +810,97 @@ class HotlineBot:
             await self._reply(reply)
 
     # ------------------------------------------------------------------ erasing
+    #
+    # The survivor room has no human client caching it: it is purged at once, without redactions,
+    # and the survivor's account erased, so the survivor's words are off the server within about a
+    # second of the close whatever the chat's length. Case rooms are redacted first (staff clients
+    # cache them and drop redacted content), given a moment for staff clients to receive the
+    # redactions (a purge right after them can leave a "ghost room" with the content in a client
+    # that had not synced yet), then purged. Every erase is retried with capped backoff until done;
+    # a chat's erase is durable through its row (phase CLOSING, resumed by recover()), a handed-on
+    # case room's through a meta row written before it starts (resumed at the next start).
 
     async def _erase(self, chat: Chat) -> None:
-        """The erase recipe of docs/privacy.md; retried, and resumed after a restart."""
-        rooms = [r for r in (chat.case_room, chat.survivor_room) if r is not None]
-        delay = 1.0
+        """The erase recipe of docs/privacy.md for a closed chat."""
         try:
-            for attempt in range(1, ERASE_ATTEMPTS + 1):
-                try:
-                    await self._drain(rooms)  # the final notices go out before anything is redacted
-                    await self._wait_for_gateway(chat)
-                    await self._purge(rooms)
-                    assert self.admin is not None
-                    await self.admin.deactivate(chat.survivor, erase=True)
-                    log.info("chat %s erased", chat.ref)
-                    await self.handle(ChatErased(chat.ref))
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:
-                    incident = incident_id()
-                    log.error("incident %s: erasing chat %s failed (attempt %d): %s", incident, chat.ref,
-                              attempt, error if isinstance(error, HotlineError) else type(error).__name__)
-                    await asyncio.sleep(delay)
-                    delay *= 4
-            log.error("chat %s is not erased yet; it is retried at the next start (or run hotline admin sweep)",
-                      chat.ref)
+            await self._drain([r for r in (chat.case_room, chat.survivor_room) if r is not None])
+            await self._wait_for_gateway(chat)  # the page has been told; the gateway leaves
+            await self._until_done(f"erasing chat {chat.ref}", self._erase_survivor_side, chat)
+            if chat.case_room is not None:
+                await self._until_done(f"erasing the case room of chat {chat.ref}", self._erase_case_room,
+                                       chat.case_room)
+            log.info("chat %s erased", chat.ref)
+            await self.handle(ChatErased(chat.ref))
         finally:
             self._erasing.discard(chat.ref)
 
-    async def _erase_rooms(self, rooms: list[RoomId]) -> None:
-        """Redact, leave and purge rooms (a case room handed on); retried like a chat's erase."""
-        for attempt in range(1, ERASE_ATTEMPTS + 1):
+    async def _erase_survivor_side(self, chat: Chat) -> None:
+        room = chat.survivor_room
+        if self.matrix.knows_room(room):
+            await self.matrix.leave(room)
+        assert self.admin is not None
+        await self.admin.delete_room(room)
+        self.matrix.forget_room_keys([room])
+        await self.admin.deactivate(chat.survivor, erase=True)
+
+    async def _erase_handed_on(self, room: RoomId) -> None:
+        """A case room left behind by a transfer: recorded first, so a restart finishes it."""
+        key = PENDING_ERASE + room
+        await self.store.set_meta(key, "case_room")
+        try:
+            await self._drain([room])
+            await self._until_done("erasing a handed-on case room", self._erase_case_room, room)
+            await self.store.delete_meta(key)
+        finally:
+            self._erasing_rooms.discard(room)
+
+    async def _resume_pending_erases(self) -> None:
+        for key in await self.store.meta_with_prefix(PENDING_ERASE):
+            room = RoomId(key[len(PENDING_ERASE):])
+            if room not in self._erasing_rooms:
+                self._erasing_rooms.add(room)
+                self.spawn(self._erase_handed_on(room), "erase a handed-on case room")
+
+    async def _erase_case_room(self, room: RoomId) -> None:
+        if self.matrix.knows_room(room):
+            redacted = await self._redact_if_member(room)
+            log.info("redacted %d events of a case room; purging it in %.0f s", redacted,
+                     self.settings.erase_redaction_grace_seconds if redacted else 0)
+            if redacted:
+                await asyncio.sleep(self.settings.erase_redaction_grace_seconds)  # staff clients sync them
+            await self.matrix.leave(room)
+        assert self.admin is not None
+        await self.admin.delete_room(room)
+        self.matrix.forget_room_keys([room])
+
+    async def _until_done(self, what: str, step: Any, *args: Any) -> None:
+        """Retry a step of an erase with capped backoff until it succeeds (a homeserver that is
+        down for hours delays an erase; it never abandons it)."""
+        delay = 1.0
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                await self._drain(rooms)
-                await self._purge(rooms)
+                await step(*args)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                log.error("erasing a handed-on case room failed (attempt %d): %s", attempt,
-                          error if isinstance(error, HotlineError) else type(error).__name__)
-                await asyncio.sleep(4 ** attempt)
+                log.error("incident %s: %s failed (attempt %d, next in %.0f s): %s", incident_id(), what, attempt,
+                          delay, error if isinstance(error, HotlineError) else type(error).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.erase_retry_max_seconds)
 
-    async def _purge(self, rooms: list[RoomId]) -> None:
-        known = [room for room in rooms if self.matrix.knows_room(room)]
-        await asyncio.gather(*(self._redact_if_member(room) for room in known))
-        await asyncio.gather(*(self.matrix.leave(room) for room in known))
-        assert self.admin is not None
-        for room in rooms:  # one at a time: concurrent purges can fail on PostgreSQL
-            await self.admin.delete_room(room)
-        self.matrix.forget_room_keys(rooms)
-
-    async def _redact_if_member(self, room: RoomId) -> None:
-        """Redact a room's messages; a retry after the bot already left goes straight to the purge."""
+    async def _redact_if_member(self, room: RoomId) -> int:
+        """Redact a room's messages; a retry after the bot already left goes straight to the purge.
+        Returns how many were redacted."""
         try:
-            await self.matrix.redact_all(room)
+            return await self.matrix.redact_all(room)
         except MatrixError as error:
             if error.status != "M_FORBIDDEN":
                 raise
             log.info("not redacting a room the bot has already left; the purge removes it")
+            return 0
 
     async def _wait_for_gateway(self, chat: Chat, timeout: float = 10.0) -> None:
         """Give the gateway a moment to read the closing signal and leave before redacting."""

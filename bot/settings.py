@@ -46,6 +46,8 @@ class BotSettings(BaseSettings):
     codeword_tries_per_chat: int = Field(default=5, ge=1, le=20, description="Code word checks allowed in one chat.")
     staff_device_verification: bool = Field(default=False, description="Stricter: no staff member's cross-signing identity is trusted on first sight except admins'; an admin confirms each one with !trust after checking it with them (or a session with emoji verification and !verify, or !approve).")
     trust_new_staff_devices: bool = Field(default=False, description="Also share keys with staff sessions that their owner did not cross-sign (old clients, scripts). Only for demos: a password alone then reads chats.")
+    erase_redaction_grace_seconds: float = Field(default=5.0, ge=0, le=300, description="After redacting a case room, how long staff clients get to receive the redactions before the room is purged (a purge right after them can leave the content in a client that had not synced yet).")
+    erase_retry_max_seconds: float = Field(default=300.0, ge=1, le=3600, description="The longest wait between two tries of an erase that failed (the homeserver was down); it is tried until it is done.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
     _user_id = field_validator("bot_user_id")(staticmethod(check_user_id))

@@ -131,6 +131,15 @@ class Store:
         )
         await self._db.commit()
 
+    async def delete_meta(self, key: str) -> None:
+        await self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        await self._db.commit()
+
+    async def meta_with_prefix(self, prefix: str) -> dict[str, str]:
+        async with self._db.execute("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?",
+                                    (len(prefix), prefix)) as cursor:
+            return {key: value for key, value in await cursor.fetchall()}
+
     async def is_enrolled(self, user_id: str) -> bool:
         async with self._db.execute(
             "SELECT 1 FROM enrolled_staff WHERE user_id = ?", (user_id,)

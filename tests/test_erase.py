@@ -1,0 +1,95 @@
+"""Erasure always finishes: a killed bot and a homeserver that is down delay an erase, never
+abandon it; the survivor's room goes first, at once, without redactions."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from hotline.devstack import DevStack
+from tests.conftest import running
+from tests.support import (
+    Survivor,
+    assert_erased,
+    chat_row_exists,
+    claim_new_chat,
+    homeserver_rows,
+    login,
+    open_chat,
+    routing_rows,
+    until,
+    user_deactivated,
+)
+
+ERASED = {"events": 0, "event_json": 0, "room_memberships": 0, "rooms": 0}
+
+
+@pytest.fixture(scope="module")
+def erase_stack():
+    root = Path(tempfile.mkdtemp(prefix="hotline-erase-"))
+    # A short cap on the wait between two tries, so that the test sees the tries go on.
+    yield from running(DevStack(root / "stack", advocates=1, settings={"erase_retry_max_seconds": "4"}))
+
+
+def pending_erases(stack: DevStack) -> list[str]:
+    return [key for (key,) in routing_rows(stack, "SELECT key FROM meta WHERE key LIKE 'erase:%'")]
+
+
+async def test_a_handed_on_case_room_is_erased_after_the_bot_is_killed_mid_erase(erase_stack, canaries):
+    stack = erase_stack
+    canaries += ["words in the first case room 1a2b"]
+    advocate = await login(stack, stack.accounts.advocates[0])
+    page = Survivor(stack.page_url)
+    try:
+        ref, old_room = await claim_new_chat(stack, advocate, page)
+        await page.say("words in the first case room 1a2b")
+        await until(lambda: "Survivor: words in the first case room 1a2b" in advocate.bodies(old_room), 30, "relayed")
+        await advocate.say(old_room, "!transfer")
+        await until(lambda: pending_erases(stack), 30, "the erase recorded before it starts")
+        stack.kill_bot()  # in the middle of that erase (it waits for staff clients after redacting)
+        assert homeserver_rows(stack.homeserver, [old_room])["rooms"] == 1, "killed before the purge"
+        stack.start_bot()
+        await until(lambda: homeserver_rows(stack.homeserver, [old_room]) == ERASED, 60, "the erase finished")
+        await until(lambda: not pending_erases(stack), 30, "the record removed")
+        # The chat itself goes on: claimed again, closed, erased.
+        await advocate.say(stack.accounts.dispatch_room, f"!claim {ref}")
+        new_room = await until(lambda: next((r for r in advocate.messages if r != old_room and any(
+            f"Case room for ref {ref}" in b for _, _, b in advocate.messages[r])), None), 30, "the new case room")
+        await advocate.say(new_room, "!close")
+        await assert_erased(stack, ref, new_room)
+    finally:
+        await advocate.close()
+        await page.close()
+
+
+async def test_a_chat_closed_while_the_homeserver_goes_down_is_erased_when_it_is_back(erase_stack, canaries):
+    stack = erase_stack
+    canaries += ["said before the outage 3c4d"]
+    advocate = await login(stack, stack.accounts.advocates[0])
+    page = Survivor(stack.page_url)
+    try:
+        ref, case_room = await claim_new_chat(stack, advocate, page)
+        survivor_room, survivor = open_chat(stack, ref)
+        await page.say("said before the outage 3c4d")
+        await until(lambda: "Survivor: said before the outage 3c4d" in advocate.bodies(case_room), 30, "relayed")
+        await advocate.say(case_room, "!close")
+        # The survivor's room goes first, without redactions: the case room is still there.
+        await until(lambda: homeserver_rows(stack.homeserver, [survivor_room]) == ERASED, 30, "survivor room purged")
+        await until(lambda: user_deactivated(stack.homeserver, survivor), 10, "the survivor's account erased")
+        assert homeserver_rows(stack.homeserver, [case_room])["rooms"] == 1, "the case room is erased after"
+        stack.synapse.stop()  # down while the case room is being erased: several tries fail
+        await until(lambda: "erasing the case room of chat" in (stack.logs / "bot.log").read_text()
+                    and (stack.logs / "bot.log").read_text().count(f"case room of chat {ref} failed (attempt") >= 3,
+                    60, "tries that fail while the homeserver is down")
+        await stack.synapse.start()
+        # A homeserver stopped during a pagination keeps that room's purge lock until it expires
+        # (Synapse: 2 minutes), so the purge may wait that long; the erase keeps trying.
+        await until(lambda: not chat_row_exists(stack, ref), 200, "the erase done")
+        await assert_erased(stack, ref, case_room)
+    finally:
+        if stack.synapse.process is None or stack.synapse.process.poll() is not None:
+            await stack.synapse.start()
+        await advocate.close()
+        await page.close()
