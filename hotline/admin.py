@@ -555,6 +555,12 @@ async def check(files: Files, *, public_url: str | None = None) -> CheckResult:
                     result.ok("the bot is logged in and is a server admin")
                 else:
                     result.fail("the bot is not a server admin: it cannot purge rooms or erase accounts")
+            closing, rooms = pending_erases(ctx.settings)
+            if closing or rooms:
+                result.warn(f"erases pending: {closing} closed chat(s) and {rooms} handed-on case room(s); the bot "
+                            "retries until they are done (see its log; `hotline admin sweep` for leftovers)")
+            else:
+                result.ok("no erase pending")
         if public_url:
             outside = Api(http, public_url, None)
             status, _ = await outside.call("GET", "/_synapse/admin/v1/server_version", ok=(403, 404, 405))
@@ -571,6 +577,15 @@ async def check(files: Files, *, public_url: str | None = None) -> CheckResult:
 class SweepPlan:
     rooms: list[str] = field(default_factory=list)
     accounts: list[str] = field(default_factory=list)
+
+
+def pending_erases(settings: BotSettings) -> tuple[int, int]:
+    """(closed chats not erased yet, handed-on case rooms not erased yet) in the routing database."""
+    database = settings.data_dir / "routing.db"
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        chats = db.execute("SELECT COUNT(*) FROM chats WHERE phase = 'closing'").fetchone()[0]
+        rooms = db.execute("SELECT COUNT(*) FROM meta WHERE key LIKE 'erase:%'").fetchone()[0]
+    return chats, rooms
 
 
 def open_chats(settings: BotSettings) -> tuple[set[str], set[str]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hotline import admin
 from hotline.devstack import DevStack
 from tests.conftest import running
 from tests.support import (
@@ -50,9 +51,12 @@ async def test_a_handed_on_case_room_is_erased_after_the_bot_is_killed_mid_erase
         await until(lambda: pending_erases(stack), 30, "the erase recorded before it starts")
         stack.kill_bot()  # in the middle of that erase (it waits for staff clients after redacting)
         assert homeserver_rows(stack.homeserver, [old_room])["rooms"] == 1, "killed before the purge"
+        settings = admin.load_bot_settings(stack.root / "bot.env")
+        assert admin.pending_erases(settings) == (0, 1)  # what `hotline admin check` reports
         stack.start_bot()
         await until(lambda: homeserver_rows(stack.homeserver, [old_room]) == ERASED, 60, "the erase finished")
         await until(lambda: not pending_erases(stack), 30, "the record removed")
+        assert admin.pending_erases(settings) == (0, 0)
         # The chat itself goes on: claimed again, closed, erased.
         await advocate.say(stack.accounts.dispatch_room, f"!claim {ref}")
         new_room = await until(lambda: next((r for r in advocate.messages if r != old_room and any(
