@@ -195,6 +195,11 @@ class RustAdvocate:
         room keys"; events waiting for them are decrypted again and reported again."""
         await self.command("import_room_keys", keys=keys)
 
+    async def cached(self, room_id: str) -> dict[str, Any]:
+        """What the client keeps of a room in memory: ``{"known", "membership", "events": [{event_id,
+        type, body (None if redacted or undecrypted), redacted}]}``."""
+        return await self.command("cached", room_id=room_id)
+
     async def device_info(self, user_id: str) -> dict[str, Any]:
         """This client's view of a user's devices: ``{"devices": [{device_id, signedByOwner,
         crossSigningVerified, localVerified, verified}], "user": {known, crossSigningVerified,

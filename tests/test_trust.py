@@ -103,6 +103,11 @@ async def test_an_advocate_on_elements_crypto_works_the_whole_chat(trust_stack, 
         await advocate.send(case_room, "!close")
         await until(lambda: page.first("ended"), 30, "the page told")
         await assert_erased(stack, ref, case_room)
+        # A client that caches (js-sdk's sync accumulator) received the redactions before the purge:
+        # no word of the chat is left in it ("ghost rooms", synapse#18599).
+        kept = await advocate.cached(case_room)
+        assert not [e for e in kept["events"] if e["body"]], kept
+        assert sum(e["redacted"] for e in kept["events"]) >= 4, kept  # the lines it had shown
         undecrypted = [m for room in (dispatch, case_room) for m in advocate.messages(room, mark)
                        if m["decryption_failure"]]
         assert not undecrypted, undecrypted

@@ -289,13 +289,34 @@ async function deviceInfo({ user_id }) {
     };
 }
 
+async function cached({ room_id }) {
+    // What this client keeps of a room in memory (its sync accumulator and timelines): the
+    // bodies it could still show. Redacted events have none.
+    const client = needClient();
+    const room = client.getRoom(room_id);
+    if (!room) return { known: false, membership: null, events: [] };
+    const events = [];
+    for (const timeline of room.getUnfilteredTimelineSet().getTimelines()) {
+        for (const event of timeline.getEvents()) {
+            const content = event.getContent() || {};
+            events.push({
+                event_id: event.getId(),
+                type: event.getType(),
+                body: typeof content.body === "string" ? content.body : null,
+                redacted: event.isRedacted(),
+            });
+        }
+    }
+    return { known: true, membership: room.getMyMembership(), events };
+}
+
 async function stop() {
     if (state.client) state.client.stopClient();
     return {};
 }
 
 const commands = {
-    login, join, send, status, members, device_info: deviceInfo, import_room_keys: importRoomKeys, stop,
+    login, join, send, status, members, cached, device_info: deviceInfo, import_room_keys: importRoomKeys, stop,
 };
 
 const input = readline.createInterface({ input: process.stdin, terminal: false });
