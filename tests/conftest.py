@@ -67,3 +67,11 @@ async def survivor(stack: DevStack):
     page = Survivor(stack.page_url)
     yield page
     await page.close()
+
+
+@pytest.fixture(scope="session")
+def installed_venv(tmp_path_factory) -> Path:
+    """A fresh venv with a `git archive` of this checkout installed non-editable (tests/installed.py)."""
+    from tests.installed import install
+
+    return install(tmp_path_factory.mktemp("installed"))
