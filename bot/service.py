@@ -819,6 +819,7 @@ class HotlineBot:
                     await self._purge(rooms)
                     assert self.admin is not None
                     await self.admin.deactivate(chat.survivor, erase=True)
+                    self.matrix.forget_users([chat.survivor])  # its device and trust entries too
                     log.info("chat %s erased", chat.ref)
                     await self.handle(ChatErased(chat.ref))
                     return
