@@ -70,8 +70,18 @@ async def survivor(stack: DevStack):
 
 
 @pytest.fixture(scope="session")
-def installed_venv(tmp_path_factory) -> Path:
-    """A fresh venv with a `git archive` of this checkout installed non-editable (tests/installed.py)."""
+def installed_venv() -> Iterator[Path]:
+    """A fresh venv with a `git archive` of this checkout installed non-editable (tests/installed.py).
+
+    Not under pytest's own temporary directory (0700): the systemd units of tests/test_next_steps.py
+    run the venv's programs as the service user, as they would from /opt/hotline/venv."""
+    import shutil
+
     from tests.installed import install
 
-    return install(tmp_path_factory.mktemp("installed"))
+    root = Path(tempfile.mkdtemp(prefix="hotline-install-"))
+    root.chmod(0o755)
+    try:
+        yield install(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -9,11 +9,11 @@ pip's cache makes a repeated install take about half a minute.
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import sys
 import tarfile
-import io
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,13 +42,24 @@ def install(root: Path, extra: str = "production") -> Path:
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(source, filter="data")
     venv = root / "venv"
-    subprocess.run([sys.base_prefix + "/bin/python3" if Path(sys.base_prefix, "bin/python3").exists() else "python3",
-                    "-m", "venv", str(venv)], check=True)
+    subprocess.run([system_python(), "-m", "venv", str(venv)], check=True)
     result = subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "--quiet", f"{source}[{extra}]"],
                             capture_output=True, text=True, timeout=900, cwd=root)
     if result.returncode != 0:
         raise RuntimeError(f"pip install failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return venv
+
+
+def system_python() -> str:
+    """Debian's python3 (what the admin guide's `python3 -m venv` uses) if it is new enough; else
+    the interpreter that runs the tests. The venv's programs must be usable by the service user."""
+    debian = Path("/usr/bin/python3")
+    if debian.exists():
+        check = subprocess.run([str(debian), "-c", "import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))"],
+                               capture_output=True)
+        if check.returncode == 0:
+            return str(debian)
+    return sys.executable
 
 
 def source_modules() -> list[str]:
