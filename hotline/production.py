@@ -432,8 +432,9 @@ systemctl enable --now hotline-synapse
 
 ## 4. The bot account and the staff rooms
 
-Creates the bot (a server admin) and the dispatch, admin, supervisors, interpreters and service
-rooms, and writes their IDs into bot.env and webchat.env. It waits for Synapse to answer.
+Creates the bot (a server admin), the dispatch, admin, supervisors, interpreters and service
+rooms and the bot's cross-signing identity, and writes the room IDs and the bot's master key into
+bot.env and webchat.env. It waits for Synapse to answer.
 
 ```sh
 {hotline} setup
@@ -515,8 +516,8 @@ chown -R 10001:10001 {host_config} {host_state}
 {compose} up -d postgres synapse
 ```
 
-4. Create the bot and the rooms (fills in the room IDs of bot.env and webchat.env), start
-   everything, add the first admin (a one-time password, printed once), and check:
+4. Create the bot, the rooms and the bot's cross-signing identity (fills in the room IDs and the
+   bot's master key in bot.env and webchat.env), start everything, add the first admin (a one-time password, printed once), and check:
 
 ```sh
 {compose} run --rm admin setup
