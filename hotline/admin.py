@@ -752,13 +752,10 @@ SWEEP_FILTER = {
 
 
 async def candidate_rooms(api: Api, bot: str, survivors: list[str]) -> set[str]:
-    """Rooms the bot is in or invited to, and rooms of survivor accounts.
-
-    Not the admin room list: it is built from room statistics, which the privacy settings turn off.
+    """Rooms the bot is in or invited to, rooms of survivor accounts, and Synapse's admin room
+    list (built from its room statistics; hotlines configured before they were left on have none).
     """
     rooms = set((await api.get("/_matrix/client/v3/joined_rooms")).get("joined_rooms", []))
-    import json
-
     sync = await api.get("/_matrix/client/v3/sync?timeout=0&filter=" + quote(json.dumps(SWEEP_FILTER)))
     rooms |= set(sync.get("rooms", {}).get("invite", {}))
     for user in survivors:
