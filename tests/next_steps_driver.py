@@ -156,16 +156,21 @@ def certbot(args: list[str]) -> int:
     challenge = webroot / ".well-known/acme-challenge"
     challenge.mkdir(parents=True, exist_ok=True)
     (challenge / token).write_text(token)
+    served, problem, deadline = "", "", time.monotonic() + 15  # Let's Encrypt, too, retries for a while
     try:
-        with urllib.request.urlopen(f"http://{domain}/.well-known/acme-challenge/{token}", timeout=10) as answer:
-            served = answer.read().decode()
-    except OSError as error:
-        print(f"certbot (test stand-in): the challenge is not served: {error}", file=sys.stderr)
-        return 1
+        while served != token and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://{domain}/.well-known/acme-challenge/{token}",
+                                            timeout=10) as answer:
+                    served = answer.read().decode()
+            except OSError as error:
+                problem = str(error)
+                time.sleep(0.5)
     finally:
         (challenge / token).unlink()
     if served != token:
-        print("certbot (test stand-in): the challenge answer is wrong", file=sys.stderr)
+        print(f"certbot (test stand-in): the challenge is not served ({problem or 'a wrong answer'})",
+              file=sys.stderr)
         return 1
     live = Path("/etc/letsencrypt/live") / domain
     live.mkdir(parents=True)
