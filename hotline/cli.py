@@ -212,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = admin.add_subparsers(dest="admin_command", required=True)
     sub.add_parser("setup", help="once: create the bot account and the staff and service rooms")
     checking = sub.add_parser("check", help="settings valid, homeserver reachable, every privacy setting in force")
-    checking.add_argument("--public-url", default=None, help="also check from outside that the proxy hides the admin API")
+    checking.add_argument("--public-url", default=None,
+                          help="also check from outside, through the proxy: the page and its headers, the client API, "
+                               ".well-known, and that the admin and federation APIs are hidden")
     staff = sub.add_parser("staff", help="add, remove and list staff")
     staff_sub = staff.add_subparsers(dest="staff_command", required=True)
     add = staff_sub.add_parser("add", help="create an account with a one-time password and add it to its role's room")
