@@ -18,8 +18,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m hotline demo --dir var/demo
 
-## The whole test suite; it starts its own Synapse, bot, gateway and browser. Then the chat path
-## again with Synapse on PostgreSQL (a throwaway loopback cluster).
+## The whole test suite; it starts its own Synapse, bot, gateway and browser. It also installs a
+## `git archive` of the checkout into a fresh venv (pip's cache keeps that to about half a minute)
+## and runs the bot and gateway from it, and NEXT-STEPS.md's systemd path with it (as root). Then
+## the chat path again with Synapse on PostgreSQL (a throwaway loopback cluster).
 test: $(STAMP)
 	$(BIN)/python -m pytest
 	HOTLINE_TEST_DATABASE=postgres $(BIN)/python -m pytest tests/test_chat_path.py

@@ -311,6 +311,41 @@ class BotMatrix:
         for room_id in room_ids:
             store.delete_encrypted_room(room_id)
 
+    def forget_users(self, user_ids: list[str]) -> None:
+        """Forget erased survivor accounts: their devices, trust entries (the store's
+        ``*.trusted_devices`` files and the like), device keys and Olm sessions, in memory and in
+        the crypto store. Called with the chat's erase, after the account is deactivated."""
+        from nio.store.models import DeviceKeys, DeviceTrustState, Keys, OlmSessions, TrackedUsers
+
+        gone = set(user_ids)
+        if not gone:
+            return
+        olm = self.client.olm
+        curve_keys = [device.curve25519 for user in gone
+                      for device in olm.device_store._entries.pop(user, {}).values()]
+        for user in gone:
+            olm.tracked_users.discard(user)
+            olm.users_for_key_query.discard(user)
+        for key in curve_keys:
+            olm.session_store._entries.pop(key, None)
+        store = self.client.store
+        for name in ("trust_db", "blacklist_db", "ignore_db"):
+            keys = getattr(store, name, None)
+            if keys is not None and any(key.user_id in gone for key in keys):
+                keys._entries = [key for key in keys if key.user_id not in gone]
+                keys._save()
+        with store.database.bind_ctx(store.models):
+            devices = [row.id for row in DeviceKeys.select(DeviceKeys.id).where(DeviceKeys.user_id.in_(list(gone)))]
+            if devices:
+                Keys.delete().where(Keys.device.in_(devices)).execute()
+                if DeviceTrustState in store.models:  # SqliteStore's; DefaultStore keeps trust in files
+                    DeviceTrustState.delete().where(DeviceTrustState.device.in_(devices)).execute()
+                DeviceKeys.delete().where(DeviceKeys.id.in_(devices)).execute()
+            if TrackedUsers in store.models:
+                TrackedUsers.delete().where(TrackedUsers.user_id.in_(list(gone))).execute()
+            if curve_keys:
+                OlmSessions.delete().where(OlmSessions.sender_key.in_(curve_keys)).execute()
+
     def decrypt(self, event: MegolmEvent) -> Any | None:
         try:
             return self.client.decrypt_event(event)

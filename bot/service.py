@@ -842,6 +842,7 @@ class HotlineBot:
         await self.admin.delete_room(room)
         self.matrix.forget_room_keys([room])
         await self.admin.deactivate(chat.survivor, erase=True)
+        self.matrix.forget_users([chat.survivor])  # its device and trust entries too
 
     async def _erase_handed_on(self, room: RoomId) -> None:
         """A case room left behind by a transfer: recorded first, so a restart finishes it."""

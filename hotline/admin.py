@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import os
 import re
 import secrets
@@ -47,7 +48,13 @@ from hotline.wire import SERVICE_STATE
 from webchat.settings import GatewaySettings
 
 ENCRYPTION = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
-ROLE_ROOMS = {"advocate": "dispatch_room", "admin": "admin_room"}
+# Each staff role is membership of one room (the bot reads roles from room membership).
+ROLE_ROOMS = {"advocate": "dispatch_room", "supervisor": "supervisors_room", "interpreter": "interpreters_room",
+              "admin": "admin_room"}
+ROLE_ROOM_NAMES = {"advocate": "dispatch room", "supervisor": "supervisors room",
+                   "interpreter": "interpreters room", "admin": "admin room"}
+# The encrypted staff rooms `setup` creates, in this order (the service room comes after them).
+STAFF_ROOMS = ("dispatch_room", "admin_room", "supervisors_room", "interpreters_room")
 # Privacy settings that are durations: a shorter value is stricter, so it passes.
 DURATIONS_AT_MOST = ("user_ips_max_age", "delete_stale_devices_after", "redaction_retention_period",
                      "forgotten_room_retention_period")
@@ -98,16 +105,32 @@ def load_gateway_settings(path: Path) -> GatewaySettings:
         raise AdminError(f"{path}: {describe(error)}") from None
 
 
-def bot_login(settings: BotSettings) -> tuple[str, str]:
-    """(device id, access token) the bot saved in its routing database."""
+BOT_LOGIN_WAIT_SECONDS = 60.0
+
+
+def bot_login(settings: BotSettings, wait: float = BOT_LOGIN_WAIT_SECONDS) -> tuple[str, str]:
+    """(device id, access token) the bot saved in its routing database.
+
+    A bot that was just started logs in within seconds: wait for that up to ``wait`` seconds."""
     database = settings.data_dir / "routing.db"
+    deadline = time.monotonic() + wait
+    while True:
+        rows: dict[str, str] = {}
+        if database.exists():
+            try:
+                with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+                    rows = dict(db.execute("SELECT key, value FROM meta "
+                                           "WHERE key IN ('device_id', 'access_token')").fetchall())
+            except sqlite3.Error:
+                rows = {}
+        if "access_token" in rows:
+            return rows.get("device_id", ""), rows["access_token"]
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
     if not database.exists():
         raise AdminError(f"{database} does not exist: start the bot once (it logs in and saves its device there)")
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        rows = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('device_id', 'access_token')").fetchall())
-    if "access_token" not in rows:
-        raise AdminError("the bot has not logged in yet: start it once, then try again")
-    return rows.get("device_id", ""), rows["access_token"]
+    raise AdminError("the bot has not logged in yet: start it once, then try again")
 
 
 def server_name(user_id: str) -> str:
@@ -145,7 +168,12 @@ class Api:
         try:
             async with self.http.request(method, self.base + path, json=body, headers=headers,
                                          timeout=aiohttp.ClientTimeout(total=60)) as response:
-                data = await response.json(content_type=None) or {}
+                try:
+                    data = await response.json(content_type=None) or {}
+                except ValueError:  # not JSON (a proxy's HTML error page, say)
+                    data = {}
+                if not isinstance(data, dict):
+                    data = {}
                 if response.status >= 400 and response.status not in ok:
                     raise AdminError(f"{method} {path.split('?')[0]} → {response.status} {data.get('errcode', '')}"
                                      f" {data.get('error', '')}".rstrip())
@@ -208,12 +236,35 @@ def set_env_values(path: Path, values: dict[str, str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+SETUP_WAIT_SECONDS = 120.0
+
+
+async def wait_for_homeserver(http: aiohttp.ClientSession, homeserver: str,
+                              timeout: float = SETUP_WAIT_SECONDS) -> None:
+    """Synapse was just started (systemd does not wait for it): wait until it answers /health."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await health_ok(http, homeserver):
+        if loop.time() >= deadline:
+            raise AdminError(f"the homeserver at {homeserver} did not answer within {timeout:.0f} s: "
+                             "is it running? (journalctl -u hotline-synapse)")
+        await asyncio.sleep(1)
+
+
 async def setup(files: Files) -> dict[str, str]:
-    """Create the bot account (server admin) and the dispatch, admin and service rooms; fill in
-    the room IDs of bot.env and webchat.env. Refuses if the bot.env already names a dispatch room."""
+    """Create the bot account (server admin), the staff rooms (dispatch, admin, supervisors,
+    interpreters: encrypted) and the service room; fill in the room IDs of bot.env and
+    webchat.env. A hotline set up by an earlier version gets only the rooms it lacks; one that
+    has them all is refused.
+
+    Each step is one small function call below (the bot account, the rooms, the bot's
+    cross-signing identity), before the env files are written."""
     raw = raw_env(files.bot)
-    if raw.get("HOTLINE_DISPATCH_ROOM"):
-        raise AdminError(f"{files.bot} already names a dispatch room: this hotline is set up already")
+    have = {name: raw[f"HOTLINE_{name.upper()}"] for name in (*STAFF_ROOMS, "service_room")
+            if raw.get(f"HOTLINE_{name.upper()}")}
+    if len(have) == len(STAFF_ROOMS) + 1:
+        raise AdminError(f"{files.bot} already names a dispatch room and every other room: "
+                         "this hotline is set up already")
     if files.homeserver is None or files.webchat is None:
         raise AdminError("setup needs the homeserver.yaml and webchat.env that `hotline init` wrote (give --dir)")
     hs_config = yaml.safe_load(files.homeserver.read_text())
@@ -227,39 +278,53 @@ async def setup(files: Files) -> dict[str, str]:
     if not (bot_user.startswith("@") and password and homeserver and as_token):
         raise AdminError("bot.env needs HOTLINE_BOT_USER_ID, HOTLINE_BOT_PASSWORD and HOTLINE_HOMESERVER_URL, "
                          "webchat.env HOTLINE_AS_TOKEN")
-    localpart = bot_user[1:].split(":", 1)[0]
     async with session() as http:
-        api = Api(http, homeserver, None)
-        try:
-            await api.admin.register(shared, localpart, password, admin=True)
-        except AdminApiError as error:
-            if "USER_IN_USE" not in str(error):
-                raise AdminError(f"could not create the bot account: {error}") from None
-        _, login = await api.call("POST", "/_matrix/client/v3/login", {
-            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart},
-            "password": password, "initial_device_display_name": "hotline setup"})
-        token = login["access_token"]
+        await wait_for_homeserver(http, homeserver)
+        token = await _setup_bot_account(Api(http, homeserver, None), shared, bot_user, password)
         api = Api(http, homeserver, token)
         try:
-            rooms = {}
-            for name in ("dispatch_room", "admin_room"):
-                _, created = await api.call("POST", "/_matrix/client/v3/createRoom",
-                                            {"preset": "private_chat", "initial_state": [ENCRYPTION]})
-                rooms[name] = created["room_id"]
-            # The service room holds only the program's open/closed notice (state, never encrypted).
-            gateway_user = f"@{GATEWAY_SENDER_LOCALPART}:{server_name(bot_user)}"
-            _, created = await api.call("POST", "/_matrix/client/v3/createRoom",
-                                        {"preset": "private_chat", "invite": [gateway_user]})
-            rooms["service_room"] = created["room_id"]
-            await api.call("POST", f"/_matrix/client/v3/join/{quote(created['room_id'])}", token=as_token)
+            rooms = await _setup_rooms(api, bot_user, as_token, have)
             await api.admin.exempt_from_rate_limits(bot_user)
             await api.call("PUT", MUTE_PUSH_PATH, {"enabled": True})  # no push actions for the bot
             master = await _bot_identity(http, homeserver, token, password, raw, bot_user)
         finally:
             await api.call("POST", "/_matrix/client/v3/logout", {}, ok=(401,))
     set_env_values(files.bot, rooms)
-    set_env_values(files.webchat, {"service_room": rooms["service_room"], "bot_master_key": master})
+    gateway = {"bot_master_key": master} | ({"service_room": rooms["service_room"]} if "service_room" in rooms else {})
+    set_env_values(files.webchat, gateway)
     return rooms | {"bot_master_key": master}
+
+
+async def _setup_bot_account(api: Api, shared: str, bot_user: str, password: str) -> str:
+    """Register the bot as a server admin (unless it exists) and log in once; returns the token."""
+    localpart = bot_user[1:].split(":", 1)[0]
+    try:
+        await api.admin.register(shared, localpart, password, admin=True)
+    except AdminApiError as error:
+        if "USER_IN_USE" not in str(error):
+            raise AdminError(f"could not create the bot account: {error}") from None
+    _, login = await api.call("POST", "/_matrix/client/v3/login", {
+        "type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart},
+        "password": password, "initial_device_display_name": "hotline setup"})
+    return login["access_token"]
+
+
+async def _setup_rooms(api: Api, bot_user: str, as_token: str, have: dict[str, str]) -> dict[str, str]:
+    """The rooms ``have`` lacks: the encrypted staff rooms, and the service room (which holds only
+    the program's open/closed notice, state that is never encrypted) joined by the gateway."""
+    rooms: dict[str, str] = {}
+    for name in STAFF_ROOMS:
+        if name not in have:
+            _, created = await api.call("POST", "/_matrix/client/v3/createRoom",
+                                        {"preset": "private_chat", "initial_state": [ENCRYPTION]})
+            rooms[name] = created["room_id"]
+    if "service_room" not in have:
+        gateway_user = f"@{GATEWAY_SENDER_LOCALPART}:{server_name(bot_user)}"
+        _, created = await api.call("POST", "/_matrix/client/v3/createRoom",
+                                    {"preset": "private_chat", "invite": [gateway_user]})
+        rooms["service_room"] = created["room_id"]
+        await api.call("POST", f"/_matrix/client/v3/join/{quote(created['room_id'])}", token=as_token)
+    return rooms
 
 
 async def _bot_identity(http: aiohttp.ClientSession, homeserver: str, token: str, password: str,
@@ -323,7 +388,8 @@ async def staff_add(ctx: Context, user_id: str, role: str) -> str:
     user_id = parse_staff_id(user_id, ctx.server)
     room = ctx.room(ROLE_ROOMS[role])
     if room is None:
-        raise AdminError(f"the bot's settings name no {ROLE_ROOMS[role]} (HOTLINE_{ROLE_ROOMS[role].upper()})")
+        raise AdminError(f"the bot's settings name no {ROLE_ROOM_NAMES[role]} (HOTLINE_{ROLE_ROOMS[role].upper()}): "
+                         "run `hotline admin setup` (it adds the rooms a hotline lacks), then restart the bot")
     if user_id == ctx.settings.bot_user_id or user_id[1:].startswith(ctx.settings.survivor_prefix):
         raise AdminError(f"{user_id} is reserved (the bot or the web chat's namespace)")
     _, token = bot_login(ctx.settings)
@@ -367,6 +433,7 @@ class StaffMember:
 
 async def staff_list(ctx: Context) -> list[StaffMember]:
     _, token = bot_login(ctx.settings)
+    held = held_back_devices(ctx.settings)
     members: dict[str, StaffMember] = {}
     async with session() as http:
         api = Api(http, ctx.settings.homeserver, token)
@@ -382,8 +449,26 @@ async def staff_list(ctx: Context) -> list[StaffMember]:
             data = await api.get(f"/_synapse/admin/v2/users/{quote(member.user_id)}/devices")
             # Addresses and user agents are left out on purpose.
             member.devices = [{"device_id": d["device_id"], "display_name": d.get("display_name") or "",
-                               "last_seen": _day(d.get("last_seen_ts"))} for d in data.get("devices", [])]
+                               "last_seen": _day(d.get("last_seen_ts")),
+                               "held_back": (member.user_id, d["device_id"]) in held}
+                              for d in data.get("devices", [])]
     return sorted(members.values(), key=lambda m: m.user_id)
+
+
+def held_back_devices(settings: BotSettings) -> set[tuple[str, str]]:
+    """(user, device) pairs the bot holds back keys from: its crypto store's blacklist files
+    (``*.blacklisted_devices``, one ``user device key-type key`` line each), read only."""
+    held: set[tuple[str, str]] = set()
+    for path in (settings.data_dir / "crypto").glob("*.blacklisted_devices"):
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) >= 2 and not line.startswith("#"):
+                held.add((fields[0], fields[1]))
+    return held
 
 
 def _day(ms: int | None) -> str:
@@ -519,56 +604,114 @@ async def check(files: Files, *, public_url: str | None = None) -> CheckResult:
         check_homeserver_config(files.homeserver, result)
     else:
         result.fail("no homeserver.yaml given (--dir or --homeserver-config): the privacy settings were not checked")
-    if ctx is None:
-        return result
+    if ctx is not None and "HOTLINE_RIGHTS_URL" not in ctx.raw:
+        result.warn("bot.env has no HOTLINE_RIGHTS_URL: the rights notice cannot link to your program's full text")
     async with session() as http:
-        if not await health_ok(http, ctx.settings.homeserver):
-            result.fail(f"the homeserver at {ctx.settings.homeserver} does not answer /health")
-            return result
-        result.ok(f"the homeserver at {ctx.settings.homeserver} answers")
-        api = Api(http, ctx.settings.homeserver, None)
-        status, data = await api.call("POST", "/_matrix/client/v3/register",
-                                      {"username": "probe" + secrets.token_hex(4), "password": secrets.token_urlsafe(16)},
-                                      ok=(400, 401, 403, 429))
-        if status == 403:
-            result.ok("registration is closed (live)")
-        else:
-            result.fail(f"the homeserver accepts registration attempts (HTTP {status}): enable_registration must be false")
-        status, _ = await api.call("POST", "/_matrix/client/v3/register?kind=guest", {}, ok=(400, 401, 403, 429))
-        if status == 403:
-            result.ok("guest access is off (live)")
-        else:
-            result.fail(f"the homeserver gives out guest accounts (HTTP {status}): allow_guest_access must be false")
-        try:
-            _, token = bot_login(ctx.settings)
-        except AdminError as error:
-            result.warn(str(error))
-        else:
-            api = Api(http, ctx.settings.homeserver, token)
-            status, who = await api.call("GET", "/_matrix/client/v3/account/whoami", ok=(401,))
-            if status != 200 or who.get("user_id") != ctx.settings.bot_user_id:
-                result.fail("the bot's saved login is refused: it must log in again (see docs/backup.md)")
-            else:
-                status, user = await api.call("GET", f"/_synapse/admin/v2/users/{quote(ctx.settings.bot_user_id)}",
-                                              ok=(403,))
-                if status == 200 and user.get("admin"):
-                    result.ok("the bot is logged in and is a server admin")
-                else:
-                    result.fail("the bot is not a server admin: it cannot purge rooms or erase accounts")
-            closing, rooms = pending_erases(ctx.settings)
-            if closing or rooms:
-                result.warn(f"erases pending: {closing} closed chat(s) and {rooms} handed-on case room(s); the bot "
-                            "retries until they are done (see its log; `hotline admin sweep` for leftovers)")
-            else:
-                result.ok("no erase pending")
+        if ctx is not None:
+            try:
+                await check_homeserver_live(http, ctx, result)
+            except AdminError as error:
+                result.fail(str(error))
         if public_url:
-            outside = Api(http, public_url, None)
-            status, _ = await outside.call("GET", "/_synapse/admin/v1/server_version", ok=(403, 404, 405))
-            if status == 200:
-                result.fail(f"{public_url} exposes the admin API: the proxy must answer 404 for /_synapse/")
-            else:
-                result.ok(f"{public_url} does not expose the admin API")
+            await check_public(http, public_url, result)
     return result
+
+
+async def check_homeserver_live(http: aiohttp.ClientSession, ctx: Context, result: CheckResult) -> None:
+    if not await health_ok(http, ctx.settings.homeserver):
+        result.fail(f"the homeserver at {ctx.settings.homeserver} does not answer /health")
+        return
+    result.ok(f"the homeserver at {ctx.settings.homeserver} answers")
+    api = Api(http, ctx.settings.homeserver, None)
+    status, data = await api.call("POST", "/_matrix/client/v3/register",
+                                  {"username": "probe" + secrets.token_hex(4), "password": secrets.token_urlsafe(16)},
+                                  ok=(400, 401, 403, 429))
+    if status == 403:
+        result.ok("registration is closed (live)")
+    else:
+        result.fail(f"the homeserver accepts registration attempts (HTTP {status}): enable_registration must be false")
+    status, _ = await api.call("POST", "/_matrix/client/v3/register?kind=guest", {}, ok=(400, 401, 403, 429))
+    if status == 403:
+        result.ok("guest access is off (live)")
+    else:
+        result.fail(f"the homeserver gives out guest accounts (HTTP {status}): allow_guest_access must be false")
+    try:
+        _, token = bot_login(ctx.settings, wait=0)
+    except AdminError as error:
+        result.warn(str(error))
+        return
+    api = Api(http, ctx.settings.homeserver, token)
+    status, who = await api.call("GET", "/_matrix/client/v3/account/whoami", ok=(401,))
+    if status != 200 or who.get("user_id") != ctx.settings.bot_user_id:
+        result.fail("the bot's saved login is refused: it must log in again (see docs/backup.md)")
+        return
+    status, user = await api.call("GET", f"/_synapse/admin/v2/users/{quote(ctx.settings.bot_user_id)}",
+                                  ok=(403,))
+    if status == 200 and user.get("admin"):
+        result.ok("the bot is logged in and is a server admin")
+    else:
+        result.fail("the bot is not a server admin: it cannot purge rooms or erase accounts")
+    closing, rooms = pending_erases(ctx.settings)
+    if closing or rooms:
+        result.warn(f"erases pending: {closing} closed chat(s) and {rooms} handed-on case room(s); the bot "
+                    "retries until they are done (see its log; `hotline admin sweep` for leftovers)")
+    else:
+        result.ok("no erase pending")
+
+
+async def _probe(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, str], Any]:
+    """(status, headers, JSON body or None) of a GET; raises AdminError naming what went wrong."""
+    try:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=20), allow_redirects=False) as response:
+            body = await response.read()
+            try:
+                data = json.loads(body)
+            except ValueError:
+                data = None
+            return response.status, dict(response.headers), data
+    except aiohttp.ClientSSLError as error:
+        raise AdminError(f"{url}: the TLS certificate is not accepted ({type(error).__name__})") from None
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+        raise AdminError(f"{url} does not answer ({type(error).__name__})") from None
+
+
+async def check_public(http: aiohttp.ClientSession, public_url: str, result: CheckResult) -> None:
+    """From outside, through the proxy: each probe is one ok or FAIL line, never a crash."""
+    base = public_url.rstrip("/")
+    if not base.startswith("https://"):
+        result.fail(f"--public-url {public_url}: give the https:// address survivors and staff use")
+
+    async def probe(path: str, judge: Any) -> None:
+        try:
+            status, headers, data = await _probe(http, base + path)
+        except AdminError as error:
+            result.fail(str(error))
+            return
+        verdict = judge(status, headers, data)
+        if verdict is None:
+            return
+        good, text = verdict
+        (result.ok if good else result.fail)(text)
+
+    await probe("/", lambda status, headers, _: (
+        status == 200 and "Strict-Transport-Security" in headers and "Content-Security-Policy" in headers,
+        f"{base}/ serves the chat page with HSTS and its security headers"
+        if status == 200 and "Strict-Transport-Security" in headers and "Content-Security-Policy" in headers
+        else f"{base}/ answers HTTP {status} without the page's security headers: is the proxy in front?"))
+    await probe("/_matrix/client/versions", lambda status, _, data: (
+        status == 200 and isinstance(data, dict) and "versions" in data,
+        f"{base} passes the Matrix client API to the homeserver" if status == 200 and isinstance(data, dict)
+        else f"{base}/_matrix/client/versions answers HTTP {status}: staff clients could not sign in"))
+    await probe("/.well-known/matrix/client", lambda status, _, data: (
+        status == 200 and isinstance(data, dict) and "m.homeserver" in data,
+        f"{base}/.well-known/matrix/client names the homeserver" if status == 200 and isinstance(data, dict)
+        else f"{base}/.well-known/matrix/client answers HTTP {status}: clients cannot discover the homeserver"))
+    for path, what in (("/_synapse/admin/v1/server_version", "the admin API"),
+                       ("/_matrix/federation/v1/version", "the federation API")):
+        await probe(path, lambda status, _, __, what=what: (
+            status in (403, 404, 405),
+            f"{base} does not expose {what}" if status in (403, 404, 405)
+            else f"{base} exposes {what} (HTTP {status}): the proxy must answer 404 for it"))
 
 
 # --------------------------------------------------------------------------- sweep
@@ -624,13 +767,10 @@ SWEEP_FILTER = {
 
 
 async def candidate_rooms(api: Api, bot: str, survivors: list[str]) -> set[str]:
-    """Rooms the bot is in or invited to, and rooms of survivor accounts.
-
-    Not the admin room list: it is built from room statistics, which the privacy settings turn off.
+    """Rooms the bot is in or invited to, rooms of survivor accounts, and Synapse's admin room
+    list (built from its room statistics; hotlines configured before they were left on have none).
     """
     rooms = set((await api.get("/_matrix/client/v3/joined_rooms")).get("joined_rooms", []))
-    import json
-
     sync = await api.get("/_matrix/client/v3/sync?timeout=0&filter=" + quote(json.dumps(SWEEP_FILTER)))
     rooms |= set(sync.get("rooms", {}).get("invite", {}))
     for user in survivors:

@@ -60,7 +60,7 @@ def run_init(args: argparse.Namespace) -> None:
         domain=args.domain, directory=args.dir, target=args.target, state_dir=args.state_dir,
         synapse_port=args.synapse_port, gateway_port=args.gateway_port, db_host=args.db_host,
         db_port=args.db_port, program_name=args.program_name, hotline_phone=args.phone,
-        acme_email=args.acme_email, overwrite=args.overwrite,
+        acme_email=args.acme_email, rights_url=args.rights_url, overwrite=args.overwrite,
     )
     try:
         report = init(options)
@@ -99,7 +99,7 @@ def run_admin(args: argparse.Namespace) -> None:
             ctx = admin.Context.load(files)
             if args.staff_command == "add":
                 password = asyncio.run(admin.staff_add(ctx, args.user_id, args.role))
-                print(f"Created {args.user_id} ({args.role}) and added them to the {args.role} room.")
+                print(f"Created {args.user_id} ({args.role}) and added them to the {admin.ROLE_ROOM_NAMES[args.role]}.")
                 print(f"One-time password (shown only now): {password}")
                 print("They sign in with any Matrix client and change it at once (Settings → Security).")
             elif args.staff_command == "remove":
@@ -109,8 +109,11 @@ def run_admin(args: argparse.Namespace) -> None:
                 for member in asyncio.run(admin.staff_list(ctx)):
                     print(f"{member.user_id}  {', '.join(member.roles)}")
                     for device in member.devices:
+                        held = ("  HELD BACK: no keys until an admin approves it "
+                                f"(!approve {member.user_id} {device['device_id']} in the admin room)"
+                                if device["held_back"] else "")
                         print(f"    device {device['device_id']}  {device['display_name'] or '-'}  "
-                              f"last seen {device['last_seen']}")
+                              f"last seen {device['last_seen']}{held}")
                     if not member.devices:
                         print("    (no devices: not signed in yet)")
         elif args.admin_command == "service":
@@ -196,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--db-port", type=int, default=5432)
     init.add_argument("--program-name", default="Support chat", help="the program's name as the page shows it")
     init.add_argument("--phone", default="", help="the hotline's phone number, shown to survivors")
-    init.add_argument("--acme-email", default=None, help="an address for Let's Encrypt notices (Caddy)")
+    init.add_argument("--acme-email", default=None, help="an address for Let's Encrypt notices (Caddy, certbot)")
+    init.add_argument("--rights-url", default=None,
+                      help="your program's web page on rights and the limits of confidentiality (the rights notice links it)")
     init.add_argument("--overwrite", action="store_true", help="rewrite existing files (secrets are still kept)")
 
     admin = commands.add_parser("admin", help="administer a running hotline (Synapse admin API)")
@@ -205,18 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--webchat-config", type=Path, default=None, help="the gateway's settings file (default DIR/webchat.env)")
     admin.add_argument("--homeserver-config", type=Path, default=None, help="homeserver.yaml (default DIR/synapse/homeserver.yaml)")
     sub = admin.add_subparsers(dest="admin_command", required=True)
-    sub.add_parser("setup", help="once: create the bot account and the dispatch, admin and service rooms")
+    sub.add_parser("setup", help="once: create the bot account and the staff and service rooms")
     checking = sub.add_parser("check", help="settings valid, homeserver reachable, every privacy setting in force")
-    checking.add_argument("--public-url", default=None, help="also check from outside that the proxy hides the admin API")
+    checking.add_argument("--public-url", default=None,
+                          help="also check from outside, through the proxy: the page and its headers, the client API, "
+                               ".well-known, and that the admin and federation APIs are hidden")
     staff = sub.add_parser("staff", help="add, remove and list staff")
     staff_sub = staff.add_subparsers(dest="staff_command", required=True)
     add = staff_sub.add_parser("add", help="create an account with a one-time password and add it to its role's room")
     add.add_argument("user_id", help="e.g. @alex:chat.example.org")
-    add.add_argument("--role", choices=("advocate", "admin"), required=True)
+    add.add_argument("--role", choices=("advocate", "supervisor", "interpreter", "admin"), required=True)
     remove = staff_sub.add_parser("remove", help="remove from the staff rooms and deactivate the account")
     remove.add_argument("user_id")
     remove.add_argument("--erase", action="store_true", help="also erase the profile (display name, avatar)")
-    staff_sub.add_parser("list", help="staff by role, with their devices")
+    staff_sub.add_parser("list", help="staff by role, with their devices (held-back devices marked)")
     svc = sub.add_parser("service", help="open or close the chat service (emergency closure)")
     svc.add_argument("state", choices=("open", "close"))
     svc.add_argument("message", nargs="*", help="what survivors see while it is closed")

@@ -169,6 +169,8 @@ class DevStack:
     settings: dict[str, str] = field(default_factory=dict)  # extra HOTLINE_ settings for both
     # "sqlite" (default) or "postgres": a throwaway PostgreSQL cluster for the homeserver.
     database: str = field(default_factory=lambda: os.environ.get(DATABASE_ENV, "sqlite"))
+    # The interpreter that runs the bot and the gateway (tests/test_install.py: an installed venv).
+    python: str = sys.executable
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
@@ -260,8 +262,9 @@ class DevStack:
         log = open(self.logs / f"{name}.log", "ab")
         environment = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", module, "--config", str(self.root / f"{name}.env")],
+            [self.python, "-m", module, "--config", str(self.root / f"{name}.env")],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment,
+            cwd=self.root,  # `python -m` puts the working directory first on sys.path: not the checkout
         )
         log.close()
 

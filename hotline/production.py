@@ -8,9 +8,11 @@ Layout of the directory (``/etc/hotline`` by default)::
     synapse/webchat-appservice.yaml  the gateway's application service (0600)
     bot.env, webchat.env           the bot's and the gateway's settings (0600)
     postgres.env                   the database password for the compose file (0600)
-    proxy/Caddyfile, proxy/nginx.conf   the reverse proxy (Caddy, or nginx)
+    postgres-setup.sql             the database role and database, for psql's standard input (0600)
+    proxy/Caddyfile, proxy/nginx.conf   the reverse proxy (Caddy, or nginx with TLS)
+    proxy/nginx-bootstrap.conf     nginx over plain HTTP, only until certbot has the certificate
     systemd/*.service              units for an install without containers
-    NEXT-STEPS.md                  what to do next (accounts, rooms, proxy)
+    NEXT-STEPS.md                  what to do next, as commands to paste (docs/admin-guide.md "Files")
 
 Running it again keeps every file that exists (and says so); ``--overwrite`` rewrites the
 configuration files but still reuses ``secrets.yaml``: a secret is never replaced silently.
@@ -100,6 +102,7 @@ class InitOptions:
     program_name: str = "Support chat"
     hotline_phone: str = ""
     acme_email: str | None = None
+    rights_url: str | None = None
     overwrite: bool = False
     python_prefix: Path = field(default_factory=lambda: Path(sys.prefix))
 
@@ -107,8 +110,12 @@ class InitOptions:
         if not DOMAIN.match(self.domain):
             raise InitError(f"{self.domain!r} is not a domain name such as chat.example.org "
                             "(lower case, no scheme, no port)")
+        if self.rights_url is not None and not re.fullmatch(r"https?://\S+", self.rights_url):
+            raise InitError(f"--rights-url must be a web address (https://…), not {self.rights_url!r}")
         if self.target == "compose":
-            return Target("compose", Path("/etc/hotline"), self.state_dir or Path("/var/lib/hotline"),
+            # Paths inside the containers: the compose file mounts --dir and --state-dir there
+            # (HOTLINE_CONFIG, HOTLINE_STATE), whatever they are on the host.
+            return Target("compose", Path("/etc/hotline"), Path("/var/lib/hotline"),
                           "0.0.0.0", "synapse", "webchat", self.db_host or "postgres", self.db_port)
         if self.target == "systemd":
             return Target("systemd", self.directory.resolve(), (self.state_dir or Path("/var/lib/hotline")).resolve(),
@@ -188,13 +195,17 @@ def homeserver_config(options: InitOptions, target: Target, values: dict[str, st
     }
 
 
-def env_text(title: str, values: dict[str, str | None]) -> str:
-    """``HOTLINE_NAME=value`` lines; a None value becomes a commented placeholder."""
+SETUP_FILLS = "(filled in by `hotline admin setup`)"
+
+
+def env_text(title: str, values: dict[str, str | None], notes: dict[str, str] | None = None) -> str:
+    """``HOTLINE_NAME=value`` lines; a None value becomes a commented placeholder (``notes`` says
+    what belongs there; by default `hotline admin setup` fills it in)."""
     lines = [f"# {title}", "# Every setting: docs/configuration.md. Environment variables win over this file.", ""]
     for key, value in values.items():
         name = f"HOTLINE_{key.upper()}"
         if value is None:
-            lines.append(f"# {name}=   (filled in by `hotline admin setup`)")
+            lines.append(f"# {name}=   {(notes or {}).get(key, SETUP_FILLS)}")
         else:
             lines.append(f"{name}={quote_env(value)}")
     return "\n".join(lines) + "\n"
@@ -302,16 +313,20 @@ def render(options: InitOptions, values: dict[str, str]) -> dict[str, tuple[str,
         "survivor_prefix": SURVIVOR_LOCALPART_PREFIX,
         "hotline_phone": options.hotline_phone,
     }
+    rights = {"rights_url": "(your program's web page on rights and confidentiality: hotline init --rights-url)"}
     files["bot.env"] = (env_text("matrix-hotline bot", common | {
         "bot_password": values["bot_password"],
         "data_dir": str(target.state_root / "bot"),
         "dispatch_room": None,
         "admin_room": None,
+        "supervisors_room": None,
+        "interpreters_room": None,
         "service_room": None,
+        "rights_url": options.rights_url,
         "trust_new_staff_devices": "false",
         "codeword_pepper": values["codeword_pepper"],
         "log_level": "INFO",
-    }), True)
+    }, rights), True)
     files["webchat.env"] = (env_text("matrix-hotline web chat gateway", common | {
         "as_token": values["as_token"],
         "bot_master_key": None,
@@ -319,17 +334,20 @@ def render(options: InitOptions, values: dict[str, str]) -> dict[str, tuple[str,
         "listen_port": str(options.gateway_port),
         "public_url": f"https://{domain}",
         "program_name": options.program_name,
+        "rights_url": options.rights_url,
         "service_room": None,
         "log_level": "INFO",
-    }), True)
+    }, rights), True)
     files["postgres.env"] = (
         f"POSTGRES_USER={DB_USER}\nPOSTGRES_DB={DB_NAME}\nPOSTGRES_PASSWORD={values['postgres_password']}\n"
         "POSTGRES_INITDB_ARGS=--encoding=UTF8 --locale=C\n", True)
+    files["postgres-setup.sql"] = (postgres_setup_sql(values["postgres_password"]), True)
     synapse_upstream = f"{target.synapse_host}:{options.synapse_port}"
     gateway_upstream = f"{target.gateway_host}:{options.gateway_port}"
     files["proxy/Caddyfile"] = (proxy.caddyfile(domain, synapse_upstream, gateway_upstream,
                                                 acme_email=options.acme_email), False)
     files["proxy/nginx.conf"] = (proxy.nginx_site(domain, synapse_upstream, gateway_upstream), False)
+    files["proxy/nginx-bootstrap.conf"] = (proxy.nginx_bootstrap_site(domain), False)
     if target.name == "systemd":
         for name, text in systemd_units(target, options.python_prefix).items():
             files[f"systemd/{name}"] = (text, False)
@@ -337,51 +355,180 @@ def render(options: InitOptions, values: dict[str, str]) -> dict[str, tuple[str,
     return files
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def postgres_setup_sql(password: str) -> str:
+    """The role and the database, for ``psql`` to read from standard input: the password stays in
+    this file (0600) and never reaches a command line or a shell history."""
+    literal = "'" + password.replace("'", "''") + "'"
+    return (f"-- matrix-hotline: Synapse's PostgreSQL role and database (written by `hotline init`).\n"
+            f"CREATE ROLE {DB_USER} LOGIN PASSWORD {literal};\n"
+            f"CREATE DATABASE {DB_NAME} OWNER {DB_USER} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' "
+            "TEMPLATE template0;\n")
+
+
+def psql_command(target: Target, config: Path) -> str:
+    """psql as PostgreSQL's superuser, honouring --db-host and --db-port, the SQL on standard input."""
+    sql = f"-v ON_ERROR_STOP=1 -q < {config}/postgres-setup.sql"
+    if target.db_host in LOCAL_HOSTS:
+        # Debian's cluster: the postgres user through the local socket of that port (peer auth).
+        return f"runuser -u postgres -- psql -p {target.db_port} {sql}"
+    return f"psql -h {target.db_host} -p {target.db_port} -U postgres {sql}   # asks for the superuser's password"
+
+
 def next_steps(options: InitOptions, target: Target) -> str:
-    config = target.config_root
     if target.name == "compose":
-        start = f"""2. Give the containers' user (uid 10001) the configuration and state:
-       sudo mkdir -p {target.state_root}/synapse {target.state_root}/bot
-       sudo chown -R 10001:10001 {config} {target.state_root}
-3. Start PostgreSQL and Synapse:
-       docker compose -f deploy/docker-compose.yml up -d postgres synapse
-4. Create the bot and the rooms (fills in the room IDs of bot.env and webchat.env):
-       docker compose -f deploy/docker-compose.yml run --rm admin setup
-5. Start everything:
-       docker compose -f deploy/docker-compose.yml up -d
-6. Add the first admin and advocates (each gets a one-time password, printed once):
-       docker compose -f deploy/docker-compose.yml run --rm admin staff add @alex:{options.domain} --role admin"""
-    else:
-        start = f"""2. Create the service user and directories, a PostgreSQL role and database:
-       sudo useradd --system --home-dir {target.state_root} --shell /usr/sbin/nologin hotline
-       sudo mkdir -p {target.state_root}/synapse {target.state_root}/bot
-       sudo chown -R hotline:hotline {config} {target.state_root}
-       sudo -u postgres psql -c "CREATE ROLE {DB_USER} LOGIN PASSWORD '<postgres_password from secrets.yaml>'"
-       sudo -u postgres createdb -O {DB_USER} -E UTF8 --locale=C -T template0 {DB_NAME}
-3. Install the units and start Synapse:
-       sudo cp {config}/systemd/*.service /etc/systemd/system/ && sudo systemctl daemon-reload
-       sudo systemctl enable --now hotline-synapse
-4. Create the bot and the rooms (fills in the room IDs of bot.env and webchat.env):
-       sudo -u hotline hotline admin --dir {config} setup
-5. Start the bot and the gateway:
-       sudo systemctl enable --now hotline-bot hotline-webchat
-6. Add the first admin and advocates (each gets a one-time password, printed once):
-       sudo -u hotline hotline admin --dir {config} staff add @alex:{options.domain} --role admin"""
-    return f"""# Next steps for {options.domain} ({target.name})
+        return compose_next_steps(options, target)
+    return systemd_next_steps(options, target)
 
-Written by `hotline init`. The full guide is docs/admin-guide.md.
 
-1. Point DNS for {options.domain} at this machine; open ports 80 and 443 only.
-   Caddy (proxy/Caddyfile) gets a TLS certificate by itself. With nginx instead, copy
-   proxy/nginx.conf to /etc/nginx/sites-available/, get a certificate with certbot
-   (webroot /var/www/letsencrypt) and run `nginx -t`.
-{start}
-7. Check that everything is in force (fails loudly naming any privacy setting that is off):
-       hotline admin --dir {config} check
+def _rights_note(options: InitOptions, env: str) -> str:
+    if options.rights_url:
+        return ""
+    return (f"\nNo --rights-url was given: the rights notice cannot link to your program's full text.\n"
+            f"Set HOTLINE_RIGHTS_URL in {env}/bot.env and {env}/webchat.env, then restart the bot and the gateway.\n")
 
-Staff sign in with any Matrix client at https://{options.domain} and must change the one-time
-password at once. Keep secrets.yaml, bot.env and the bot's data directory
-({target.state_root / 'bot'}) in your backups: see docs/backup.md.
+
+def systemd_next_steps(options: InitOptions, target: Target) -> str:
+    domain = options.domain
+    config = target.config_root
+    state = target.state_root
+    hotline = f"runuser -u hotline -- {options.python_prefix}/bin/hotline admin --dir {config}"
+    packages = "nginx certbot" if target.db_host not in LOCAL_HOSTS else "postgresql nginx certbot"
+    email = f"-m {options.acme_email}" if options.acme_email else "--register-unsafely-without-email"
+    return f"""# Next steps for {domain} (systemd, nginx)
+
+Written by `hotline init`. Run each block as root (`su -` first), in this order, on Debian 12 or
+a similar system. The admin guide (docs/admin-guide.md) explains each step and the files.
+
+## 1. DNS and packages
+
+Point DNS for {domain} at this machine; open ports 80 and 443 only. Then:
+
+```sh
+apt-get install -y {packages}
+```
+
+## 2. The service user, its directories and the database
+
+postgres-setup.sql creates the database role (with the password of secrets.yaml) and the
+database; psql reads it from standard input, so the password is never on a command line.
+
+```sh
+id -u hotline >/dev/null 2>&1 || useradd --system --user-group --home-dir {state} --shell /usr/sbin/nologin hotline
+install -d -o hotline -g hotline -m 0700 {state} {state}/synapse {state}/bot
+chown -R hotline:hotline {config}
+{psql_command(target, config)}
+```
+
+## 3. Synapse
+
+```sh
+cp {config}/systemd/hotline-synapse.service {config}/systemd/hotline-bot.service {config}/systemd/hotline-webchat.service /etc/systemd/system/
+systemctl daemon-reload
+systemctl enable --now hotline-synapse
+```
+
+## 4. The bot account and the staff rooms
+
+Creates the bot (a server admin), the dispatch, admin, supervisors, interpreters and service
+rooms and the bot's cross-signing identity, and writes the room IDs and the bot's master key into
+bot.env and webchat.env. It waits for Synapse to answer.
+
+```sh
+{hotline} setup
+```
+
+## 5. The bot and the web chat gateway
+
+```sh
+systemctl enable --now hotline-bot hotline-webchat
+```
+
+## 6. nginx and the TLS certificate
+
+First the site over plain HTTP, so that certbot can prove the domain (webroot
+/var/www/letsencrypt); then the full site with TLS. Debian's certbot renews by itself (a systemd
+timer) and reloads nginx after each renewal (the deploy hook).
+
+```sh
+install -d /var/www/letsencrypt
+cp {config}/proxy/nginx-bootstrap.conf /etc/nginx/sites-available/hotline.conf
+ln -sf /etc/nginx/sites-available/hotline.conf /etc/nginx/sites-enabled/hotline.conf
+nginx -t && systemctl reload nginx
+certbot certonly --webroot -w /var/www/letsencrypt -d {domain} {email} --agree-tos --non-interactive --deploy-hook "systemctl reload nginx"
+cp {config}/proxy/nginx.conf /etc/nginx/sites-available/hotline.conf
+nginx -t && systemctl reload nginx
+```
+
+## 7. Staff
+
+The first admin and an advocate (use your own names). Each gets a one-time password, printed only
+now: give it in person or by phone. Roles: advocate, supervisor, interpreter, admin.
+
+```sh
+{hotline} staff add @alex:{domain} --role admin
+{hotline} staff add @sam:{domain} --role advocate
+```
+
+## 8. Check
+
+Everything in force, from inside and through the proxy; it must end with "All checks passed".
+
+```sh
+{hotline} check --public-url https://{domain}
+```
+{_rights_note(options, str(config))}
+Staff sign in with any Matrix client at https://{domain} and change the one-time password at
+once. Keep secrets.yaml, bot.env and the bot's data directory ({state / 'bot'}) in your backups:
+see docs/backup.md.
+"""
+
+
+def compose_next_steps(options: InitOptions, target: Target) -> str:
+    domain = options.domain
+    host_config = options.directory.resolve()
+    host_state = (options.state_dir or Path("/var/lib/hotline")).resolve()
+    compose = "docker compose -f deploy/docker-compose.yml"
+    return f"""# Next steps for {domain} (docker compose)
+
+Written by `hotline init`. Run the commands from the matrix-hotline checkout (for
+deploy/docker-compose.yml) as root. The admin guide (docs/admin-guide.md) explains each step.
+Inside the containers this directory is /etc/hotline and the state /var/lib/hotline, whatever
+they are on the host; the compose file mounts them from HOTLINE_CONFIG and HOTLINE_STATE.
+
+1. Point DNS for {domain} at this machine; open ports 80 and 443 only. Caddy gets the TLS
+   certificate by itself once DNS points here (proxy/Caddyfile).
+2. Tell compose where the configuration and the state are (every compose command below needs
+   these two variables; put them in deploy/.env to keep them):
+
+```sh
+export HOTLINE_CONFIG={host_config} HOTLINE_STATE={host_state}
+```
+
+3. Give the containers' user (uid 10001) the configuration and the state, and start PostgreSQL
+   and Synapse:
+
+```sh
+mkdir -p {host_state}/synapse {host_state}/bot
+chown -R 10001:10001 {host_config} {host_state}
+{compose} up -d postgres synapse
+```
+
+4. Create the bot, the rooms and the bot's cross-signing identity (fills in the room IDs and the
+   bot's master key in bot.env and webchat.env), start everything, add the first admin (a one-time password, printed once), and check:
+
+```sh
+{compose} run --rm admin setup
+{compose} up -d
+{compose} run --rm admin staff add @alex:{domain} --role admin
+{compose} run --rm admin check --public-url https://{domain}
+```
+{_rights_note(options, str(host_config))}
+Staff sign in with any Matrix client at https://{domain} and change the one-time password at
+once. Keep secrets.yaml, bot.env and the bot's data directory ({host_state / 'bot'}) in your
+backups: see docs/backup.md.
 """
 
 

@@ -99,6 +99,31 @@ def caddyfile(domain: str, synapse: str, gateway: str, *, acme_email: str | None
 """
 
 
+def nginx_bootstrap_site(domain: str, *, http_port: int = 80, acme_root: str = "/var/www/letsencrypt") -> str:
+    """nginx over plain HTTP for the first certificate: certbot's webroot challenge, nothing else.
+
+    The full site (``nginx_site``) names the certificate's files, so ``nginx -t`` refuses it until
+    certbot has run; this one lets nginx start and serve the challenge first.
+    """
+    return f"""# matrix-hotline: nginx for {domain} over plain HTTP, only until certbot has the certificate
+# (written by `hotline init`). Then replace it with nginx.conf. No access log.
+server {{
+    listen {http_port};
+    listen [::]:{http_port};
+    server_name {domain};
+    server_tokens off;
+    access_log off;
+    error_log /var/log/nginx/hotline-error.log crit;
+    location /.well-known/acme-challenge/ {{
+        root {acme_root};
+    }}
+    location / {{
+        return 404;
+    }}
+}}
+"""
+
+
 def nginx_site(domain: str, synapse: str, gateway: str, *, certificate: str | None = None,
                key: str | None = None, http_port: int = 80, https_port: int = 443,
                acme_root: str = "/var/www/letsencrypt") -> str:

@@ -67,3 +67,21 @@ async def survivor(stack: DevStack):
     page = Survivor(stack.page_url)
     yield page
     await page.close()
+
+
+@pytest.fixture(scope="session")
+def installed_venv() -> Iterator[Path]:
+    """A fresh venv with a `git archive` of this checkout installed non-editable (tests/installed.py).
+
+    Not under pytest's own temporary directory (0700): the systemd units of tests/test_next_steps.py
+    run the venv's programs as the service user, as they would from /opt/hotline/venv."""
+    import shutil
+
+    from tests.installed import install
+
+    root = Path(tempfile.mkdtemp(prefix="hotline-install-"))
+    root.chmod(0o755)
+    try:
+        yield install(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

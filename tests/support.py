@@ -273,6 +273,26 @@ async def assert_erased(stack: DevStack, ref: str, case_room: str | None) -> Non
     assert homeserver_rows(stack.homeserver, rooms) == ERASED_ROWS
     assert user_deactivated(stack.homeserver, survivor_user)
     assert bot_room_keys(stack, rooms) == 0
+    assert bot_crypto_mentions(stack.root / "bot", survivor_user) == []
+    stats = stack.homeserver.query(
+        f"SELECT COUNT(*) FROM room_stats_state WHERE room_id IN ({','.join('?' for _ in rooms)})", rooms)
+    assert stats[0][0] == 0, "room statistics outlived the purge"
+
+
+def bot_crypto_mentions(data_dir: Any, user_id: str) -> list[str]:
+    """Where the bot's crypto store still names this account: its device-key and tracked-user
+    rows, and its trust files (``*.trusted_devices``, ``*.blacklisted_devices``, ``*.ignored_devices``)."""
+    found = []
+    for database in (data_dir / "crypto").glob("*.db"):
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for table in {"devicekeys", "trackedusers"} & tables:
+                if db.execute(f"SELECT COUNT(*) FROM {table} WHERE user_id = ?", (user_id,)).fetchone()[0]:
+                    found.append(f"{database.name}:{table}")
+    for path in (data_dir / "crypto").glob("*_devices"):
+        if user_id in path.read_text():
+            found.append(path.name)
+    return found
 
 
 def bot_room_keys(stack: DevStack, room_ids: list[str]) -> int:

@@ -9,6 +9,7 @@ from tests.support import (
     Advocate,
     Survivor,
     assert_erased,
+    bot_crypto_mentions,
     bot_room_keys,
     chat_row_exists,
     claim_new_chat,
@@ -54,6 +55,12 @@ async def test_whole_chat_both_ways_then_close_and_erase(stack, advocate, surviv
     assert all(set(f) <= {"type", "seq", "role", "text", "id", "chat", "secret"} for f in survivor.frames)
 
     assert bot_room_keys(stack, [case_room, open_chat(stack, ref)[0]]) > 0  # so that erasing them means something
+    # ... and the bot knows (and trusts) the survivor's device, which the erase forgets.
+    assert "trusted_devices" in " ".join(bot_crypto_mentions(stack.root / "bot", open_chat(stack, ref)[1]))
+    # Room statistics are on (Synapse deprecates turning them off); they hold no name or topic.
+    assert stack.homeserver.query("SELECT COUNT(*) FROM room_stats_state WHERE room_id IN (?, ?) AND "
+                                  "(name IS NOT NULL OR topic IS NOT NULL)", [case_room, open_chat(stack, ref)[0]]) \
+        == [(0,)]
     # The bot and the survivor's account are programs: the homeserver keeps no notifications for
     # them (their master push rule is on), so no push-action rows tie them to the chat's events.
     survivor_room, survivor_account = open_chat(stack, ref)

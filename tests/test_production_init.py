@@ -280,3 +280,116 @@ def test_compose_file_matches_the_compose_configuration(tmp_path):
     assert "log_connections=off" in services["postgres"]["command"]
     env = (directory / "postgres.env").read_text()
     assert "--locale=C" in env and "POSTGRES_PASSWORD=" in env
+
+
+# --------------------------------------------------------------------------- NEXT-STEPS and check
+
+def next_steps_commands(text: str) -> list[str]:
+    """The shell commands of NEXT-STEPS.md: the lines of its ```sh blocks."""
+    return [line for block in re.findall(r"```sh\n(.*?)```", text, re.S) for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(("extra", "wanted", "unwanted"), [
+    ({}, ["runuser -u postgres -- psql -p 5432 ", "apt-get install -y postgresql nginx certbot"], ["psql -h"]),
+    ({"db_port": 5433}, ["runuser -u postgres -- psql -p 5433 "], ["-p 5432"]),
+    ({"db_host": "db.internal", "db_port": 6432}, ["psql -h db.internal -p 6432 -U postgres ",
+                                                   "apt-get install -y nginx certbot"], ["runuser -u postgres"]),
+    ({"acme_email": "it@example.org"}, ["-m it@example.org"], ["--register-unsafely-without-email"]),
+])
+def test_systemd_next_steps_honour_the_flags(tmp_path, extra, wanted, unwanted):
+    directory = make(tmp_path, **extra)
+    text = (directory / "NEXT-STEPS.md").read_text()
+    commands = "\n".join(next_steps_commands(text))
+    for piece in wanted:
+        assert piece in commands, piece
+    for piece in unwanted:
+        assert piece not in commands, piece
+    assert "sudo" not in text  # root's shell; runuser for the service user (no sudo needed)
+    for line in next_steps_commands(text):
+        command = re.sub(r"^runuser -u \S+ -- ", "", line).split()[0]
+        assert command != "hotline", f"a bare `hotline` is on nobody's PATH: {line}"
+    assert f"{sys.prefix}/bin/hotline admin --dir {directory.resolve()}" in commands
+    secrets = yaml.safe_load((directory / "secrets.yaml").read_text())
+    assert not any(value in text for value in secrets.values()), "a secret in NEXT-STEPS.md"
+    sql = (directory / "postgres-setup.sql").read_text()
+    assert f"PASSWORD '{secrets['postgres_password']}'" in sql and "LC_COLLATE 'C'" in sql
+    assert stat.S_IMODE((directory / "postgres-setup.sql").stat().st_mode) == 0o600
+    # nginx: the site over HTTP first (it names no certificate), certbot, then the TLS site.
+    order = [next(i for i, line in enumerate(next_steps_commands(text)) if piece in line)
+             for piece in ("nginx-bootstrap.conf", "certbot certonly --webroot -w /var/www/letsencrypt",
+                           "proxy/nginx.conf")]
+    assert order == sorted(order)
+    assert "ssl_certificate" not in (directory / "proxy/nginx-bootstrap.conf").read_text()
+
+
+def test_compose_with_other_directories_names_only_container_paths(tmp_path):
+    directory = make(tmp_path, target="compose", state_dir=tmp_path / "somewhere" / "state")
+    for name in ("synapse/homeserver.yaml", "bot.env", "webchat.env"):
+        text = (directory / name).read_text()
+        assert str(tmp_path) not in text, f"{name} names a host path the containers do not have"
+    config = yaml.safe_load((directory / "synapse/homeserver.yaml").read_text())
+    assert config["media_store_path"] == "/var/lib/hotline/synapse/media"
+    commands = "\n".join(next_steps_commands((directory / "NEXT-STEPS.md").read_text()))
+    assert f"export HOTLINE_CONFIG={directory.resolve()} HOTLINE_STATE={tmp_path / 'somewhere/state'}" in commands
+    assert "run --rm admin check --public-url https://chat.example.org" in commands
+    compose = (DEPLOY / "docker-compose.yml").read_text()
+    assert "${HOTLINE_CONFIG:-/etc/hotline}:/etc/hotline" in compose and "${HOTLINE_STATE:-/var/lib/hotline}/bot" in compose
+
+
+def test_rights_url_goes_to_both_settings_files_and_a_bad_one_is_refused(tmp_path):
+    result = hotline("init", "chat.example.org", "--dir", str(tmp_path / "etc"), "--target", "systemd",
+                     "--state-dir", str(tmp_path / "state"), "--rights-url", "https://example.org/rights")
+    assert result.returncode == 0, result.stderr
+    for name in ("bot.env", "webchat.env"):
+        assert "HOTLINE_RIGHTS_URL=https://example.org/rights" in (tmp_path / "etc" / name).read_text()
+    assert "--rights-url" not in (tmp_path / "etc/NEXT-STEPS.md").read_text()
+    bad = hotline("init", "chat.example.org", "--dir", str(tmp_path / "other"), "--rights-url", "example.org")
+    assert bad.returncode != 0 and bad.stderr.startswith("hotline init: --rights-url")
+    without = make(tmp_path / "without")
+    assert "HOTLINE_RIGHTS_URL in" in (without / "NEXT-STEPS.md").read_text()
+
+
+async def test_check_public_url_reports_each_probe_and_never_crashes(tmp_path):
+    """A proxy that answers HTML (nginx's own 404 pages) or nothing at all: FAIL lines, no traceback."""
+    from aiohttp import web
+
+    from hotline.admin import Files, check
+    from hotline.devstack import free_port
+
+    directory = make(tmp_path)
+
+    async def html_404(request: web.Request) -> web.Response:
+        return web.Response(status=404, text="<html><body>404 Not Found</body></html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", html_404)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        result = await check(Files.from_args(directory, None, None, None), public_url=f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+    failures = "\n".join(text for kind, text in result.lines if kind == "FAIL")
+    assert "give the https:// address" in failures
+    assert "/_matrix/client/versions answers HTTP 404" in failures
+    assert "without the page's security headers" in failures
+    assert f"http://127.0.0.1:{port} does not expose the admin API" in [t for k, t in result.lines if k == "ok"]
+    closed = hotline("admin", "--dir", str(directory), "check", "--public-url", f"https://127.0.0.1:{free_port()}")
+    assert closed.returncode != 0 and "Traceback" not in closed.stderr
+    assert "does not answer" in closed.stdout and "FAILED" in closed.stderr
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx not installed")
+def test_nginx_bootstrap_site_passes_nginx_t_before_any_certificate(tmp_path):
+    site = proxy.nginx_bootstrap_site("chat.example.org", http_port=18081, acme_root=str(tmp_path / "acme"))
+    conf = nginx_wrapper(tmp_path, site.replace("/var/log/nginx/hotline-error.log", str(tmp_path / "nginx/error.log")))
+    result = subprocess.run(["nginx", "-t", "-c", str(conf), "-p", str(tmp_path / "nginx")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    full = proxy.nginx_site("chat.example.org", "127.0.0.1:8008", "127.0.0.1:8080", http_port=18082, https_port=18443)
+    conf = nginx_wrapper(tmp_path, full.replace("/var/log/nginx/hotline-error.log", str(tmp_path / "nginx/error.log")))
+    refused = subprocess.run(["nginx", "-t", "-c", str(conf), "-p", str(tmp_path / "nginx")],
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "letsencrypt" in refused.stderr  # why the bootstrap site exists

@@ -317,3 +317,58 @@ async def test_sweep_erases_what_a_killed_bot_left_behind(production):
     assert production.rows_naming([dispatch])["rooms"] == 1  # staff rooms are never swept
     assert "Nothing to sweep" in production.admin("sweep", "--min-age", "0").stdout
     production.start_bot()
+
+
+async def test_supervisors_and_interpreters_and_held_back_devices(production):
+    """Every role has its room (made by setup); staff list shows roles and the devices held back."""
+    bot = production.env("bot")
+    for role, room_key in (("supervisor", "HOTLINE_SUPERVISORS_ROOM"), ("interpreter", "HOTLINE_INTERPRETERS_ROOM")):
+        user = f"@{role}1:{DOMAIN}"
+        added = production.admin("staff", "add", user, "--role", role)
+        assert added.returncode == 0, added.stderr
+        assert f"added them to the {role}s room" in added.stdout
+        rows = production.homeserver.query("SELECT membership FROM room_memberships WHERE room_id = ? AND user_id = ?",
+                                           [bot[room_key], user])
+        assert ("join",) in rows, role
+    refused = production.admin("staff", "add", f"@chief:{DOMAIN}", "--role", "boss")
+    assert refused.returncode != 0 and "invalid choice" in refused.stderr
+    listed = production.admin("staff", "list")
+    assert f"@supervisor1:{DOMAIN}  supervisor" in listed.stdout
+    assert f"@interpreter1:{DOMAIN}  interpreter" in listed.stdout
+
+    # An advocate signs in on a second session that is not cross-signed: the bot holds it back.
+    added = production.admin("staff", "add", f"@kim:{DOMAIN}", "--role", "advocate")
+    password = re.search(r"One-time password \(shown only now\): (\S+)", added.stdout).group(1)
+    dispatch = bot["HOTLINE_DISPATCH_ROOM"]
+    first = Advocate(production.homeserver.url, f"@kim:{DOMAIN}", password)
+    second = Advocate(production.homeserver.url, f"@kim:{DOMAIN}", password, cross_signed=False)  # unverified
+    survivors = [ProxiedSurvivor(production.proxy_url), ProxiedSurvivor(production.proxy_url)]
+    try:
+        await first.login()
+        await until(lambda: dispatch in first.client.rooms, 30, "kim in the dispatch room")
+        await survivors[0].start()
+        await until(lambda: [b for b in first.bodies(dispatch) if b.startswith("Chat waiting")], 30, "first alert")
+        await second.login()
+        await until(lambda: dispatch in second.client.rooms, 30, "kim's second device in the dispatch room")
+        await survivors[1].start()
+        await until(lambda: len([b for b in first.bodies(dispatch) if b.startswith("Chat waiting")]) >= 2, 30,
+                    "second alert")
+
+        def held_line() -> str | None:
+            lines = production.admin("staff", "list").stdout.splitlines()
+            return next((line for line in lines if f"device {second.client.device_id}" in line and "HELD BACK" in line),
+                        None)
+
+        line = await until(held_line, 30, "the second device marked as held back")
+        assert f"!approve @kim:{DOMAIN} {second.client.device_id}" in line
+        kim_first = next(line for line in production.admin("staff", "list").stdout.splitlines()
+                         if f"device {first.client.device_id}" in line)
+        assert "HELD BACK" not in kim_first
+    finally:
+        for survivor in survivors:
+            if survivor.ws is not None:
+                await survivor.send({"type": "end"})
+            await survivor.close()
+        await first.close()
+        await second.close()
+    await until(lambda: production.open_chats() == 0, 60, "the bot to erase both chats")
