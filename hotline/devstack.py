@@ -251,6 +251,7 @@ class DevStack:
         # The bot's cross-signing identity is made here (the bot publishes it at its first start),
         # so that the gateway can pin its master key from the start, as `hotline admin setup` does.
         bot_identity = identity.create(self.root / "bot", self.accounts.bot.user_id)
+        self.bot_master_key = bot_identity.master_public
         _write_env(self.root / "webchat.env", common | {
             "bot_master_key": bot_identity.master_public,
             "as_token": self.homeserver.secrets()["as_token"],

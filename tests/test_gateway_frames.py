@@ -81,6 +81,7 @@ async def test_homeserver_down_means_a_clear_unavailable_error():
         homeserver_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
         bot_user_id="@hotline:hotline.localhost",
         as_token="unused",
+        bot_master_key="A" * 43,
         listen_port=port,
         bot_join_timeout_seconds=5,
     )

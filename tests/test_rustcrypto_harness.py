@@ -74,7 +74,7 @@ class NioClient(Advocate):
     """The tests' nio advocate (no cross-signing), also noting events it could not decrypt."""
 
     def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+        super().__init__(*args, cross_signed=False)
         self.decrypted: dict[str, str] = {}  # event id → body
         self.undecryptable: set[str] = set()
         self.withheld: list[dict[str, Any]] = []  # m.room_key.withheld contents (nio ignores them)

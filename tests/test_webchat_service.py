@@ -38,6 +38,7 @@ async def gateway(stack: DevStack, **changes: Any) -> AsyncIterator[tuple[str, w
         "homeserver_url": stack.homeserver.url,
         "bot_user_id": stack.accounts.bot.user_id,
         "as_token": stack.homeserver.secrets()["as_token"],
+        "bot_master_key": stack.bot_master_key,
         "survivor_prefix": "chat_",
         "service_room": stack.accounts.service_room,
         "hotline_phone": "+1 555 0100",
