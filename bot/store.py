@@ -6,51 +6,170 @@ row is deleted when the chat is erased. ``secure_delete`` overwrites deleted row
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from dataclasses import asdict, fields
+import sqlite3
+from collections.abc import Callable
+from dataclasses import fields, replace
 from pathlib import Path
 
 import aiosqlite
 
 from bot.conversation import Chat, Phase
+from bot.errors import HotlineError
 from bot.ids import ChatRef
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS chats (
-    ref TEXT PRIMARY KEY,
+
+class StoreError(HotlineError):
+    """The routing database cannot be used by this version of the bot (the message says why)."""
+
+
+# One explicit schema. ``chats`` has one column per field of ``bot.conversation.Chat``, declared
+# with its type (STRICT: SQLite refuses a value of another type instead of converting it);
+# tests/test_store.py checks the two agree. The version is ``PRAGMA user_version``; a database
+# made by an older version is brought up to date in place by MIGRATIONS, in one transaction.
+CHATS_TABLE = """
+CREATE TABLE chats (
+    ref TEXT NOT NULL PRIMARY KEY,
     survivor_room TEXT NOT NULL UNIQUE,
     survivor TEXT NOT NULL,
     opened_at REAL NOT NULL,
-    phase TEXT NOT NULL,
+    phase TEXT NOT NULL CHECK (phase IN ('waiting', 'inviting', 'active', 'closing')),
     advocate TEXT,
     case_room TEXT UNIQUE,
-    disconnected_at REAL
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS enrolled_staff (user_id TEXT PRIMARY KEY);
+    disconnected_at REAL,
+    language TEXT,
+    rights_delivered INTEGER NOT NULL CHECK (rights_delivered IN (0, 1)),
+    claimed_at REAL,
+    alerted_at REAL,
+    escalated INTEGER NOT NULL CHECK (escalated IN (0, 1)),
+    reassured_at REAL,
+    survivor_at REAL,
+    warned INTEGER NOT NULL CHECK (warned IN (0, 1)),
+    advocate_at REAL,
+    reminded INTEGER NOT NULL CHECK (reminded IN (0, 1)),
+    priority INTEGER NOT NULL CHECK (priority IN (0, 1)),
+    transferred INTEGER NOT NULL CHECK (transferred IN (0, 1)),
+    handoff_note TEXT CHECK (handoff_note IS NULL),
+    supervisor TEXT,
+    interpreter TEXT,
+    invited TEXT,
+    interpreter_request TEXT,
+    codeword_ask TEXT,
+    codeword_attempts INTEGER NOT NULL CHECK (codeword_attempts >= 0),
+    verified_case TEXT
+) STRICT
 """
+OTHER_TABLES = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS enrolled_staff (user_id TEXT PRIMARY KEY)",
+    """CREATE TABLE IF NOT EXISTS stats_daily (
+        day TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        bucket TEXT NOT NULL DEFAULT '',
+        count INTEGER NOT NULL,
+        PRIMARY KEY (day, metric, bucket)
+    )""",
+    """CREATE TABLE IF NOT EXISTS codewords (
+        case_ref TEXT PRIMARY KEY,
+        digest TEXT NOT NULL,
+        set_on TEXT NOT NULL,
+        rotated_on TEXT,
+        failures INTEGER NOT NULL DEFAULT 0,
+        locked_until REAL
+    )""",
+)
 
-TIMES = {"opened_at", "claimed_at", "alerted_at", "reassured_at", "survivor_at", "advocate_at"}
 COLUMNS = tuple(f.name for f in fields(Chat))
-CODEWORD_SCHEMA = """
-CREATE TABLE IF NOT EXISTS codewords (
-    case_ref TEXT PRIMARY KEY,
-    digest TEXT NOT NULL,
-    set_on TEXT NOT NULL,
-    rotated_on TEXT,
-    failures INTEGER NOT NULL DEFAULT 0,
-    locked_until REAL
-);
-"""
-STATS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS stats_daily (
-    day TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    bucket TEXT NOT NULL DEFAULT '',
-    count INTEGER NOT NULL,
-    PRIMARY KEY (day, metric, bucket)
-);
-"""
+TIMES = ("opened_at", "claimed_at", "alerted_at", "reassured_at", "survivor_at", "advocate_at")
+FLAGS = ("rights_delivered", "escalated", "warned", "reminded", "priority", "transferred")
+COUNTS = ("codeword_attempts",)
+_DEFAULTS = {f.name: f.default for f in fields(Chat)}
+
+
+def _legacy_value(name: str, present: set[str]) -> str:
+    """The SQL that reads one column from a version-0 table (types guessed from names, some
+    columns missing), as the typed value: flags '0'/'1' (text) → 0/1, counts → integers."""
+    if name not in present:
+        default = _DEFAULTS[name]
+        return "NULL" if default is None else repr(int(default)) if name in FLAGS + COUNTS else f"'{default}'"
+    if name in FLAGS:
+        return f"(COALESCE(CAST({name} AS INTEGER), 0) != 0)"
+    if name in COUNTS:
+        return f"MAX(COALESCE(CAST({name} AS INTEGER), 0), 0)"
+    if name in TIMES or name == "disconnected_at":
+        return f"CAST({name} AS REAL)"
+    if name == "handoff_note":
+        return "NULL"
+    return f"CAST({name} AS TEXT)"
+
+
+def _to_version_1(db: sqlite3.Connection) -> None:
+    """Version 0 (no user_version): ``chats`` made by CREATE TABLE plus columns added later with a
+    type guessed from the name, so ``priority``, ``transferred`` and ``codeword_attempts`` were
+    TEXT and came back as '0'/'1'. Rebuild it typed and STRICT, keeping every open chat."""
+    for statement in OTHER_TABLES:
+        db.execute(statement)
+    legacy = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chats'").fetchone()
+    if legacy is None:
+        db.execute(CHATS_TABLE)
+        return
+    present = {row[1] for row in db.execute("PRAGMA table_info(chats)")}
+    db.execute("ALTER TABLE chats RENAME TO chats_version_0")
+    db.execute(CHATS_TABLE)
+    values = ", ".join(_legacy_value(name, present) for name in COLUMNS)
+    db.execute(f"INSERT INTO chats ({', '.join(COLUMNS)}) SELECT {values} FROM chats_version_0")
+    db.execute("DROP TABLE chats_version_0")
+
+
+# MIGRATIONS[n] takes a database from version n to version n + 1. Append; never edit one that
+# has shipped (a database in the field may be at any version).
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_version_1,)
+VERSION = len(MIGRATIONS)
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring the database up to VERSION in one transaction; the version it had before."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        found = db.execute("PRAGMA user_version").fetchone()[0]
+        if found > VERSION:
+            raise StoreError(f"the routing database is at version {found}, newer than this bot "
+                             f"(version {VERSION}): run the newer bot, or restore a backup")
+        for version in range(found, VERSION):
+            MIGRATIONS[version](db)
+            db.execute(f"PRAGMA user_version = {version + 1}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return found
+
+
+def _migrate_file(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("PRAGMA secure_delete = ON")  # the old table's rows are overwritten when dropped
+        db.execute("PRAGMA journal_mode = DELETE")
+        migrate(db)
+
+
+def _row(chat: Chat) -> tuple[object, ...]:
+    kept = stored(chat)
+    return tuple(
+        str(kept.phase) if name == "phase"
+        else int(getattr(kept, name)) if name in FLAGS
+        else getattr(kept, name)
+        for name in COLUMNS
+    )
+
+
+def _chat(row: tuple[object, ...]) -> Chat:
+    values = dict(zip(COLUMNS, row, strict=True))
+    values["phase"] = Phase(values["phase"])
+    for name in FLAGS:
+        values[name] = bool(values[name])
+    return Chat(**values)  # type: ignore[arg-type]
 
 
 def coarse(timestamp: float, *, up: bool = False) -> float:
@@ -60,6 +179,16 @@ def coarse(timestamp: float, *, up: bool = False) -> float:
     """
     minutes = -(-timestamp // 60) if up else timestamp // 60
     return float(minutes * 60)
+
+
+def stored(chat: Chat) -> Chat:
+    """The chat as the database keeps it, and as a restarted bot gets it back: times to the
+    minute (``disconnected_at`` rounded up, so the grace period never runs short) and no
+    handoff note (staff-written text stays in memory). Every other field exactly as it was."""
+    times = {name: coarse(getattr(chat, name)) for name in TIMES if getattr(chat, name) is not None}
+    if chat.disconnected_at is not None:
+        times["disconnected_at"] = coarse(chat.disconnected_at, up=True)
+    return replace(chat, **times, handoff_note=None)
 
 
 class Store:
@@ -72,29 +201,17 @@ class Store:
         if not path.exists():
             path.touch(mode=0o600)
         os.chmod(path, 0o600)
+        await asyncio.to_thread(_migrate_file, path)
         db = await aiosqlite.connect(path)
         await db.execute("PRAGMA secure_delete = ON")
-        await db.execute("PRAGMA journal_mode = DELETE")
-        await db.executescript(SCHEMA + STATS_SCHEMA + CODEWORD_SCHEMA)
-        await _add_missing_columns(db)
-        await db.commit()
         return cls(db)
 
     async def close(self) -> None:
         await self._db.close()
 
     async def load_chats(self) -> dict[ChatRef, Chat]:
-        chats: dict[ChatRef, Chat] = {}
         async with self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM chats") as cursor:
-            async for row in cursor:
-                values = {k: v for k, v in zip(COLUMNS, row, strict=True) if v is not None}
-                values["phase"] = Phase(values["phase"])
-                for flag in ("rights_delivered", "escalated", "warned", "reminded"):
-                    if flag in values:
-                        values[flag] = bool(values[flag])
-                chat = Chat(**values)
-                chats[chat.ref] = chat
-        return chats
+            return {chat.ref: chat for chat in [_chat(tuple(row)) async for row in cursor]}
 
     async def save_changes(self, before: dict[ChatRef, Chat], after: dict[ChatRef, Chat]) -> None:
         """Write the difference between two states in one transaction."""
@@ -106,17 +223,8 @@ class Store:
             await self._db.execute("DELETE FROM chats WHERE ref = ?", (ref,))
         placeholders = ", ".join("?" for _ in COLUMNS)
         for chat in changed:
-            row = asdict(chat)
-            for name in TIMES:
-                if row[name] is not None:
-                    row[name] = coarse(row[name])
-            if row["disconnected_at"] is not None:
-                row["disconnected_at"] = coarse(row["disconnected_at"], up=True)
-            row["phase"] = str(row["phase"])
-            row["handoff_note"] = None  # staff-written text stays in memory only
             await self._db.execute(
-                f"INSERT OR REPLACE INTO chats ({', '.join(COLUMNS)}) VALUES ({placeholders})",
-                tuple(row[c] for c in COLUMNS),
+                f"INSERT OR REPLACE INTO chats ({', '.join(COLUMNS)}) VALUES ({placeholders})", _row(chat)
             )
         await self._db.commit()
 
@@ -191,14 +299,3 @@ class Store:
             (first_day,),
         ) as cursor:
             return [tuple(row) async for row in cursor]  # type: ignore[misc]
-
-
-async def _add_missing_columns(db: aiosqlite.Connection) -> None:
-    """Databases made by an older version get the columns added since (all nullable)."""
-    async with db.execute("PRAGMA table_info(chats)") as cursor:
-        present = {row[1] async for row in cursor}
-    for name in COLUMNS:
-        if name not in present:
-            kind = "REAL" if name.endswith("_at") else "INTEGER" if name in {
-                "rights_delivered", "escalated", "warned", "reminded"} else "TEXT"
-            await db.execute(f"ALTER TABLE chats ADD COLUMN {name} {kind}")

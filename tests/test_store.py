@@ -1,0 +1,308 @@
+"""The routing database: one explicit schema, migrations, and a restart that changes nothing.
+
+A property test (Hypothesis) saves chats of every phase with every field drawn at random, opens the
+database again as a restarted bot would, and checks that each field comes back with the same value
+and the same Python type (``1 == True`` and ``"waiting" == Phase.WAITING`` in Python, so equality
+alone would not notice a flag coming back as a number or text). The only changes are the two the
+store makes on purpose (``bot.store.stored``): times to the minute and no handoff note.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+import tempfile
+import typing
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot import store as store_module
+from bot.conversation import Chat, Hotline, Phase, Rules
+from bot.ids import REF_ALPHABET, ChatRef, RoomId, UserId
+from bot.store import COLUMNS, VERSION, Store, StoreError, coarse, stored
+
+# ------------------------------------------------------------------ strategies
+
+times = st.floats(min_value=0, max_value=2**40, allow_nan=False, allow_infinity=False)
+words = st.text(max_size=80)  # any Unicode, NUL and right-to-left marks included
+optional_words = st.none() | words
+optional_times = st.none() | times
+
+FIELD_STRATEGIES: dict[str, st.SearchStrategy[typing.Any]] = {
+    "ref": st.text(alphabet=REF_ALPHABET, min_size=4, max_size=4),
+    "survivor_room": words,
+    "survivor": words,
+    "opened_at": times,
+    "phase": st.sampled_from(Phase),
+    "advocate": optional_words,
+    "case_room": optional_words,
+    "disconnected_at": optional_times,
+    "language": optional_words,
+    "rights_delivered": st.booleans(),
+    "claimed_at": optional_times,
+    "alerted_at": optional_times,
+    "escalated": st.booleans(),
+    "reassured_at": optional_times,
+    "survivor_at": optional_times,
+    "warned": st.booleans(),
+    "advocate_at": optional_times,
+    "reminded": st.booleans(),
+    "priority": st.booleans(),
+    "transferred": st.booleans(),
+    "handoff_note": optional_words,
+    "supervisor": optional_words,
+    "interpreter": optional_words,
+    "invited": optional_words,
+    "interpreter_request": optional_words,
+    "codeword_ask": optional_words,
+    "codeword_attempts": st.integers(min_value=0, max_value=2**31),
+    "verified_case": optional_words,
+}
+
+
+@st.composite
+def chat_sets(draw: st.DrawFn, max_size: int = 6) -> dict[ChatRef, Chat]:
+    """Chats with distinct refs and rooms (the table's UNIQUE columns), every phase likely."""
+    chats = draw(st.lists(st.builds(Chat, **FIELD_STRATEGIES), max_size=max_size, unique_by=lambda c: c.ref))
+    out: dict[ChatRef, Chat] = {}
+    for n, chat in enumerate(chats):
+        case_room = None if chat.case_room is None else f"{chat.case_room}#case{n}"
+        out[chat.ref] = dataclasses.replace(chat, survivor_room=f"{chat.survivor_room}#survivor{n}",
+                                            case_room=case_room)
+    return out
+
+
+def run(coroutine: typing.Awaitable[typing.Any]) -> typing.Any:
+    return asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+async def reopened(path: Path) -> dict[ChatRef, Chat]:
+    """What a restarted bot loads."""
+    store = await Store.open(path)
+    try:
+        return await store.load_chats()
+    finally:
+        await store.close()
+
+
+def assert_same(loaded: dict[ChatRef, Chat], expected: dict[ChatRef, Chat]) -> None:
+    assert loaded.keys() == expected.keys()
+    for ref, chat in expected.items():
+        for name in COLUMNS:
+            want, got = getattr(chat, name), getattr(loaded[ref], name)
+            assert (got, type(got)) == (want, type(want)), f"{ref}.{name}"
+
+
+# ------------------------------------------------------------------ the schema
+
+
+def test_the_table_has_one_typed_column_per_field(tmp_path: Path) -> None:
+    """A field added to Chat without a column (and a migration) fails here."""
+    run(reopened(tmp_path / "routing.db"))
+    with sqlite3.connect(tmp_path / "routing.db") as db:
+        columns = {row[1]: (row[2], bool(row[3])) for row in db.execute("PRAGMA table_info(chats)")}
+        strict = db.execute("SELECT sql FROM sqlite_master WHERE name = 'chats'").fetchone()[0].rstrip().endswith("STRICT")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+    assert strict and version == VERSION
+    hints = typing.get_type_hints(Chat)
+    sql_type = {str: "TEXT", float: "REAL", int: "INTEGER", bool: "INTEGER", Phase: "TEXT"}
+    expected = {}
+    for field in dataclasses.fields(Chat):
+        hint = hints[field.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = type(None) in typing.get_args(hint)
+        base = args[0] if optional else hint
+        base = getattr(base, "__supertype__", base)  # NewType → str
+        expected[field.name] = (sql_type[base], not optional)
+    assert columns == expected
+    assert set(FIELD_STRATEGIES) == set(COLUMNS)
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("priority", "no"), ("priority", 2), ("transferred", "yes"), ("codeword_attempts", "three"),
+    ("codeword_attempts", 1.5), ("codeword_attempts", -1), ("survivor", None), ("opened_at", "soon"), ("phase", "lost"), ("handoff_note", "a note"),
+])
+def test_a_value_of_the_wrong_type_is_refused(tmp_path: Path, column: str, value: object) -> None:
+    chat = Chat(ref=ChatRef("K7Q3"), survivor_room=RoomId("!s"), survivor=UserId("@chat_1:x"), opened_at=60.0)
+    run(_save(tmp_path / "routing.db", {}, {chat.ref: chat}))
+    with sqlite3.connect(tmp_path / "routing.db") as db, pytest.raises(sqlite3.IntegrityError):
+        db.execute(f"UPDATE chats SET {column} = ?", (value,))
+
+
+async def _save(path: Path, before: dict[ChatRef, Chat], after: dict[ChatRef, Chat]) -> None:
+    store = await Store.open(path)
+    try:
+        await store.save_changes(before, after)
+    finally:
+        await store.close()
+
+
+# ------------------------------------------------------------------ save → reload
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=chat_sets(), second=chat_sets(), keep=st.sets(st.sampled_from(REF_ALPHABET), max_size=3))
+def test_every_field_of_every_phase_survives_a_restart(first: dict[ChatRef, Chat], second: dict[ChatRef, Chat],
+                                                      keep: set[str]) -> None:
+    """Save, restart, load: the same chats, field for field and type for type; then a second
+    round of changes (some chats gone, some changed, some new) on top of the reloaded state."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "routing.db"
+        run(_save(path, {}, first))
+        loaded = run(reopened(path))
+        assert_same(loaded, {ref: stored(chat) for ref, chat in first.items()})
+        # Reloaded chats are what the bot works on after a restart: saving them changes nothing.
+        run(_save(path, {}, loaded))
+        assert_same(run(reopened(path)), loaded)
+        # The next changes: chats whose ref starts with a kept letter stay, the rest are gone;
+        # the second set replaces or adds (its rooms made distinct from the first set's).
+        after = {ref: chat for ref, chat in loaded.items() if ref[0] in keep}
+        for ref, chat in second.items():
+            after[ref] = dataclasses.replace(
+                chat, survivor_room=f"{chat.survivor_room}+2",
+                case_room=None if chat.case_room is None else f"{chat.case_room}+2")
+        run(_save(path, loaded, after))
+        assert_same(run(reopened(path)), {ref: stored(chat) for ref, chat in after.items()})
+
+
+def test_what_the_store_changes_on_purpose() -> None:
+    chat = Chat(ref=ChatRef("K7Q3"), survivor_room=RoomId("!s"), survivor=UserId("@chat_1:x"), opened_at=119.5,
+                disconnected_at=60.5, claimed_at=59.9, handoff_note="staff text")
+    kept = stored(chat)
+    assert (kept.opened_at, kept.disconnected_at, kept.claimed_at, kept.handoff_note) == (60.0, 120.0, 0.0, None)
+    assert stored(kept) == kept
+    assert coarse(120.0, up=True) == 120.0
+
+
+def test_after_a_restart_the_queue_keeps_its_order(tmp_path: Path) -> None:
+    """The bug this replaces: '0' (text) is true, so every waiting chat came back first in line."""
+    rules = Rules(bot=UserId("@bot:x"), survivor_prefix="chat_", server_name="x")
+    chats = {
+        ChatRef("AAAA"): Chat(ChatRef("AAAA"), RoomId("!a"), UserId("@chat_a:x"), opened_at=60.0),
+        ChatRef("CCCC"): Chat(ChatRef("CCCC"), RoomId("!c"), UserId("@chat_c:x"), opened_at=120.0, priority=True,
+                              transferred=True, codeword_attempts=2),
+        ChatRef("DDDD"): Chat(ChatRef("DDDD"), RoomId("!d"), UserId("@chat_d:x"), opened_at=30.0),
+    }
+    run(_save(tmp_path / "routing.db", {}, chats))
+    before = [c.ref for c in Hotline(rules, chats).waiting()]
+    after = [c.ref for c in Hotline(rules, run(reopened(tmp_path / "routing.db"))).waiting()]
+    assert before == after == ["CCCC", "DDDD", "AAAA"]
+
+
+# ------------------------------------------------------------------ migrations
+
+# The schema of the version before this one (no user_version), as its code made it: CREATE TABLE
+# with the first columns, then each later field added with a type guessed from its name.
+VERSION_0_TABLES = """
+CREATE TABLE chats (
+    ref TEXT PRIMARY KEY,
+    survivor_room TEXT NOT NULL UNIQUE,
+    survivor TEXT NOT NULL,
+    opened_at REAL NOT NULL,
+    phase TEXT NOT NULL,
+    advocate TEXT,
+    case_room TEXT UNIQUE,
+    disconnected_at REAL
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE enrolled_staff (user_id TEXT PRIMARY KEY);
+CREATE TABLE stats_daily (day TEXT NOT NULL, metric TEXT NOT NULL, bucket TEXT NOT NULL DEFAULT '',
+    count INTEGER NOT NULL, PRIMARY KEY (day, metric, bucket));
+CREATE TABLE codewords (case_ref TEXT PRIMARY KEY, digest TEXT NOT NULL, set_on TEXT NOT NULL, rotated_on TEXT,
+    failures INTEGER NOT NULL DEFAULT 0, locked_until REAL);
+"""
+ORIGINAL = ("ref", "survivor_room", "survivor", "opened_at", "phase", "advocate", "case_room", "disconnected_at")
+
+
+def version_0_database(path: Path, chats: list[Chat], added: tuple[str, ...] = COLUMNS) -> None:
+    """A database as the previous code left it, with these chats saved the way it saved them."""
+    with sqlite3.connect(path) as db:
+        db.executescript(VERSION_0_TABLES)
+        for name in added:
+            if name in ORIGINAL:
+                continue
+            kind = "REAL" if name.endswith("_at") else "INTEGER" if name in {
+                "rights_delivered", "escalated", "warned", "reminded"} else "TEXT"
+            db.execute(f"ALTER TABLE chats ADD COLUMN {name} {kind}")
+        columns = [c for c in COLUMNS if c in ORIGINAL or c in added]
+        for chat in chats:
+            row = dataclasses.asdict(stored(chat))
+            row["phase"] = str(row["phase"])
+            db.execute(f"INSERT INTO chats ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+                       tuple(row[c] for c in columns))
+        db.execute("INSERT INTO meta VALUES ('device_id', 'BOTDEVICE'), ('access_token', 'syt_x')")
+        db.execute("INSERT INTO stats_daily VALUES ('2026-01-01', 'chats', '', 4)")
+        db.execute("INSERT INTO codewords VALUES ('C-K7Q3', '$argon2id$x', '2026-01-01', NULL, 2, NULL)")
+        db.execute("INSERT INTO enrolled_staff VALUES ('@advocate:x')")
+
+
+OPEN_CHATS = [
+    Chat(ChatRef("AAAA"), RoomId("!a:x"), UserId("@chat_a:x"), opened_at=600.0),
+    Chat(ChatRef("CCCC"), RoomId("!c:x"), UserId("@chat_c:x"), opened_at=660.0, phase=Phase.ACTIVE,
+         advocate=UserId("@advocate:x"), case_room=RoomId("!case:x"), rights_delivered=True, claimed_at=720.0,
+         survivor_at=780.0, transferred=True, codeword_attempts=3, codeword_ask="verify:C-K7Q3",
+         verified_case="C-K7Q3", language="uk"),
+    Chat(ChatRef("DDDD"), RoomId("!d:x"), UserId("@chat_d:x"), opened_at=540.0, priority=True, transferred=True,
+         disconnected_at=900.0, escalated=True, warned=True, reminded=True),
+]
+
+
+def test_a_version_0_database_migrates_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "routing.db"
+    version_0_database(path, OPEN_CHATS)
+    with sqlite3.connect(path) as db:  # the bug, as the old database has it
+        assert db.execute("SELECT typeof(priority), priority FROM chats WHERE ref = 'AAAA'").fetchone() == ("text", "0")
+    loaded = run(reopened(path))
+    assert_same(loaded, {chat.ref: chat for chat in OPEN_CHATS})
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION
+        assert db.execute("SELECT typeof(priority), typeof(codeword_attempts) FROM chats WHERE ref = 'AAAA'"
+                          ).fetchone() == ("integer", "integer")
+        assert dict(db.execute("SELECT key, value FROM meta")) == {"device_id": "BOTDEVICE", "access_token": "syt_x"}
+        assert db.execute("SELECT * FROM stats_daily").fetchall() == [("2026-01-01", "chats", "", 4)]
+        assert db.execute("SELECT case_ref, failures FROM codewords").fetchall() == [("C-K7Q3", 2)]
+        assert db.execute("SELECT user_id FROM enrolled_staff").fetchall() == [("@advocate:x",)]
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"chats", "meta", "enrolled_staff", "stats_daily", "codewords"}
+    # Opening it again is a no-op, and the migrated chats save and load like new ones.
+    assert_same(run(reopened(path)), loaded)
+    run(_save(path, loaded, {**loaded, ChatRef("AAAA"): dataclasses.replace(loaded[ChatRef("AAAA")], priority=True)}))
+    assert run(reopened(path))[ChatRef("AAAA")].priority is True
+
+
+def test_an_older_database_without_the_later_columns_gets_their_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "routing.db"
+    waiting = Chat(ChatRef("AAAA"), RoomId("!a:x"), UserId("@chat_a:x"), opened_at=600.0, disconnected_at=660.0)
+    version_0_database(path, [waiting], added=("language", "rights_delivered"))
+    assert_same(run(reopened(path)), {waiting.ref: waiting})
+
+
+def test_a_failed_migration_leaves_the_database_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "routing.db"
+    version_0_database(path, OPEN_CHATS)
+    with sqlite3.connect(path) as db:
+        before = db.execute("SELECT * FROM chats ORDER BY ref").fetchall()
+
+    def broken(db: sqlite3.Connection) -> None:
+        store_module.MIGRATIONS[0](db)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", (broken,))
+    with pytest.raises(RuntimeError):
+        run(reopened(path))
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+        assert db.execute("SELECT * FROM chats ORDER BY ref").fetchall() == before
+
+
+def test_a_database_from_a_newer_bot_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "routing.db"
+    run(reopened(path))
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {VERSION + 1}")
+    with pytest.raises(StoreError, match="newer than this bot"):
+        run(reopened(path))
