@@ -67,6 +67,7 @@ class Texts:
             "program_name": s.program_name,
             "rights_url": str(s.rights_url) if s.rights_url else "",
             "max_message_chars": s.max_message_chars,
+            "max_message_bytes": s.max_message_bytes,
             "timezone": s.timezone,
             "status": status,
             "status_poll_seconds": s.status_poll_seconds,

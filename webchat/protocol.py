@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 MAX_FRAME_BYTES = 64 * 1024
+
+# How long a survivor's message can be, in bytes of UTF-8. Synapse refuses an event whose JSON is
+# over 65,536 bytes, on every retry alike, so the limit is set by what the message becomes there:
+# - nio writes the encrypted JSON with ASCII escapes: each UTF-16 unit that is not printable ASCII
+#   becomes ``\uXXXX``. Per UTF-8 byte that is at most 3 bytes (a two-byte letter such as "д"
+#   becomes 6; an emoji, 4 bytes, becomes 12), once control characters (1 byte → 6) are refused.
+# - Megolm adds at most 160 bytes and base64 makes 4 bytes of every 3.
+# - The event around the ciphertext (ids, hashes, signatures, prev_events) and the JSON around the
+#   text (room id, type, the bot's "Survivor: " label when it relays into the case room).
+# 14,000 × 3 = 42,000 bytes of escaped text; ≤ 42,600 with the wrapper and Megolm; ×4/3 = 56,800;
+# that leaves 8,700 bytes for the event around it, which is measured at about 1,400
+# (tests/test_message_size.py sends the worst case through the real homeserver and the bot).
+MAX_MESSAGE_BYTES = 14_000
+MAX_ESCAPE_PER_BYTE = 3
+# C0 controls other than tab, line feed and carriage return, and DEL: never typed, 6 bytes each.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class _Frame(BaseModel):
@@ -60,8 +77,20 @@ class FrameError(Exception):
         return error(self.code, self.message, self.frame_id)
 
 
-def parse(raw: str, max_chars: int) -> Start | Resume | Say | End | Answer:
-    """One frame from the page, or FrameError with the code the page gets back."""
+_FIELDS = frozenset(
+    name for model in (Start, Resume, Say, End, Answer) for name in model.model_fields
+)
+
+
+def parse(raw: str, max_chars: int, max_bytes: int = MAX_MESSAGE_BYTES) -> Start | Resume | Say | End | Answer:
+    """One frame from the page, or FrameError with the code the page gets back.
+
+    Pure, and bounded: a frame over MAX_FRAME_BYTES is refused before it is read (the gateway's
+    socket closes before that; this holds for any caller), and an error's message names only the
+    protocol's own fields, never text from the frame.
+    """
+    if len(raw) > MAX_FRAME_BYTES:
+        raise FrameError("bad_frame", f"a frame can have at most {MAX_FRAME_BYTES} bytes")
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError):
@@ -71,9 +100,11 @@ def parse(raw: str, max_chars: int) -> Start | Resume | Say | End | Answer:
     try:
         frame = _client_frame.validate_python(data)
     except ValidationError as problem:
-        first = problem.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "frame"
-        raise FrameError("bad_frame", f"{where}: {first['msg']}") from None
+        first = problem.errors(include_url=False, include_input=False)[0]
+        if first["type"] == "union_tag_invalid":  # its message would quote the frame's "type"
+            raise FrameError("bad_frame", "type: not a frame type of this protocol") from None
+        where = ".".join(part for part in map(str, first["loc"][-1:]) if part in _FIELDS) or "frame"
+        raise FrameError("bad_frame", f"{where}: {first['msg'][:200]}") from None
     if isinstance(frame, Answer):
         if frame.question == "interpreter_consent" and frame.value not in ("yes", "no"):
             raise FrameError("bad_frame", "value: yes or no")
@@ -82,14 +113,15 @@ def parse(raw: str, max_chars: int) -> Start | Resume | Say | End | Answer:
     if isinstance(frame, Say):
         if not frame.text.strip():
             raise FrameError("empty", "the message is empty", frame.id)
-        if len(frame.text) > max_chars:
-            raise FrameError("too_long", f"a message can have at most {max_chars} characters", frame.id)
-        if "\x00" in frame.text:
-            raise FrameError("bad_frame", "text: NUL characters are not allowed", frame.id)
+        if CONTROL.search(frame.text):
+            raise FrameError("bad_frame", "text: control characters are not allowed", frame.id)
         try:
-            frame.text.encode("utf-8")
+            size = len(frame.text.encode("utf-8"))
         except UnicodeEncodeError:
             raise FrameError("bad_frame", "text: not valid Unicode (lone surrogate)", frame.id) from None
+        if len(frame.text) > max_chars or size > max_bytes:
+            raise FrameError("too_long", f"a message can have at most {max_chars} characters "
+                                         f"and {max_bytes} bytes of UTF-8", frame.id)
     return frame
 
 
@@ -98,3 +130,37 @@ def error(code: str, message: str, frame_id: str | None = None) -> dict[str, Any
     if frame_id is not None:
         frame["id"] = frame_id
     return frame
+
+
+class FrameBudget:
+    """How many frames one socket may send: ``per_window`` per ``window`` seconds, as a leaky bucket.
+
+    Every frame counts, text or binary, valid or not, taken or dropped: a page that keeps sending
+    while over the limit stays over it (up to twice the window's worth, so it is back within two
+    windows once it stops). Over the limit a frame is dropped, and the page is told once
+    (``rate_limited``) until it is under the limit again: a flood never gets a reply per frame.
+    Pure: the caller passes the time.
+    """
+
+    TAKE, TELL, DROP = "take", "tell", "drop"
+
+    def __init__(self, per_window: int, window: float) -> None:
+        self.per_window = per_window
+        self.rate = per_window / window
+        self.level = 0.0
+        self.last: float | None = None
+        self.told = False
+
+    def admit(self, now: float) -> str:
+        if self.last is not None:
+            self.level = max(0.0, self.level - max(0.0, now - self.last) * self.rate)
+        self.last = now
+        if self.level + 1 <= self.per_window:
+            self.level += 1
+            self.told = False
+            return self.TAKE
+        self.level = min(self.level + 1, 2.0 * self.per_window)
+        if self.told:
+            return self.DROP
+        self.told = True
+        return self.TELL

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hotline.hours import ALWAYS, Schedule, ScheduleError
 from hotline.settings_util import check_log_level, check_room_id, check_user_id
+from webchat.protocol import MAX_MESSAGE_BYTES
 
 MASTER_KEY = re.compile(r"^[A-Za-z0-9+/]{43}$")
 LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$")
@@ -44,6 +45,7 @@ class GatewaySettings(BaseSettings):
     hotline_phone: str = Field(default="", description="The hotline number, always shown on the page.")
     exit_url: AnyHttpUrl = Field(default=AnyHttpUrl("https://www.wikipedia.org/"), description="Where \"Leave quickly\" goes: a neutral site.")
     max_message_chars: int = Field(default=10_000, ge=100, le=50_000, description="The longest message a survivor can send, in characters.")
+    max_message_bytes: int = Field(default=MAX_MESSAGE_BYTES, ge=1_000, le=MAX_MESSAGE_BYTES, description=f"The longest message a survivor can send, in bytes of UTF-8 (a letter of a non-Latin script takes 2 to 4); at most {MAX_MESSAGE_BYTES}, so that every message fits in one encrypted event on the homeserver.")
     reconnect_grace_seconds: float = Field(default=120.0, gt=0, description="How long a chat waits for a survivor whose connection dropped.")
     bot_join_timeout_seconds: float = Field(default=20.0, gt=0, description="How long a new chat waits for the bot before telling the survivor chat is unavailable.")
     max_open_chats: int = Field(default=500, ge=1, description="Chats this gateway holds at once; more are told chat is busy.")
