@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -9,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from hotline.devstack import free_port
-from tests.support import Survivor, until
+from tests.support import Survivor, assert_erased, claim_new_chat, routing_rows, until
 from webchat.app import create_app
 from webchat.settings import GatewaySettings
 
@@ -72,6 +73,59 @@ async def test_resume_with_a_wrong_secret_reveals_nothing(stack, survivor):
         await other.close()
     await survivor.send({"type": "end"})
     await until(lambda: survivor.first("ended"), 20, "ended")
+
+
+async def test_a_flood_of_frames_gets_one_rate_limited_reply_and_binary_frames_count(stack, survivor):
+    """30 frames in 10 s are handled (at the limit); past it, one ``rate_limited`` for the burst and
+    nothing else, whether the frames are text or binary."""
+    await survivor.connect()
+    assert survivor.ws is not None
+    for _ in range(100):
+        await survivor.ws.send_bytes(b"\x00\x01")
+    for _ in range(50):
+        await survivor.ws.send_str("not json")
+    await until(lambda: "rate_limited" in errors(survivor), 10, "rate_limited")
+    await asyncio.sleep(1)  # let any later replies arrive (there must be none beyond the slack below)
+    codes = errors(survivor)
+    assert codes.count("rate_limited") == 1
+    # 30 within the limit, plus what leaks back (3 a second) while the gateway reads the flood.
+    assert 30 <= codes.count("bad_frame") <= 36, codes.count("bad_frame")
+    assert codes.index("rate_limited") >= 30
+    await survivor.ws.close()
+
+
+async def test_a_resume_from_another_page_displaces_the_first(stack, advocate, canaries):
+    """The chat id and secret used from a second browser: the first page is told and its socket
+    closes (it can send nothing more); the chat goes on with the second, not counted as a dropped
+    connection."""
+    canaries += ["from the page that took over 3b7e", "from the first page 9a1c"]
+    first, second = Survivor(stack.page_url), Survivor(stack.page_url)
+    try:
+        ref, case_room = await claim_new_chat(stack, advocate, first)
+        await first.say("from the first page 9a1c")
+        await second.connect()
+        await second.send({"type": "resume", "chat": first.chat, "secret": first.secret, "seen": 0})
+        await until(lambda: second.first("resumed"), 10, "resumed")
+        await until(lambda: first.first("displaced"), 10, "the first page is told")
+        await until(lambda: first.ws.closed, 10, "the first page's socket closes")
+        assert first.ws.close_code == 4001
+        assert first.frames[-1] == {"type": "displaced"}
+        # The second page got the conversation so far and carries on.
+        assert second.texts("hotline") == first.texts("hotline")
+        await second.say("from the page that took over 3b7e")
+        await until(lambda: "Survivor: from the page that took over 3b7e" in advocate.bodies(case_room), 20, "relay")
+        await advocate.say(case_room, "seen on the second page only")
+        await until(lambda: "seen on the second page only" in second.texts("advocate"), 20, "to the second page")
+        assert "seen on the second page only" not in first.texts()
+        # The first socket's close was not taken for a lost connection (the bot saw the message
+        # above after anything the gateway sent when that socket closed).
+        assert routing_rows(stack, "SELECT disconnected_at FROM chats WHERE ref = ?", (ref,)) == [(None,)]
+        await advocate.say(case_room, "!close")
+        await until(lambda: second.first("ended"), 20, "ended")
+        await assert_erased(stack, ref, case_room)
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_homeserver_down_means_a_clear_unavailable_error():

@@ -15,12 +15,13 @@ MAX_FRAME_BYTES = 64 * 1024
 # - nio writes the encrypted JSON with ASCII escapes: each UTF-16 unit that is not printable ASCII
 #   becomes ``\uXXXX``. Per UTF-8 byte that is at most 3 bytes (a two-byte letter such as "д"
 #   becomes 6; an emoji, 4 bytes, becomes 12), once control characters (1 byte → 6) are refused.
-# - Megolm adds at most 160 bytes and base64 makes 4 bytes of every 3.
+# - Megolm adds at most 160 bytes (measured: about 120 once in base64), and base64 makes 4 bytes of
+#   every 3.
 # - The event around the ciphertext (ids, hashes, signatures, prev_events) and the JSON around the
 #   text (room id, type, the bot's "Survivor: " label when it relays into the case room).
-# 14,000 × 3 = 42,000 bytes of escaped text; ≤ 42,600 with the wrapper and Megolm; ×4/3 = 56,800;
-# that leaves 8,700 bytes for the event around it, which is measured at about 1,400
-# (tests/test_message_size.py sends the worst case through the real homeserver and the bot).
+# 14,000 × 3 = 42,000 bytes of escaped text, 56,000 once encrypted and in base64. Measured with the
+# real homeserver and bot (tests/test_message_size.py): the largest event, on either side, is
+# 57,088 bytes, 8,448 under the limit (room for up to Synapse's 10 prev_events and longer ids).
 MAX_MESSAGE_BYTES = 14_000
 MAX_ESCAPE_PER_BYTE = 3
 # C0 controls other than tab, line feed and carriage return, and DEL: never typed, 6 bytes each.

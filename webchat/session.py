@@ -80,6 +80,7 @@ class ChatSession:
         self._seq = 0
         self._frames: deque[dict[str, Any]] = deque(maxlen=BUFFER_FRAMES)
         self._sink: Sink | None = None
+        self._displaced: Callable[[], None] | None = None  # tells the attached page another took over
         self._delivered: set[str] = set()
         self._sending: dict[str, asyncio.Future[None]] = {}
         self._sync_task: asyncio.Task[None] | None = None
@@ -222,19 +223,21 @@ class ChatSession:
         self._seq += 1
         frame = {**frame, "seq": self._seq}
         self._frames.append(frame)
-        if self._sink is not None:
+        sink = self._sink
+        if sink is not None:
             try:
-                await self._sink(frame)
+                await sink(frame)
             except Exception:
-                self._sink = None  # kept in the buffer; the page gets it on resume
+                self.detach(sink)  # kept in the buffer; the page gets it on resume
 
     async def tell(self, frame: dict[str, Any]) -> None:
         """A passing frame (no seq, not kept for a reconnecting page): only if a page is attached."""
-        if self._sink is not None and not self.ended.is_set():
+        sink = self._sink
+        if sink is not None and not self.ended.is_set():
             try:
-                await self._sink(frame)
+                await sink(frame)
             except Exception:
-                self._sink = None
+                self.detach(sink)
 
     async def _closed_by_hotline(self) -> None:
         if self.ended.is_set():
@@ -248,14 +251,23 @@ class ChatSession:
     def frames_after(self, seen: int) -> list[dict[str, Any]]:
         return [frame for frame in self._frames if frame["seq"] > seen]
 
-    def attach(self, sink: Sink) -> None:
-        """Send new frames to this page from now on (one page at a time)."""
-        self._sink = sink
+    def attach(self, sink: Sink, displaced: Callable[[], None] | None = None) -> None:
+        """Send new frames to this page from now on (one page at a time: another page attached
+        before is displaced). ``displaced`` is called if a later page takes over."""
+        self.displace(sink)
+        self._sink, self._displaced = sink, displaced
+
+    def displace(self, sink: Sink) -> None:
+        """A page is taking this chat over: the page attached until now, if another, is told."""
+        if self._sink is not None and self._sink != sink:
+            displaced, self._sink, self._displaced = self._displaced, None, None
+            if displaced is not None:
+                displaced()
 
     def detach(self, sink: Sink) -> bool:
         """Detach this page if it is the attached one; True if it was."""
         if self._sink == sink:  # bound methods: equal, not identical
-            self._sink = None
+            self._sink, self._displaced = None, None
             return True
         return False
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from aiohttp import WSMsgType, web
-from aiolimiter import AsyncLimiter
 
 from webchat import keys
 from webchat.protocol import (
     MAX_FRAME_BYTES,
     Answer,
     End,
+    FrameBudget,
     FrameError,
     Resume,
     Say,
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 FRAMES_PER_WINDOW = 30
 WINDOW_SECONDS = 10.0
+# The close code after ``displaced`` (4000–4999: the application's own); the page does not reconnect.
+DISPLACED_CLOSE_CODE = 4001
+_closing: set[asyncio.Task[None]] = set()
 
 
 async def chat_socket(request: web.Request) -> web.StreamResponse:
@@ -38,10 +42,11 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     conversation = Conversation(request.app, ws)
     try:
         async for message in ws:
-            if message.type == WSMsgType.TEXT:
-                await conversation.on_text(message.data)
-            elif message.type == WSMsgType.BINARY:
-                await conversation.send(error("bad_frame", "frames are JSON text"))
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY) and await conversation.admit():
+                if message.type == WSMsgType.TEXT:
+                    await conversation.on_text(message.data)
+                else:
+                    await conversation.send(error("bad_frame", "frames are JSON text"))
             if conversation.finished:
                 break
     finally:
@@ -60,7 +65,7 @@ class Conversation:
         self.chats = app[keys.CHATS]
         self.session: ChatSession | None = None
         self.finished = False
-        self._limiter = AsyncLimiter(FRAMES_PER_WINDOW, WINDOW_SECONDS)
+        self._budget = FrameBudget(FRAMES_PER_WINDOW, WINDOW_SECONDS)
 
     async def send(self, frame: dict[str, Any]) -> None:
         if not self.ws.closed:
@@ -68,13 +73,17 @@ class Conversation:
         if frame.get("type") == "ended":
             self.finished = True
 
+    async def admit(self) -> bool:
+        """Whether to handle the next frame from the page (see FrameBudget)."""
+        verdict = self._budget.admit(asyncio.get_running_loop().time())
+        if verdict == FrameBudget.TELL:
+            await self.send(error("rate_limited", "too many frames; this one and any more until the pace "
+                                                  "drops are not handled"))
+        return verdict == FrameBudget.TAKE
+
     async def on_text(self, raw: str) -> None:
-        if not self._limiter.has_capacity():
-            await self.send(error("rate_limited", "too many frames; this one was dropped"))
-            return
-        await self._limiter.acquire()
         try:
-            frame = parse(raw, self.settings.max_message_chars)
+            frame = parse(raw, self.settings.max_message_chars, self.settings.max_message_bytes)
         except FrameError as problem:
             await self.send(problem.frame())
             return
@@ -126,7 +135,7 @@ class Conversation:
             for frame in missed:
                 await self.send(frame)
                 seen = frame["seq"]
-        session.attach(self.send)  # no await since the last check: nothing slips in between
+        session.attach(self.send, self.displaced)  # no await since the last check: nothing slips in between
 
     async def _unavailable(self, message: str) -> None:
         await self.send(error("unavailable", message))
@@ -141,6 +150,9 @@ class Conversation:
             await self.send({"type": "ended", "seq": 0})
             return
         self.session = session
+        # One page at a time: a page still attached (another tab or browser, or this page's own
+        # socket that has not noticed it is gone) is told and can no longer send.
+        session.displace(self.send)
         await self.send({"type": "resumed"})
         await self._follow(session, frame.seen)
         if session.advocate_typing:
@@ -166,6 +178,22 @@ class Conversation:
             await self.send(error("send_failed", "the answer could not be delivered"))
             return
         await self.send({"type": "answered", "question": frame.question})
+
+    def displaced(self) -> None:
+        """Another page resumed this chat: this one stops here (its frames are no longer handled)."""
+        self.session = None
+        self.finished = True
+        task = asyncio.ensure_future(self._tell_displaced())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    async def _tell_displaced(self) -> None:
+        try:
+            if not self.ws.closed:
+                await self.ws.send_json({"type": "displaced"})
+            await self.ws.close(code=DISPLACED_CLOSE_CODE, message=b"resumed elsewhere")
+        except Exception as problem:  # a socket that is already gone: nothing to tell
+            log.debug("a displaced page could not be told (%s)", type(problem).__name__)
 
     def on_socket_closed(self) -> None:
         session = self.session
