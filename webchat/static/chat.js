@@ -30,8 +30,8 @@
   const composer = $("composer"), box = $("message"), sendBtn = $("send"), endBtn = $("end");
 
   let ws = null;        // the current socket
-  let state = "idle";   // idle | asking | connecting | active | ended | unavailable
-  let screen = "welcome"; // what the notice shows: welcome | ended | unavailable
+  let state = "idle";   // idle | asking | connecting | active | ended | unavailable | displaced
+  let screen = "welcome"; // what the notice shows: welcome | ended | unavailable | displaced
   let attached = false; // the current socket is attached to our chat
   let chat = null, secret = null, lastSeq = 0, endRequested = false, surveyDone = false;
   let retry = 0, retryTimer = 0, openTimer = 0, pollTimer = 0, typingSaid = 0, typingTimer = 0;
@@ -313,6 +313,11 @@
       case "ended":
         if (state === "active") finish("ended");
         break;
+      case "displaced":
+        // The chat was resumed from another window or device: this page stops here, and does
+        // not reconnect (that would take the chat back and forth).
+        if (state === "active") finish("displaced");
+        break;
       case "error":
         onError(f, typeof f.id === "string" ? pending.get(f.id) : undefined);
     }
@@ -331,9 +336,12 @@
     } else if (code === "empty") {
       if (p) { pending.delete(p.id); p.el.remove(); }
     } else if (code === "rate_limited") {
+      // Told once for a burst: every message not yet delivered goes again after a pause (a
+      // repeated id is never delivered twice).
       setStatus(T("rate_limited"));
       setTimeout(() => {
-        if (p) { if (pending.has(p.id)) sendSay(p); } else if (endRequested && attached) send({ type: "end" });
+        for (const q of pending.values()) sendSay(q);
+        if (endRequested && attached) send({ type: "end" });
       }, 3000);
     } else if (code === "unavailable") {
       finish("unavailable");
@@ -417,14 +425,25 @@
     reveal(p.el);
   }
 
+  // Control characters other than tab and line breaks are never typed (a paste can carry them);
+  // the gateway refuses them, so they are left out. A lone surrogate becomes U+FFFD.
+  function cleanText(text) {
+    text = text.replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/g, "");
+    return typeof text.toWellFormed === "function" ? text.toWellFormed() : text;
+  }
+
   function sendMessage() {
-    const text = box.value.trim();
+    const text = cleanText(box.value).trim();
     if (!text || state !== "active" || endRequested) return;
     const id = newId();
-    // Over the gateway's limit, or a frame over 64 KiB (the gateway would close the socket).
+    // Over the gateway's limits (characters, and bytes of UTF-8: a letter of a non-Latin script
+    // takes 2 to 4), or a frame over 64 KiB (the gateway would close the socket): nothing is sent
+    // and the text stays in the box.
     const maxChars = Number(config.max_message_chars) || 0;
-    if ((maxChars && [...text].length > maxChars) ||
-        new TextEncoder().encode(JSON.stringify({ type: "say", id, text })).length > 65000) {
+    const maxBytes = Number(config.max_message_bytes) || 0;
+    const encoder = new TextEncoder();
+    if ((maxChars && [...text].length > maxChars) || (maxBytes && encoder.encode(text).length > maxBytes) ||
+        encoder.encode(JSON.stringify({ type: "say", id, text })).length > 65000) {
       setStatus(T("too_long"));
       return;
     }
