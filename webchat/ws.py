@@ -42,6 +42,8 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     conversation = Conversation(request.app, ws)
     try:
         async for message in ws:
+            if conversation.finished:  # e.g. displaced while waiting: nothing more is handled
+                break
             if message.type in (WSMsgType.TEXT, WSMsgType.BINARY) and await conversation.admit():
                 if message.type == WSMsgType.TEXT:
                     await conversation.on_text(message.data)
