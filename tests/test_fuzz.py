@@ -250,3 +250,29 @@ def test_any_staff_line_is_a_message_a_command_or_a_clear_refusal(text: str) -> 
     if isinstance(command, Codeword):
         assert command.action in {"new", "verify", "rotate"}
         assert (command.case is None) == (command.action == "new")
+
+
+def test_the_longest_staff_lines_parse_in_bounded_memory() -> None:
+    """A Matrix event is at most 64 KiB, so is a staff line: parsing one keeps nothing and peaks low."""
+    longest = [
+        "!transfer " + "a note " * 9_000,
+        "!service close " + "д" * 60_000,
+        "!languages " + "es " * 20_000,
+        "!" + "x" * 65_000,
+        "!claim " + " " * 65_000 + "force",
+        "! " * 30_000,
+    ]
+    tracemalloc.start()
+    try:
+        for line in longest:
+            gc.collect()
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+            command = commands.parse(line)
+            assert command is not None
+            if isinstance(command, Invalid):
+                assert len(staff_text(command.reason, name=command.name, key=command.name)) <= 300
+            assert tracemalloc.get_traced_memory()[1] - before < 40 * 65_536, line[:20]
+            del command
+    finally:
+        tracemalloc.stop()
