@@ -179,16 +179,22 @@ def test_an_oversized_frame_is_refused_before_it_is_read() -> None:
 def test_frame_budget_at_and_past_the_limit() -> None:
     budget = FrameBudget(per_window=30, window=10.0)
     verdicts = [budget.admit(0.0) for _ in range(100)]
-    # 30 frames are taken; the 31st is dropped and told; every later one is dropped silently.
+    # 30 frames are taken; the 31st is answered (rate_limited) and every later one is dropped.
     assert verdicts == ["take"] * 30 + ["tell"] + ["drop"] * 69
-    # Dropped frames counted too: the bucket is full to twice the window, so one second later
-    # (3 frames' worth) the page is still over the limit...
-    assert budget.admit(1.0) == "drop"
-    # ...and once it has slowed down it is taken again, and told again at the next burst.
-    assert budget.admit(11.0) == "take"
-    while budget.admit(11.0) == "take":
-        pass
-    assert budget.admit(11.0) == "drop"
+    # The reply counted as a frame: 31 in the bucket, empty after 31 / 3 s.
+    assert budget.retry_after(0.0) == 10.4
+    # Still blocked a little before then, however slowly the page sends...
+    assert [budget.admit(5.0), budget.admit(10.3)] == ["drop", "drop"]
+    assert budget.retry_after(10.3) == 0.1
+    # ...and taken again once the page has waited as told: a whole window's worth.
+    assert [budget.admit(10.4) for _ in range(31)] == ["take"] * 30 + ["tell"]
+
+
+def test_frame_budget_under_the_limit_is_never_blocked() -> None:
+    budget = FrameBudget(per_window=30, window=10.0)
+    assert [budget.admit(0.0) for _ in range(30)] == ["take"] * 30
+    assert budget.retry_after(0.0) == 0.0
+    assert budget.admit(0.34) == "take"  # one frame's worth leaked out
 
 
 def test_frame_budget_a_steady_pace_under_the_limit_is_never_dropped() -> None:

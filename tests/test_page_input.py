@@ -91,3 +91,38 @@ async def test_byte_limit_code_words_and_a_takeover_in_a_browser(stack, advocate
         await assert_erased(stack, ref, case_room)
         await assert_nothing_stored(page)
         assert problems == []
+
+
+async def test_a_survivor_who_sends_faster_than_the_limit_loses_nothing(stack, advocate, canaries):
+    """80 messages at once (far more than the socket's 30 frames in 10 s, however fast the gateway
+    delivers them): the page is told to wait,
+    holds the rest, sends them again when the gateway takes frames again; each arrives once, in
+    the order written."""
+    texts = [f"quick line {n} 6f0a" for n in range(80)]
+    canaries += texts
+    async with open_browser() as (page, problems):
+        received: list[dict] = []
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: received.append(json.loads(payload))))
+        await page.goto(stack.page_url)
+        before = len(alerts_in(stack, advocate))
+        await start_chat(page)
+        ref = await new_alert(stack, advocate, before)
+        await advocate.say(stack.accounts.dispatch_room, f"!claim {ref}")
+        case_room = await until(lambda: advocate.find_room_with(f"Case room for ref {ref}"), 30, "case room")
+        message = page.get_by_role("textbox", name="Message")
+        await message.evaluate("""(box, texts) => {
+            for (const text of texts) {
+                box.value = text;
+                box.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true, cancelable: true }));
+            }}""", texts)
+        await until(lambda: any(f.get("code") == "rate_limited" for f in received), 20, "rate_limited")
+        await expect(page.get_by_role("status").first).to_have_text(
+            "Messages are being sent too quickly. Yours will be sent in a moment.")
+        log = page.get_by_role("log")
+        await expect(log.locator(".msg.you", has_text="Delivered")).to_have_count(80, timeout=90_000)
+        await until(lambda: all(f"Survivor: {t}" in advocate.bodies(case_room) for t in texts), 30, "every line")
+        relayed = [b for b in advocate.bodies(case_room) if b.startswith("Survivor: quick line")]
+        assert relayed == [f"Survivor: {t}" for t in texts]  # each exactly once, in the order written
+        await advocate.say(case_room, "!close")
+        await assert_erased(stack, ref, case_room)
+        assert problems == []

@@ -136,10 +136,11 @@ def error(code: str, message: str, frame_id: str | None = None) -> dict[str, Any
 class FrameBudget:
     """How many frames one socket may send: ``per_window`` per ``window`` seconds, as a leaky bucket.
 
-    Every frame counts, text or binary, valid or not, taken or dropped: a page that keeps sending
-    while over the limit stays over it (up to twice the window's worth, so it is back within two
-    windows once it stops). Over the limit a frame is dropped, and the page is told once
-    (``rate_limited``) until it is under the limit again: a flood never gets a reply per frame.
+    Every frame counts, text or binary, valid or not. The frame that goes over the limit is
+    answered with ``rate_limited``, and that reply counts as a frame too; then the socket is
+    blocked until the bucket is empty (``retry_after`` seconds, about one window): every frame in
+    that time is dropped unread and unanswered, so a flood never gets a reply per frame, and what
+    the page sends again afterwards comes after everything that was taken, in its own order.
     Pure: the caller passes the time.
     """
 
@@ -150,18 +151,25 @@ class FrameBudget:
         self.rate = per_window / window
         self.level = 0.0
         self.last: float | None = None
-        self.told = False
+        self.blocked_until: float | None = None
 
     def admit(self, now: float) -> str:
         if self.last is not None:
             self.level = max(0.0, self.level - max(0.0, now - self.last) * self.rate)
         self.last = now
+        if self.blocked_until is not None:
+            if now < self.blocked_until:
+                return self.DROP
+            self.blocked_until = None
         if self.level + 1 <= self.per_window:
             self.level += 1
-            self.told = False
             return self.TAKE
-        self.level = min(self.level + 1, 2.0 * self.per_window)
-        if self.told:
-            return self.DROP
-        self.told = True
+        self.level += 1  # the rate_limited reply
+        self.blocked_until = now + self.level / self.rate
         return self.TELL
+
+    def retry_after(self, now: float) -> float:
+        """Seconds until this socket's frames are taken again (rounded up to a tenth)."""
+        if self.blocked_until is None:
+            return 0.0
+        return max(0.0, -(-(self.blocked_until - now) * 10 // 1) / 10)

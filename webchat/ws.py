@@ -77,10 +77,12 @@ class Conversation:
 
     async def admit(self) -> bool:
         """Whether to handle the next frame from the page (see FrameBudget)."""
-        verdict = self._budget.admit(asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        verdict = self._budget.admit(now)
         if verdict == FrameBudget.TELL:
-            await self.send(error("rate_limited", "too many frames; this one and any more until the pace "
-                                                  "drops are not handled"))
+            await self.send({**error("rate_limited", "too many frames: this one and any more until "
+                                                     "retry_after are not handled"),
+                             "retry_after": self._budget.retry_after(now)})
         return verdict == FrameBudget.TAKE
 
     async def on_text(self, raw: str) -> None:

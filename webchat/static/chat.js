@@ -35,6 +35,7 @@
   let attached = false; // the current socket is attached to our chat
   let chat = null, secret = null, lastSeq = 0, endRequested = false, surveyDone = false;
   let retry = 0, retryTimer = 0, openTimer = 0, pollTimer = 0, typingSaid = 0, typingTimer = 0;
+  let paused = false, pauseTimer = 0; // after rate_limited: messages wait until the gateway takes them
   const pending = new Map(); // id -> {id, text, el}: sent, not yet acknowledged
 
   // ---------------------------------------------------------------- texts and language
@@ -211,7 +212,7 @@
   const setStatus = (t) => { statusEl.textContent = t; };
   const setComposer = (on) => { box.disabled = sendBtn.disabled = endBtn.disabled = !on; };
   const send = (obj) => { if (ws && ws.readyState === 1) ws.send(JSON.stringify(obj)); };
-  const sendSay = (p) => { if (attached) send({ type: "say", id: p.id, text: p.text }); };
+  const sendSay = (p) => { if (attached && !paused) send({ type: "say", id: p.id, text: p.text }); };
   function make(tag, cls, text) {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -277,6 +278,7 @@
       case "resumed":
         if (!chat) return;
         attached = true; retry = 0;
+        clearTimeout(pauseTimer); paused = false; // a new socket: its own frame budget
         if (endRequested) { send({ type: "end" }); return; }
         setStatus(T("reconnected"));
         for (const p of pending.values()) sendSay(p); // same id and text: never delivered twice
@@ -336,13 +338,17 @@
     } else if (code === "empty") {
       if (p) { pending.delete(p.id); p.el.remove(); }
     } else if (code === "rate_limited") {
-      // Told once for a burst: every message not yet delivered goes again after a pause (a
-      // repeated id is never delivered twice).
+      // Nothing more is sent until the gateway takes frames again (retry_after); then every
+      // message not yet delivered goes again (a repeated id is never delivered twice).
       setStatus(T("rate_limited"));
-      setTimeout(() => {
+      const wait = Math.min(30, Math.max(1, Number(f.retry_after) || 10));
+      clearTimeout(pauseTimer);
+      paused = true;
+      pauseTimer = setTimeout(() => {
+        paused = false;
         for (const q of pending.values()) sendSay(q);
         if (endRequested && attached) send({ type: "end" });
-      }, 3000);
+      }, wait * 1000);
     } else if (code === "unavailable") {
       finish("unavailable");
     } else if (code === "closed") {
@@ -510,6 +516,7 @@
     if (sock) sock.close();
     clearTimeout(retryTimer);
     clearTimeout(openTimer);
+    clearTimeout(pauseTimer); paused = false;
     state = kind === "welcome" ? "idle" : kind;
     screen = kind;
     attached = false;
