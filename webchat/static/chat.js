@@ -36,6 +36,7 @@
   let chat = null, secret = null, lastSeq = 0, endRequested = false, surveyDone = false;
   let retry = 0, retryTimer = 0, openTimer = 0, pollTimer = 0, typingSaid = 0, typingTimer = 0;
   let paused = false, pauseTimer = 0; // after rate_limited: messages wait until the gateway takes them
+  let answer = null; // the answer to an ask, until the gateway says "answered"
   const pending = new Map(); // id -> {id, text, el}: sent, not yet acknowledged
 
   // ---------------------------------------------------------------- texts and language
@@ -213,6 +214,7 @@
   const setComposer = (on) => { box.disabled = sendBtn.disabled = endBtn.disabled = !on; };
   const send = (obj) => { if (ws && ws.readyState === 1) ws.send(JSON.stringify(obj)); };
   const sendSay = (p) => { if (attached && !paused) send({ type: "say", id: p.id, text: p.text }); };
+  const sendAnswer = () => { if (answer && attached && !paused) send(answer); };
   function make(tag, cls, text) {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -282,6 +284,7 @@
         if (endRequested) { send({ type: "end" }); return; }
         setStatus(T("reconnected"));
         for (const p of pending.values()) sendSay(p); // same id and text: never delivered twice
+        sendAnswer();
         break;
       case "message":
         if (state !== "active") return;
@@ -305,6 +308,7 @@
         if (state === "active" && !endRequested) showAsk(f.question);
         break;
       case "answered":
+        answer = null;
         setStatus(T("answer_sent"));
         break;
       case "ack": {
@@ -347,6 +351,7 @@
       pauseTimer = setTimeout(() => {
         paused = false;
         for (const q of pending.values()) sendSay(q);
+        sendAnswer();
         if (endRequested && attached) send({ type: "end" });
       }, wait * 1000);
     } else if (code === "unavailable") {
@@ -472,6 +477,7 @@
     askBox.hidden = true;
     word1.value = word2.value = "";
     asking = null;
+    answer = null;
   }
 
   // "Start chat": the optional questions first, if there are any.
@@ -559,7 +565,8 @@
   }
   function answerAsk(value) {
     if (!asking) return;
-    send({ type: "answer", question: asking, value });
+    answer = { type: "answer", question: asking, value }; // kept until "answered" (in memory only)
+    sendAnswer();
     asking = null;
     word1.value = word2.value = "";
     askBox.hidden = true;
