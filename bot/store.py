@@ -123,9 +123,15 @@ def _to_version_1(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE chats_version_0")
 
 
+def _to_version_2(db: sqlite3.Connection) -> None:
+    """Staff trust is by cross-signing now: the identities the bot pinned are ``identity:`` rows of
+    ``meta``; the list of staff "enrolled" by their first devices is no longer used."""
+    db.execute("DROP TABLE IF EXISTS enrolled_staff")
+
+
 # MIGRATIONS[n] takes a database from version n to version n + 1. Append; never edit one that
 # has shipped (a database in the field may be at any version).
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_version_1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_version_1, _to_version_2)
 VERSION = len(MIGRATIONS)
 
 
@@ -247,16 +253,6 @@ class Store:
         async with self._db.execute("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?",
                                     (len(prefix), prefix)) as cursor:
             return {key: value for key, value in await cursor.fetchall()}
-
-    async def is_enrolled(self, user_id: str) -> bool:
-        async with self._db.execute(
-            "SELECT 1 FROM enrolled_staff WHERE user_id = ?", (user_id,)
-        ) as cursor:
-            return await cursor.fetchone() is not None
-
-    async def enroll(self, user_id: str) -> None:
-        await self._db.execute("INSERT OR IGNORE INTO enrolled_staff (user_id) VALUES (?)", (user_id,))
-        await self._db.commit()
 
     async def count(self, day: str, metric: str, bucket: str = "", n: int = 1) -> None:
         await self._db.execute(

@@ -265,9 +265,8 @@ def test_a_version_0_database_migrates_in_place(tmp_path: Path) -> None:
         assert dict(db.execute("SELECT key, value FROM meta")) == {"device_id": "BOTDEVICE", "access_token": "syt_x"}
         assert db.execute("SELECT * FROM stats_daily").fetchall() == [("2026-01-01", "chats", "", 4)]
         assert db.execute("SELECT case_ref, failures FROM codewords").fetchall() == [("C-K7Q3", 2)]
-        assert db.execute("SELECT user_id FROM enrolled_staff").fetchall() == [("@advocate:x",)]
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"chats", "meta", "enrolled_staff", "stats_daily", "codewords"}
+    assert tables == {"chats", "meta", "stats_daily", "codewords"}  # enrolled_staff: replaced by pinned identities
     # Opening it again is a no-op, and the migrated chats save and load like new ones.
     assert_same(run(reopened(path)), loaded)
     run(_save(path, loaded, {**loaded, ChatRef("AAAA"): dataclasses.replace(loaded[ChatRef("AAAA")], priority=True)}))
