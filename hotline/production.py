@@ -7,6 +7,7 @@ Layout of the directory (``/etc/hotline`` by default)::
     synapse/log.yaml               Synapse's logging: the access log off
     synapse/webchat-appservice.yaml  the gateway's application service (0600)
     bot.env, webchat.env           the bot's and the gateway's settings (0600)
+    proxy/unavailable.html         the page the proxy serves when the gateway cannot be reached
     postgres.env                   the database password for the compose file (0600)
     postgres-setup.sql             the database role and database, for psql's standard input (0600)
     proxy/Caddyfile, proxy/nginx.conf   the reverse proxy (Caddy, or nginx with TLS)
@@ -24,7 +25,7 @@ import os
 import re
 import secrets
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from hotline.homeserver import (
     privacy_settings,
 )
 from hotline.postgres import synapse_database
+from webchat.unavailable import PageFacts, unavailable_page
 
 SECRET_NAMES = (
     "registration_shared_secret",
@@ -51,6 +53,9 @@ SECRET_NAMES = (
     "codeword_pepper",
 )
 BOT_LOCALPART = "hotline"
+# systemd: one system user per service, so that the internet-facing gateway cannot read the bot's
+# or Synapse's secrets. The bot's user also runs `hotline admin` (it uses the bot's login).
+SERVICE_USERS = {"synapse": "hotline-synapse", "bot": "hotline", "webchat": "hotline-webchat"}
 DB_USER = "synapse"
 DB_NAME = "synapse"
 
@@ -242,8 +247,8 @@ Wants=network-online.target postgresql.service
 
 [Service]
 Type=simple
-User=hotline
-Group=hotline
+User={SERVICE_USERS["synapse"]}
+Group={SERVICE_USERS["synapse"]}
 WorkingDirectory={state}/synapse
 ExecStart={prefix}/bin/python -m synapse.app.homeserver --config-path {config}/synapse/homeserver.yaml
 Restart=on-failure
@@ -261,8 +266,8 @@ Wants=hotline-synapse.service
 
 [Service]
 Type=simple
-User=hotline
-Group=hotline
+User={SERVICE_USERS["bot"]}
+Group={SERVICE_USERS["bot"]}
 ExecStart={prefix}/bin/hotline-bot --config {config}/bot.env
 Restart=on-failure
 RestartSec=5
@@ -279,8 +284,8 @@ Wants=hotline-synapse.service
 
 [Service]
 Type=simple
-User=hotline
-Group=hotline
+User={SERVICE_USERS["webchat"]}
+Group={SERVICE_USERS["webchat"]}
 ExecStart={prefix}/bin/hotline-webchat --config {config}/webchat.env
 Restart=on-failure
 RestartSec=2
@@ -348,6 +353,7 @@ def render(options: InitOptions, values: dict[str, str]) -> dict[str, tuple[str,
                                                 acme_email=options.acme_email), False)
     files["proxy/nginx.conf"] = (proxy.nginx_site(domain, synapse_upstream, gateway_upstream), False)
     files["proxy/nginx-bootstrap.conf"] = (proxy.nginx_bootstrap_site(domain), False)
+    files[f"proxy/{proxy.ERROR_PAGE}"] = (unavailable_page(page_facts(options)), False)
     if target.name == "systemd":
         for name, text in systemd_units(target, options.python_prefix).items():
             files[f"systemd/{name}"] = (text, False)
@@ -356,6 +362,25 @@ def render(options: InitOptions, values: dict[str, str]) -> dict[str, tuple[str,
 
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def page_facts(options: InitOptions) -> PageFacts:
+    """What proxy/unavailable.html says, from the program's settings: init's options, and the
+    gateway's webchat.env where it exists already (its hours, time zone, language, title...)."""
+    facts = PageFacts(program_name=options.program_name, hotline_phone=options.hotline_phone)
+    env = options.directory / "webchat.env"
+    if not env.is_file():
+        return facts
+    from dotenv import dotenv_values
+
+    values = {k: v for k, v in dotenv_values(env).items() if v}
+    names = {"program_name", "hotline_phone", "page_title", "exit_url", "hours", "timezone", "default_language"}
+    changes: dict[str, Any] = {name: values[f"HOTLINE_{name.upper()}"] for name in names
+                               if f"HOTLINE_{name.upper()}" in values}
+    catalogs = values.get("HOTLINE_CATALOG_DIR")
+    if catalogs and Path(catalogs).is_dir():  # a container path is not on this host
+        changes["catalog_dir"] = Path(catalogs)
+    return replace(facts, **changes)
 
 
 def postgres_setup_sql(password: str) -> str:
@@ -394,7 +419,8 @@ def systemd_next_steps(options: InitOptions, target: Target) -> str:
     domain = options.domain
     config = target.config_root
     state = target.state_root
-    hotline = f"runuser -u hotline -- {options.python_prefix}/bin/hotline admin --dir {config}"
+    synapse_user, bot_user, webchat_user = (SERVICE_USERS[name] for name in ("synapse", "bot", "webchat"))
+    hotline = f"runuser -u {bot_user} -- {options.python_prefix}/bin/hotline admin --dir {config}"
     packages = "nginx certbot" if target.db_host not in LOCAL_HOSTS else "postgresql nginx certbot"
     email = f"-m {options.acme_email}" if options.acme_email else "--register-unsafely-without-email"
     return f"""# Next steps for {domain} (systemd, nginx)
@@ -410,15 +436,32 @@ Point DNS for {domain} at this machine; open ports 80 and 443 only. Then:
 apt-get install -y {packages}
 ```
 
-## 2. The service user, its directories and the database
+## 2. The service users, their directories and the database
 
-postgres-setup.sql creates the database role (with the password of secrets.yaml) and the
-database; psql reads it from standard input, so the password is never on a command line.
+Each service runs as its own system user and can read only its own files: Synapse
+({synapse_user}) the synapse directory and its state; the bot ({bot_user}, which also runs
+`hotline admin`) bot.env, webchat.env (setup fills it in), the synapse directory (setup needs
+its registration secret, check its privacy settings) and its data directory; the web chat
+gateway ({webchat_user}, the one that faces the internet) webchat.env and nothing else.
+secrets.yaml and postgres-setup.sql stay root's. postgres-setup.sql creates the database role
+(with the password of secrets.yaml) and the database; psql reads it from standard input, so the
+password is never on a command line.
 
 ```sh
-id -u hotline >/dev/null 2>&1 || useradd --system --user-group --home-dir {state} --shell /usr/sbin/nologin hotline
-install -d -o hotline -g hotline -m 0700 {state} {state}/synapse {state}/bot
-chown -R hotline:hotline {config}
+id -u {bot_user} >/dev/null 2>&1 || useradd --system --user-group --home-dir {state / 'bot'} --shell /usr/sbin/nologin {bot_user}
+id -u {synapse_user} >/dev/null 2>&1 || useradd --system --user-group --home-dir {state / 'synapse'} --shell /usr/sbin/nologin {synapse_user}
+id -u {webchat_user} >/dev/null 2>&1 || useradd --system --user-group --home-dir /nonexistent --shell /usr/sbin/nologin {webchat_user}
+install -d -o root -g root -m 0755 {state}
+install -d -o {synapse_user} -g {synapse_user} -m 0700 {state}/synapse
+install -d -o {bot_user} -g {bot_user} -m 0700 {state}/bot
+chown -R root:root {config}
+chmod 0755 {config}
+chown -R {synapse_user}:{bot_user} {config}/synapse
+chmod -R u=rwX,g=rX,o= {config}/synapse
+chown {bot_user}:{bot_user} {config}/bot.env
+chmod 0600 {config}/bot.env
+chown {bot_user}:{webchat_user} {config}/webchat.env
+chmod 0640 {config}/webchat.env
 {psql_command(target, config)}
 ```
 
@@ -450,10 +493,14 @@ systemctl enable --now hotline-bot hotline-webchat
 
 First the site over plain HTTP, so that certbot can prove the domain (webroot
 /var/www/letsencrypt); then the full site with TLS. Debian's certbot renews by itself (a systemd
-timer) and reloads nginx after each renewal (the deploy hook).
+timer) and reloads nginx after each renewal (the deploy hook). nginx serves
+{proxy.ERROR_ROOT}/unavailable.html (the hotline number, the hours, other ways to get help)
+whenever the gateway cannot be reached.
 
 ```sh
 install -d /var/www/letsencrypt
+install -d -m 0755 {proxy.ERROR_ROOT}
+install -m 0644 {config}/proxy/unavailable.html {proxy.ERROR_ROOT}/unavailable.html
 cp {config}/proxy/nginx-bootstrap.conf /etc/nginx/sites-available/hotline.conf
 ln -sf /etc/nginx/sites-available/hotline.conf /etc/nginx/sites-enabled/hotline.conf
 nginx -t && systemctl reload nginx

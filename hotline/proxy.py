@@ -11,6 +11,9 @@ One public hostname serves both the chat page and the staff's Matrix client API:
   stops at the proxy: no ``X-Forwarded-For`` is passed to the gateway.
 - No access log. HSTS everywhere; the page's security headers are set by the proxy as well as by
   the gateway (the same values, from ``webchat.app.SECURITY_HEADERS``).
+- When the gateway cannot be reached (502, 503, 504), the proxy answers 503 with a static page,
+  ``unavailable.html`` (written by ``hotline init`` from the page's catalog: the hotline number,
+  the hours, other ways to get help), with the chat page's headers: never a bare "Bad Gateway".
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ HSTS = "max-age=63072000; includeSubDomains"
 # Matrix paths that staff clients use. Nothing else of Synapse is reachable from outside.
 MATRIX_PUBLIC_PREFIXES = ("/_matrix/client/", "/_matrix/media/")
 BLOCKED_PREFIXES = ("/_matrix/", "/_synapse/")
+# The page served when the gateway is down: nginx reads it from ERROR_ROOT (NEXT-STEPS.md copies
+# it there), the compose file mounts it into Caddy's CADDY_ERROR_ROOT.
+ERROR_PAGE = "unavailable.html"
+ERROR_ROOT = "/var/www/hotline"
+CADDY_ERROR_ROOT = "/srv/hotline"
 API_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -36,9 +44,12 @@ def well_known_client(domain: str) -> str:
     return '{"m.homeserver": {"base_url": "https://%s"}}' % domain
 
 
-def caddyfile(domain: str, synapse: str, gateway: str, *, acme_email: str | None = None) -> str:
-    """A Caddyfile; ``synapse`` and ``gateway`` are upstream ``host:port``."""
+def caddyfile(domain: str, synapse: str, gateway: str, *, acme_email: str | None = None,
+              error_root: str = CADDY_ERROR_ROOT) -> str:
+    """A Caddyfile; ``synapse`` and ``gateway`` are upstream ``host:port``; ``error_root`` holds
+    ``unavailable.html``."""
     page = "\n".join(f'\t\t\t{name} "{value}"' for name, value in page_headers().items())
+    error_page_headers = "\n".join("\t" + line for line in page.splitlines())
     api = "\n".join(f'\t\t\t{name} "{value}"' for name, value in API_HEADERS.items())
     email = f"\temail {acme_email}\n" if acme_email else ""
     matrix = " ".join(p + "*" for p in MATRIX_PUBLIC_PREFIXES)
@@ -95,6 +106,25 @@ def caddyfile(domain: str, synapse: str, gateway: str, *, acme_email: str | None
 \t\t\theader_up -Forwarded
 \t\t}}
 \t}}
+
+\t# The gateway cannot be reached: the static page, with the chat page's headers, as 503.
+\thandle_errors {{
+\t\t@down {{
+\t\t\texpression `{{err.status_code}} in [502, 503, 504]`
+\t\t\tnot path {matrix}
+\t\t}}
+\t\thandle @down {{
+\t\t\troot * {error_root}
+\t\t\trewrite * /{ERROR_PAGE}
+\t\t\theader {{
+\t\t\t\tStrict-Transport-Security "{HSTS}"
+{error_page_headers}
+\t\t\t}}
+\t\t\tfile_server {{
+\t\t\t\tstatus 503
+\t\t\t}}
+\t\t}}
+\t}}
 }}
 """
 
@@ -126,8 +156,9 @@ server {{
 
 def nginx_site(domain: str, synapse: str, gateway: str, *, certificate: str | None = None,
                key: str | None = None, http_port: int = 80, https_port: int = 443,
-               acme_root: str = "/var/www/letsencrypt") -> str:
-    """An nginx ``server`` configuration (for ``sites-available``); TLS from certbot by default."""
+               acme_root: str = "/var/www/letsencrypt", error_root: str = ERROR_ROOT) -> str:
+    """An nginx ``server`` configuration (for ``sites-available``); TLS from certbot by default;
+    ``error_root`` holds ``unavailable.html``."""
     certificate = certificate or f"/etc/letsencrypt/live/{domain}/fullchain.pem"
     key = key or f"/etc/letsencrypt/live/{domain}/privkey.pem"
     hsts = f'add_header Strict-Transport-Security "{HSTS}" always;'
@@ -209,7 +240,19 @@ server {{
         proxy_set_header Forwarded "";
         proxy_read_timeout 3600s;
         proxy_buffering off;
+        # The gateway cannot be reached: the static page below, as 503.
+        error_page 502 503 504 =503 /{ERROR_PAGE};
 {hide}
+{headers(page_headers(), "        ")}
+    }}
+
+    # The page for when the gateway is down (hotline number, hours, other help), with the chat
+    # page's headers; only ever served by error_page.
+    location = /{ERROR_PAGE} {{
+        internal;
+        root {error_root};
+        default_type text/html;
+        charset utf-8;
 {headers(page_headers(), "        ")}
     }}
 }}

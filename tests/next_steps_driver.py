@@ -13,7 +13,10 @@ Run by the test inside fresh mount, network and PID namespaces (``unshare``), as
   the system's CA bundle (so the check's TLS verification accepts it);
 - then ``hotline init`` as the admin guide gives it, every ```sh block of the NEXT-STEPS.md it
   wrote, as written, in one ``bash -e`` script, and last a survivor's first message through
-  nginx, which must alert the advocate the script added in the dispatch room (decrypted).
+  nginx, which must alert the advocate the script added in the dispatch room (decrypted);
+- then, as the gateway's user (its unit's User=), an attempt to read each secret of the bot and
+  Synapse (bot.env, the bot's data directory, homeserver.yaml, the signing key...): each must be
+  refused, while the gateway's own webchat.env reads.
 
 When this process (PID 1 of the namespace) ends, every process of the machine ends with it.
 """
@@ -211,6 +214,43 @@ async def survivor_alerts_the_dispatch_room(password: str) -> None:
         await advocate.close()
 
 
+def gateway_cannot_read_the_others_secrets() -> list[str]:
+    """As the gateway's user (the User= of its unit, as systemctl ran it), try to read every secret
+    of the bot and Synapse: each must be refused. Returns what went wrong (empty: all refused)."""
+    import yaml
+    from dotenv import dotenv_values
+
+    unit = unit_file("hotline-webchat")
+    user, group = unit["User"], unit.get("Group", unit["User"])
+    if user in (unit_file("hotline-bot")["User"], unit_file("hotline-synapse")["User"]):
+        return [f"the gateway runs as {user}, the user of another service"]
+    data_dir = Path(dotenv_values("/etc/hotline/bot.env")["HOTLINE_DATA_DIR"])
+    homeserver = yaml.safe_load(Path("/etc/hotline/synapse/homeserver.yaml").read_text())
+    secrets_of_others = ["/etc/hotline/secrets.yaml", "/etc/hotline/bot.env", "/etc/hotline/postgres-setup.sql",
+                         "/etc/hotline/synapse/homeserver.yaml", "/etc/hotline/synapse/webchat-appservice.yaml",
+                         homeserver["signing_key_path"], str(data_dir / "cross-signing.json"),
+                         str(data_dir / "routing.db")]
+
+    def read(path: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["runuser", "-u", user, "-g", group, "--", "cat", path], capture_output=True,
+                              text=True)
+
+    problems = []
+    # The way of trying works: the gateway reads its own settings.
+    if read("/etc/hotline/webchat.env").returncode != 0:
+        problems.append(f"{user} cannot read its own webchat.env")
+    for path in secrets_of_others:
+        if not Path(path).is_file():
+            problems.append(f"{path} does not exist: nothing was checked")
+            continue
+        attempt = read(path)
+        if attempt.returncode == 0 or "Permission denied" not in attempt.stderr:
+            problems.append(f"{user} can read {path}")
+        else:
+            print(f"LEAST PRIVILEGE: {user} cannot read {path}")
+    return problems
+
+
 def main(work: Path, venv: Path) -> int:
     work.chmod(0o755)
     (work / "logs").mkdir(parents=True, exist_ok=True)
@@ -244,6 +284,12 @@ def main(work: Path, venv: Path) -> int:
     passwords = dict(re.findall(r"Created (@\S+) \(\w+\).*?\nOne-time password \(shown only now\): (\S+)",
                                 result.stdout, re.S))
     asyncio.run(survivor_alerts_the_dispatch_room(passwords[f"@sam:{DOMAIN}"]))
+    problems = gateway_cannot_read_the_others_secrets()
+    for problem in problems:
+        print(f"LEAST PRIVILEGE FAILED: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print("LEAST PRIVILEGE OK")
     return 0
 
 

@@ -153,6 +153,10 @@ async def test_homeserver_down_means_a_clear_unavailable_error():
         await until(lambda: page.ws.closed, 10, "the close")
         async with aiohttp.ClientSession() as http, http.get(page.page_url) as response:
             assert response.status == 200  # the page itself (with the hotline number) still loads
+            # ... and says that chat cannot be reached (its status: tests/test_page_states.py shows it).
+            assert '"reachable":false' in await response.text()
+        async with aiohttp.ClientSession() as http, http.get(page.page_url + "status") as response:
+            assert (await response.json())["reachable"] is False
     finally:
         await page.close()
         await runner.cleanup()

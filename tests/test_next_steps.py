@@ -1,5 +1,6 @@
 """NEXT-STEPS.md's systemd path run as a script, as written, from an empty machine to a survivor's
-first message alerting the dispatch room: tests/next_steps_driver.py in its own namespaces, with
+first message alerting the dispatch room, and the gateway's user refused the bot's and Synapse's
+secrets: tests/next_steps_driver.py in its own namespaces, with
 the package installed as the admin guide installs it (tests/installed.py), a PostgreSQL cluster
 and nginx as Debian's packages set them up, and a self-signed certificate where certbot's would be.
 """
@@ -7,6 +8,7 @@ and nginx as Debian's packages set them up, and a self-signed certificate where 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +48,10 @@ def test_next_steps_as_written_end_with_checks_passing_and_a_survivor_alerting_d
     assert result.returncode == 0, output[-8000:] + logs
     assert "All checks passed." in result.stdout
     assert "PROBE OK: Chat waiting" in result.stdout
+    # The gateway's user was refused each secret of the bot and Synapse (next_steps_driver).
+    assert "LEAST PRIVILEGE OK" in result.stdout
+    for secret in ("bot.env", "cross-signing.json", "homeserver.yaml", "signing.key"):
+        assert re.search(rf"LEAST PRIVILEGE: hotline-webchat cannot read \S*{re.escape(secret)}", result.stdout), secret
     # The script ran the units under the service user, and nothing printed a secret.
     assert "sudo" not in (work / "next-steps.sh").read_text()
     assert "first message through nginx 3b7e" not in logs

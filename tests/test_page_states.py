@@ -9,10 +9,17 @@ import json
 import aiohttp
 from playwright.async_api import expect
 
+from aiohttp import web
+
+from hotline.devstack import free_port
 from tests.support import alerts_in, new_alert, until
 from tests.test_page import assert_nothing_stored, open_browser, start_chat
 from tests.test_webchat_service import answer_counts, closed_days, closure, gateway
 from webchat import keys
+from webchat.app import create_app
+from webchat.i18n import load_catalogs
+from webchat.settings import GatewaySettings
+from webchat.unavailable import PageFacts, unavailable_page
 
 MAX_FIRST_LOAD_BYTES = 30 * 1024
 MAX_FIRST_LOAD_REQUESTS = 4
@@ -171,3 +178,32 @@ async def test_first_load_is_light(stack):
                     gzip.decompress(body)
     assert total < MAX_FIRST_LOAD_BYTES, f"first load is {total} bytes compressed"
     print(f"first load: {len(requests)} requests, {total} bytes compressed")
+
+
+async def test_a_homeserver_that_does_not_answer_shows_what_the_proxys_unavailable_page_shows():
+    """The gateway up, its homeserver not: the page says chat cannot be reached, in the same words as
+    proxy/unavailable.html (served when the gateway itself is down), with no "Start chat"."""
+    port = free_port()
+    settings = GatewaySettings(homeserver_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+                               bot_user_id="@hotline:hotline.localhost", as_token="unused", bot_master_key="A" * 43,
+                               listen_port=port, hotline_phone="+1 555 0100", service_poll_seconds=0.5,
+                               status_poll_seconds=1)
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    english = load_catalogs()["en"]
+    static = unavailable_page(PageFacts(hotline_phone="+1 555 0100"))
+    try:
+        async with open_browser() as (page, problems):
+            await page.goto(f"http://127.0.0.1:{port}/")
+            await expect(page.get_by_role("heading", name=english["unavailable_title"])).to_be_visible(timeout=10_000)
+            await expect(page.get_by_text(english["down"])).to_be_visible()
+            assert await page.get_by_role("button", name="Start chat").count() == 0
+            await expect(page.get_by_role("link", name="+1 555 0100")).to_be_visible()
+            await expect(page.get_by_role("heading", name=english["other_help_title"])).to_be_visible()
+            await expect(page.get_by_text(english["other_help"])).to_be_visible()
+            for key in ("unavailable_title", "down", "other_help_title", "other_help"):
+                assert english[key] in static, key  # the same words as the proxy's page
+            assert problems == []
+    finally:
+        await runner.cleanup()

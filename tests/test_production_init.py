@@ -7,11 +7,16 @@ installed (.ci/run installs nginx and caddy); tests/test_production_stack.py run
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 import stat
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -225,6 +230,50 @@ def test_caddyfile_validates(tmp_path):
     assert "Valid configuration" in result.stdout + result.stderr
 
 
+@pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy not installed")
+def test_caddy_serves_the_unavailable_page_when_the_gateway_is_down(tmp_path):
+    """The generated Caddyfile, run by Caddy (over plain HTTP on loopback: no ACME), with nothing
+    listening where the gateway should be: the page, as 503, with the chat page's headers."""
+    from hotline.devstack import free_port
+
+    directory = make(tmp_path, hotline_phone="555 0100")
+    root = tmp_path / "srv"
+    root.mkdir()
+    shutil.copy(directory / "proxy/unavailable.html", root / "unavailable.html")
+    port = free_port()
+    site = proxy.caddyfile(f"http://127.0.0.1:{port}", f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}",
+                           error_root=str(root))
+    (tmp_path / "Caddyfile").write_text(site)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    caddy = subprocess.Popen(["caddy", "run", "--adapter", "caddyfile", "--config", str(tmp_path / "Caddyfile")],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        answer = None
+        for _ in range(300):
+            try:
+                answer = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+            except urllib.error.HTTPError as error:
+                answer = error
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert isinstance(answer, urllib.error.HTTPError), "Caddy did not answer with an error status"
+        body = answer.read().decode()
+        assert answer.code == 503
+        assert "555 0100" in body and "Chat not available" in body
+        for name, value in proxy.page_headers().items():
+            assert answer.headers[name] == value, name
+        # The staff's Matrix API keeps its plain error (an HTML page is no use to a Matrix client).
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_matrix/client/versions", timeout=5)
+        except urllib.error.HTTPError as error:
+            assert error.code == 502 and "555 0100" not in error.read().decode()
+    finally:
+        caddy.terminate()
+        caddy.wait(timeout=20)
+
+
 # --------------------------------------------------------------------------- systemd and compose
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
@@ -267,7 +316,8 @@ def test_compose_file_matches_the_compose_configuration(tmp_path):
     config = yaml.safe_load((directory / "synapse/homeserver.yaml").read_text())
     mounts = {re.sub(r"\$\{[^}]*\}", "X", v).split(":")[1] for s in services.values() for v in s.get("volumes", [])}
     # What homeserver.yaml and bot.env name inside the containers is mounted there.
-    assert "/etc/hotline" in mounts and "/var/lib/hotline/synapse" in mounts and "/var/lib/hotline/bot" in mounts
+    assert {"/etc/hotline/synapse", "/etc/hotline/bot.env", "/etc/hotline/webchat.env", "/var/lib/hotline/synapse",
+            "/var/lib/hotline/bot"} <= mounts
     assert config["media_store_path"].startswith("/var/lib/hotline/synapse")
     assert config["database"]["args"]["host"] == "postgres"
     assert config["app_service_config_files"] == ["/etc/hotline/synapse/webchat-appservice.yaml"]
@@ -280,6 +330,109 @@ def test_compose_file_matches_the_compose_configuration(tmp_path):
     assert "log_connections=off" in services["postgres"]["command"]
     env = (directory / "postgres.env").read_text()
     assert "--locale=C" in env and "POSTGRES_PASSWORD=" in env
+
+
+def host_paths(service: dict) -> dict[str, str]:
+    """A compose service's bind mounts: host path (with HOTLINE_CONFIG/STATE as C and S) → container path."""
+    paths = {}
+    for volume in service.get("volumes", []):
+        volume = volume.replace("${HOTLINE_CONFIG:-/etc/hotline}", "C").replace("${HOTLINE_STATE:-/var/lib/hotline}", "S")
+        source, target = volume.split(":")[:2]
+        paths[source] = target
+    return paths
+
+
+def readable(mounts: dict[str, str], host_file: str) -> bool:
+    """Whether a host file (C/… or S/…) is inside one of the mounts."""
+    return any(host_file == source or host_file.startswith(source.rstrip("/") + "/") for source in mounts)
+
+
+# Every secret of the hotline, as a host path; who may see it.
+SECRET_FILES = {
+    "C/secrets.yaml": {"admin"},
+    "C/bot.env": {"bot", "admin"},
+    "C/webchat.env": {"webchat", "admin"},
+    "C/postgres.env": {"admin"},  # compose reads it for postgres's environment (env_file)
+    "C/postgres-setup.sql": {"admin"},
+    "C/synapse/homeserver.yaml": {"synapse", "admin"},
+    "C/synapse/webchat-appservice.yaml": {"synapse", "admin"},
+    "S/synapse/signing.key": {"synapse"},
+    "S/bot/cross-signing.json": {"bot", "admin"},
+    "S/bot/routing.db": {"bot", "admin"},
+}
+
+
+def test_compose_mounts_give_each_service_only_its_own_secrets():
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    mounts = {name: host_paths(service) for name, service in services.items()}
+    for secret, allowed in SECRET_FILES.items():
+        seen_by = {name for name, paths in mounts.items() if readable(paths, secret)}
+        assert seen_by <= allowed, f"{secret} is mounted into {sorted(seen_by - allowed)}"
+    # The gateway, the one container that faces the internet: its settings and nothing else.
+    assert mounts["webchat"] == {"C/webchat.env": "/etc/hotline/webchat.env"}
+    assert services["webchat"]["read_only"] is True
+    # Each service still gets what it needs (the check above must not pass by mounting nothing).
+    assert readable(mounts["bot"], "C/bot.env") and readable(mounts["bot"], "S/bot/cross-signing.json")
+    assert readable(mounts["synapse"], "C/synapse/homeserver.yaml") and readable(mounts["synapse"], "S/synapse/signing.key")
+    assert mounts["caddy"]["C/proxy/unavailable.html"] == f"{proxy.CADDY_ERROR_ROOT}/{proxy.ERROR_PAGE}"
+
+
+def test_compose_mount_check_sees_a_whole_directory_mount():
+    """The check above can fail: the old compose file mounted all of /etc/hotline into the gateway."""
+    assert readable({"C": "/etc/hotline"}, "C/bot.env") and readable({"C/synapse": "x"}, "C/synapse/homeserver.yaml")
+    assert not readable({"C/webchat.env": "x"}, "C/bot.env") and not readable({"C/synapse": "x"}, "C/synapse.env")
+
+
+def test_systemd_units_run_each_service_as_its_own_user(tmp_path):
+    directory = make(tmp_path)
+    users = {}
+    for unit in (directory / "systemd").glob("*.service"):
+        users[unit.name] = re.search(r"^User=(\S+)$", unit.read_text(), re.M).group(1)
+    assert len(set(users.values())) == 3, users
+    assert users["hotline-webchat.service"] == "hotline-webchat"
+
+
+# --------------------------------------------------------------------------- the page when chat is down
+
+def test_init_writes_the_unavailable_page_from_the_catalog_and_the_settings(tmp_path):
+    directory = make(tmp_path, hotline_phone="+1 555 0100", program_name="Safe Harbor")
+    page = (directory / "proxy/unavailable.html").read_text()
+    assert stat.S_IMODE((directory / "proxy/unavailable.html").stat().st_mode) & 0o044  # nginx reads it
+    from webchat.i18n import load_catalogs
+
+    english = load_catalogs()["en"]
+    for key in ("unavailable_title", "down", "other_help_title", "other_help", "hours_title", "hours_always", "leave"):
+        assert html.escape(english[key]) in page, key
+    assert 'href="tel:+15550100"' in page and ">+1 555 0100</a>" in page and "Safe Harbor" in page
+    assert "<script" not in page and "style" not in page  # the chat page's CSP allows neither inline
+    # The program's own settings: hours, language and its own texts (webchat.env, HOTLINE_CATALOG_DIR).
+    catalogs = tmp_path / "catalogs"
+    catalogs.mkdir()
+    (catalogs / "es.json").write_text(json.dumps({"_name": "Español", "down": "El chat no responde ahora.",
+                                                  "day_mon": "lunes", "hours_title": "Horario"}))
+    env = directory / "webchat.env"
+    env.write_text(env.read_text() + f"HOTLINE_HOURS=mon-fri 09:00-17:00; sat 10:00-12:00, 13:00-14:00\n"
+                   f"HOTLINE_TIMEZONE=America/New_York\nHOTLINE_DEFAULT_LANGUAGE=es\nHOTLINE_CATALOG_DIR={catalogs}\n")
+    (directory / "proxy/unavailable.html").unlink()
+    init(InitOptions("chat.example.org", directory, target="systemd", state_dir=tmp_path / "state",
+                     hotline_phone="+1 555 0100"))
+    page = (directory / "proxy/unavailable.html").read_text()
+    assert '<html lang="es"' in page and "El chat no responde ahora." in page and "Horario" in page
+    assert "lunes: 09:00–17:00" in page and "Saturday: 10:00–12:00, 13:00–14:00" in page  # English for gaps
+    assert "Sunday" not in page and "America/New_York" in page and english["hours_always"] not in page
+
+
+@pytest.mark.parametrize(("hours", "lines"), [
+    ("mon-sun 00:00-24:00", []),
+    ("mon 09:00-17:00", ["Monday: 09:00–17:00"]),
+    ("sun 18:00-24:00; mon-tue 08:30-12:00, 13:00-17:00",
+     ["Monday: 08:30–12:00, 13:00–17:00", "Tuesday: 08:30–12:00, 13:00–17:00", "Sunday: 18:00–24:00"]),
+])
+def test_hours_in_words(hours, lines):
+    from webchat.i18n import load_catalogs
+    from webchat.unavailable import hours_lines
+
+    assert hours_lines(hours, load_catalogs()["en"]) == lines
 
 
 # --------------------------------------------------------------------------- NEXT-STEPS and check

@@ -6,6 +6,7 @@ bot and gateway from the generated env files → nginx in front (TLS, WebSocket)
 from __future__ import annotations
 
 import asyncio
+import html
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from tests.test_production_init import nginx_wrapper, self_signed
 
 DOMAIN = "hotline.test"
 ORIGIN = f"https://{DOMAIN}"
+PHONE = "555 0100"
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx") is None or not (shutil.which("initdb") or list(Path("/usr/lib/postgresql").glob("*/bin/initdb"))),
@@ -63,6 +66,10 @@ class Production:
 
     def start_bot(self) -> None:
         self.spawn("bot", [sys.executable, "-m", "bot", "--config", str(self.config / "bot.env")])
+
+    def start_webchat(self) -> None:
+        self.spawn("webchat", [sys.executable, "-m", "webchat", "--config", str(self.config / "webchat.env")],
+                   {"HOTLINE_BOT_JOIN_TIMEOUT_SECONDS": "4"})
 
     def kill(self, name: str, sig: int = signal.SIGTERM) -> None:
         process = self.processes.pop(name, None)
@@ -125,11 +132,13 @@ def production(tmp_path_factory) -> Production:
     synapse_port, gateway_port, https_port, http_port = free_port(), free_port(), free_port(), free_port()
     synapse = None
     nginx = None
+    www = Path(tempfile.mkdtemp(prefix="hotline-www-"))
     try:
         asyncio.run(postgres.start())
         config, state = root / "etc", root / "state"
         init(InitOptions(DOMAIN, config, target="systemd", state_dir=state, synapse_port=synapse_port,
-                         gateway_port=gateway_port, db_port=postgres.port, program_name="Test program"))
+                         gateway_port=gateway_port, db_port=postgres.port, program_name="Test program",
+                         hotline_phone=PHONE))
         (state / "synapse").mkdir(parents=True)
         homeserver = EmbeddedHomeserver(config / "synapse", DOMAIN, synapse_port,
                                         database=synapse_database(postgres.port, user="synapse", name="synapse"))
@@ -139,11 +148,15 @@ def production(tmp_path_factory) -> Production:
         setup = stack.admin("setup")
         assert setup.returncode == 0, setup.stderr
         stack.start_bot()
-        stack.spawn("webchat", [sys.executable, "-m", "webchat", "--config", str(config / "webchat.env")],
-                    {"HOTLINE_BOT_JOIN_TIMEOUT_SECONDS": "4"})
+        stack.start_webchat()
         cert, key = self_signed(root, DOMAIN)
+        # What NEXT-STEPS.md does: the page for when the gateway is down, where nginx's workers
+        # (another user when the test runs as root) can read it.
+        www.chmod(0o755)
+        shutil.copy(config / "proxy" / proxy.ERROR_PAGE, www / proxy.ERROR_PAGE)
+        (www / proxy.ERROR_PAGE).chmod(0o644)
         site = proxy.nginx_site(DOMAIN, f"127.0.0.1:{synapse_port}", f"127.0.0.1:{gateway_port}", certificate=str(cert),
-                                key=str(key), http_port=http_port, https_port=https_port)
+                                key=str(key), http_port=http_port, https_port=https_port, error_root=str(www))
         conf = nginx_wrapper(root, site.replace("/var/log/nginx/hotline-error.log", str(root / "nginx/error.log")))
         nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(root / "nginx"), "-g", "daemon off;"],
                                  start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -164,6 +177,7 @@ def production(tmp_path_factory) -> Production:
         if synapse is not None:
             synapse.stop()
         postgres.stop()
+        shutil.rmtree(www, ignore_errors=True)
 
 
 class ProxiedSurvivor(Survivor):
@@ -372,3 +386,40 @@ async def test_supervisors_and_interpreters_and_held_back_devices(production):
         await first.close()
         await second.close()
     await until(lambda: production.open_chats() == 0, 60, "the bot to erase both chats")
+
+
+async def test_gateway_down_is_not_a_dead_end(production):
+    """The gateway stopped behind nginx: the survivor who follows the link gets the page of
+    proxy/unavailable.html, not "502 Bad Gateway": 503, the chat page's headers, the hotline
+    number, the hours and the other ways to get help, in the words of the page's catalog."""
+    from webchat.i18n import load_catalogs
+
+    english = load_catalogs()["en"]
+    production.kill("webchat")
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def fetch(path: str) -> tuple[int, dict[str, str], str]:
+                async with http.get(production.proxy_url.rstrip("/") + path, ssl=False) as response:
+                    return response.status, dict(response.headers), await response.text()
+
+            status, headers, body = await fetch("/")
+            assert status == 503, body[:500]
+            for name, value in proxy.page_headers().items():
+                assert headers.get(name) == value, name
+            assert headers["Strict-Transport-Security"] == proxy.HSTS
+            assert headers["Content-Type"].startswith("text/html") and "utf-8" in headers["Content-Type"].lower()
+            assert f'href="tel:5550100"' in body and f">{PHONE}</a>" in body and "Test program" in body
+            for key in ("unavailable_title", "down", "hours_title", "hours_always", "other_help_title", "other_help",
+                        "leave"):
+                assert html.escape(english[key]) in body, key
+            assert "Bad Gateway" not in body and "nginx" not in body
+            # Every path of the page gets it (the socket and the status too); only by error_page.
+            assert (await fetch("/ws"))[0] == 503 and (await fetch("/status"))[0] == 503
+            assert "Bad Gateway" not in (await fetch("/chat.js"))[2]
+            # The staff's Matrix API is not the gateway's: still up.
+            assert (await fetch("/_matrix/client/versions"))[0] == 200
+    finally:
+        production.start_webchat()
+        await _wait_http(production.proxy_url, 60)
+    async with aiohttp.ClientSession() as http, http.get(production.proxy_url, ssl=False) as response:
+        assert response.status == 200 and "hotline-config" in await response.text()

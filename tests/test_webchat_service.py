@@ -120,6 +120,12 @@ def test_always_open_shows_no_closing_time():
     assert status["accepting"] and status["closes_at"] is None and status["next_open"] is None
 
 
+@pytest.mark.parametrize("reachable", [True, False])
+def test_page_status_says_whether_the_homeserver_answers(reachable):
+    status = page_status(Schedule.parse(ALWAYS), Closure(), datetime.now(UTC), reachable)
+    assert status["reachable"] is reachable and status["accepting"]  # the page hides "Start chat" when False
+
+
 # ---------------------------------------------------------------------- emergency closure
 
 

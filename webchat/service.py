@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 MAX_CLOSURE_MESSAGE = 1000
 # "Open until …" is shown only for an opening that ends within this time (not for 24/7).
 SHOW_CLOSING_WITHIN = timedelta(hours=24)
+PROBE_SECONDS = 5.0
 
 
 class ServiceError(Exception):
@@ -49,8 +50,10 @@ class Closure:
     message: str = ""
 
 
-def page_status(schedule: Schedule, closure: Closure, now: datetime) -> dict[str, Any]:
-    """What the page shows about opening: pure, from the schedule, the closure and the time."""
+def page_status(schedule: Schedule, closure: Closure, now: datetime, reachable: bool = True) -> dict[str, Any]:
+    """What the page shows about opening: pure, from the schedule, the closure, the time and
+    whether the homeserver answers (if not, the page says chat cannot be reached and shows the
+    hotline number and the other ways to get help instead of "Start chat")."""
     hours = status(schedule, now)
     next_open = hours.next_open
     if hours.open and not hours.accepting and hours.closes_at is not None:
@@ -64,6 +67,7 @@ def page_status(schedule: Schedule, closure: Closure, now: datetime) -> dict[str
         "message": closure.message if closure.closed else "",
         "closes_at": closes_at.isoformat() if closes_at else None,
         "next_open": next_open.isoformat() if next_open and not closure.closed else None,
+        "reachable": reachable,  # the homeserver answered the gateway's last probe
     }
 
 
@@ -76,9 +80,25 @@ class Service:
         self._http = http
         self._problem: str | None = None
         self._send_lock = asyncio.Lock()
+        self.reachable = True  # until the first probe says otherwise
+
+    async def probe(self) -> None:
+        """Whether the homeserver answers (its unauthenticated /versions), for the page."""
+        url = f"{self.settings.homeserver}/_matrix/client/versions"
+        try:
+            async with self._http.get(url, timeout=aiohttp.ClientTimeout(total=PROBE_SECONDS)) as response:
+                reachable = response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            reachable = False
+        if reachable != self.reachable:
+            if reachable:
+                log.info("the homeserver answers again: the page offers chat again")
+            else:
+                log.warning("the homeserver does not answer: the page says chat cannot be reached")
+        self.reachable = reachable
 
     def status(self, now: datetime | None = None) -> dict[str, Any]:
-        return page_status(self.schedule, self.closure, now or datetime.now(self.schedule.zone))
+        return page_status(self.schedule, self.closure, now or datetime.now(self.schedule.zone), self.reachable)
 
     def today(self) -> date:
         return datetime.now(self.schedule.zone).date()
@@ -124,6 +144,7 @@ class Service:
         last_answers_check = 0.0
         loop = asyncio.get_running_loop()
         while True:
+            await self.probe()
             if self.settings.service_room:
                 await self.refresh()
             if loop.time() - last_answers_check >= 60 or self.pool.pooled >= self.settings.answers_pool_min:

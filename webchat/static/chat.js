@@ -160,7 +160,11 @@
   function renderNotice(moveFocus) {
     const st = service || {};
     let title, text = "";
-    if (screen === "welcome") {
+    const down = st.reachable === false; // the homeserver does not answer: say so, no "Start chat"
+    if (screen === "welcome" && down) {
+      title = "unavailable_title";
+      text = T("down");
+    } else if (screen === "welcome") {
       title = st.accepting ? "welcome_title" : st.closed ? "closure_title" : "closed_title";
       if (st.accepting) text = T("welcome");
     } else {
@@ -175,7 +179,7 @@
     $("closure-msg").hidden = !(st.closed && st.message);
     $("intro").hidden = screen !== "welcome";
     $("survey").hidden = !(screen === "ended" && after.length && !surveyDone);
-    $("start").hidden = !st.accepting;
+    $("start").hidden = !st.accepting || down;
     chatSec.hidden = qSec.hidden = true;
     notice.hidden = false;
     if (moveFocus) noticeTitle.focus();
