@@ -16,6 +16,7 @@ from aiolimiter import AsyncLimiter
 from webchat import keys
 from webchat.answers import MAX_BODY_BYTES, AnswerPool, BadAnswers
 from webchat.chats import Chats
+from webchat.limits import AddressLimits, parse_networks
 from webchat.page import Texts
 from webchat.service import Service
 from webchat.settings import GatewaySettings
@@ -91,6 +92,9 @@ async def answers(request: web.Request) -> web.Response:
         return web.Response(status=404, text="This program does not collect answers.")
     if request.content_length is None or request.content_length > MAX_BODY_BYTES:
         return web.Response(status=413, text=f"At most {MAX_BODY_BYTES} bytes.")
+    limits = request.app[keys.LIMITS]
+    if not await limits.take_answers(limits.key(request)):
+        return web.Response(status=429, text="Too many answers from this connection; they were not counted.")
     limiter = request.app[ANSWERS_LIMIT]
     if not limiter.has_capacity():
         return web.Response(status=429, text="Too many answers right now; they were not counted.")
@@ -147,10 +151,13 @@ async def _close_sockets(app: web.Application) -> None:
 def create_app(settings: GatewaySettings) -> web.Application:
     app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
     app[keys.SETTINGS] = settings
-    app[keys.CHATS] = Chats(settings.reconnect_grace_seconds)
+    app[keys.CHATS] = Chats(settings.reconnect_grace_seconds, settings.max_open_chats)
     app[keys.SOCKETS] = weakref.WeakSet()
     app[keys.TEXTS] = Texts(settings)
     app[ANSWERS_LIMIT] = AsyncLimiter(ANSWERS_PER_MINUTE, 60)
+    app[keys.LIMITS] = AddressLimits(
+        parse_networks(settings.trusted_proxies), settings.max_sockets_per_address,
+        settings.max_starts_per_address, settings.max_answers_per_address, settings.address_limit_minutes * 60)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_sockets)
     base = settings.chat_path

@@ -18,16 +18,36 @@ LET_GO_MARGIN_SECONDS = 30.0
 
 
 class Chats:
-    def __init__(self, grace_seconds: float) -> None:
+    def __init__(self, grace_seconds: float, limit: int | None = None) -> None:
         self._grace = grace_seconds
+        self._limit = limit
         self._open: dict[str, ChatSession] = {}
+        self._opening = 0  # chats being set up: they already hold an account and soon a room
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def __len__(self) -> int:
-        return len(self._open)
+        """Chats held, counting those still opening: each already has (or is getting) an account."""
+        return len(self._open) + self._opening
+
+    def reserve(self) -> bool:
+        """Take a place for a chat about to open; False at the limit. Release it with ``add`` or ``release``.
+
+        Counted from the moment a chat starts opening, not after its seconds-long set-up, so that
+        many starts at once cannot each pass the check before any of them is counted.
+        """
+        if self._limit is not None and len(self) >= self._limit:
+            return False
+        self._opening += 1
+        return True
+
+    def release(self) -> None:
+        """A reserved chat did not open."""
+        self._opening -= 1
 
     def add(self, session: ChatSession) -> None:
+        """A reserved chat has opened."""
+        self._opening -= 1
         self._open[session.chat_id] = session
         self._spawn(self._forget_when_ended(session))
 

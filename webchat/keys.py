@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from webchat.chats import Chats
+from webchat.limits import AddressLimits
 from webchat.page import Texts
 from webchat.service import Service
 from webchat.settings import GatewaySettings
@@ -18,3 +19,4 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 TEXTS = web.AppKey("texts", Texts)
 SERVICE = web.AppKey("service", Service)
+LIMITS = web.AppKey("limits", AddressLimits)

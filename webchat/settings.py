@@ -49,6 +49,12 @@ class GatewaySettings(BaseSettings):
     reconnect_grace_seconds: float = Field(default=120.0, gt=0, description="How long a chat waits for a survivor whose connection dropped.")
     bot_join_timeout_seconds: float = Field(default=20.0, gt=0, description="How long a new chat waits for the bot before telling the survivor chat is unavailable.")
     max_open_chats: int = Field(default=500, ge=1, description="Chats this gateway holds at once; more are told chat is busy.")
+    # Limits per client address (webchat/limits.py): in memory only, never logged or written.
+    trusted_proxies: str = Field(default="127.0.0.0/8,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7", description="Addresses (or networks) of the reverse proxy: by default loopback and private networks (the proxy on the same host, or on the docker compose network). Only a connection from one of them may name the client's address, in X-Real-IP; from one of them without that header no per-address limit applies (the proxy's own limits do). A connection from any other address is limited by that address.")
+    max_sockets_per_address: int = Field(default=20, ge=1, le=10_000, description="Chat connections one client address may hold open at once (shared networks such as a shelter's or a phone carrier's put several people behind one address).")
+    max_starts_per_address: int = Field(default=10, ge=1, le=10_000, description="New chats one client address may start within HOTLINE_ADDRESS_LIMIT_MINUTES (refilling steadily); more are told chat is not available and given the hotline number.")
+    max_answers_per_address: int = Field(default=10, ge=1, le=10_000, description="Answer submissions one client address may send within HOTLINE_ADDRESS_LIMIT_MINUTES; more are not counted.")
+    address_limit_minutes: float = Field(default=10, gt=0, le=1440, description="The period of the per-address start and answer limits.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     # Opening hours (hotline/hours.py): outside them "Start chat" says when chat opens next.
     hours: str = Field(default=ALWAYS, description="When chat is open, e.g. \"mon-fri 09:00-17:00; sat 10:00-14:00\" (a day not named is closed).")
@@ -85,6 +91,13 @@ class GatewaySettings(BaseSettings):
         return value
 
     _level = field_validator("log_level")(staticmethod(check_log_level))
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        from webchat.limits import parse_networks
+
+        return ",".join(str(n) for n in parse_networks(value))
 
     @field_validator("hours")
     @classmethod

@@ -36,10 +36,22 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     settings = request.app[keys.SETTINGS]
     if request.headers.get("Origin") != settings.origin:
         return web.Response(status=403, text="This chat only works from its own page.")
+    limits = request.app[keys.LIMITS]
+    address = limits.key(request)  # in memory only, for the limits; never logged
+    if not limits.open_socket(address):
+        return web.Response(status=429, text="Too many chat connections from this network. "
+                                             "Please close other chat windows, or call the hotline.")
+    try:
+        return await _serve(request, address)
+    finally:
+        limits.close_socket(address)
+
+
+async def _serve(request: web.Request, address: str | None) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=MAX_FRAME_BYTES)
     await ws.prepare(request)
     request.app[keys.SOCKETS].add(ws)
-    conversation = Conversation(request.app, ws)
+    conversation = Conversation(request.app, ws, address)
     try:
         async for message in ws:
             if conversation.finished:  # e.g. displaced while waiting: nothing more is handled
@@ -60,9 +72,10 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
 class Conversation:
     """One socket's view of its chat."""
 
-    def __init__(self, app: web.Application, ws: web.WebSocketResponse) -> None:
+    def __init__(self, app: web.Application, ws: web.WebSocketResponse, address: str | None = None) -> None:
         self.app = app
         self.ws = ws
+        self.address = address  # the client's limit key (webchat/limits.py): memory only
         self.settings = app[keys.SETTINGS]
         self.chats = app[keys.CHATS]
         self.session: ChatSession | None = None
@@ -117,13 +130,20 @@ class Conversation:
             await self.send({**error("closed", "chat is not taking new chats now"), "status": status})
             self.finished = True
             return
-        if len(self.chats) >= self.settings.max_open_chats:
+        if not await self.app[keys.LIMITS].take_start(self.address):
+            log.info("a chat start was refused: too many from one address")
+            await self._unavailable("too many chats started from this network; please try again later")
+            return
+        if not self.chats.reserve():
             await self._unavailable("the gateway is at its limit of open chats")
             return
         session = ChatSession(self.settings, self.app[keys.HTTP])
         try:
             await session.open(frame.language)
-        except ChatUnavailable as why:
+        except BaseException as why:
+            self.chats.release()
+            if not isinstance(why, ChatUnavailable):
+                raise
             log.warning("a chat could not start: %s", why)
             await self._unavailable("chat is not available right now")
             return
