@@ -8,7 +8,12 @@ One public hostname serves both the chat page and the staff's Matrix client API:
 - Every other ``/_matrix/…`` and all of ``/_synapse/…`` (the admin API, metrics, federation,
   key server) answer 404: the admin API is reached only on the host itself (``hotline admin``).
 - Everything else goes to the web chat gateway, WebSockets included. The survivor's address
-  stops at the proxy: no ``X-Forwarded-For`` is passed to the gateway.
+  goes to the gateway only in ``X-Real-IP`` (overwritten), for its per-address limits, which keep
+  it in memory only; no ``X-Forwarded-For`` or ``Forwarded`` is passed.
+- Limits per client address (nginx): open connections, new chat sockets, ``/answers`` and page
+  requests, in shared memory only; rejections answer 429 and are logged below the error log's
+  level, so never. Caddy's standard build has no rate limiting: with Caddy the gateway's own
+  per-address limits are the only ones (docs/admin-guide.md, "Limits per address").
 - No access log. HSTS everywhere; the page's security headers are set by the proxy as well as by
   the gateway (the same values, from ``webchat.app.SECURITY_HEADERS``).
 - When the gateway cannot be reached (502, 503, 504), the proxy answers 503 with a static page,
@@ -19,6 +24,11 @@ One public hostname serves both the chat page and the staff's Matrix client API:
 from __future__ import annotations
 
 HSTS = "max-age=63072000; includeSubDomains"
+# nginx's limits per client address (see nginx_site). The gateway has its own, per address too.
+MAX_CONNECTIONS = 20  # requests and sockets open at once
+PAGE_RATE, PAGE_BURST = "10r/s", 40  # page, static files, status polls
+SOCKET_RATE, SOCKET_BURST = "20r/m", 10  # new chat sockets: starts and reconnects
+ANSWERS_RATE, ANSWERS_BURST = "2r/m", 5  # optional answers: one submission per chat
 # Matrix paths that staff clients use. Nothing else of Synapse is reachable from outside.
 MATRIX_PUBLIC_PREFIXES = ("/_matrix/client/", "/_matrix/media/")
 BLOCKED_PREFIXES = ("/_matrix/", "/_synapse/")
@@ -99,10 +109,16 @@ def caddyfile(domain: str, synapse: str, gateway: str, *, acme_email: str | None
 \t\theader {{
 {page}
 \t\t}}
+\t\t# Standard Caddy has no per-address rate or connection limits (only third-party plugins
+\t\t# built in with xcaddy do). The gateway limits per address itself, from X-Real-IP, which
+\t\t# is overwritten here so that a client cannot choose it, and kept in memory only. For
+\t\t# limits at the proxy too, use the nginx configuration (proxy/nginx.conf).
+\t\trequest_body {{
+\t\t\tmax_size 64KB
+\t\t}}
 \t\treverse_proxy {gateway} {{
-\t\t\t# The survivor's address stops here.
+\t\t\theader_up X-Real-IP {{remote_host}}
 \t\t\theader_up -X-Forwarded-For
-\t\t\theader_up -X-Real-IP
 \t\t\theader_up -Forwarded
 \t\t}}
 \t}}
@@ -187,6 +203,14 @@ map $http_upgrade $hotline_connection_upgrade {{
     ''      close;
 }}
 
+# Limits per client address, in shared memory only (nothing is written). A rejection answers 429
+# and is logged at `warn`, below the error log's `crit`: never. Shared networks (a shelter, a
+# phone carrier) put several people behind one address, so the numbers are generous.
+limit_conn_zone $binary_remote_addr zone=hotline_conn:10m;
+limit_req_zone $binary_remote_addr zone=hotline_page:10m rate={PAGE_RATE};
+limit_req_zone $binary_remote_addr zone=hotline_socket:10m rate={SOCKET_RATE};
+limit_req_zone $binary_remote_addr zone=hotline_answers:10m rate={ANSWERS_RATE};
+
 server {{
     listen {http_port};
     listen [::]:{http_port};
@@ -228,7 +252,8 @@ server {{
     # The admin API, federation, key server and metrics are never public.
 {blocked}
 
-    # The chat page and its WebSocket. The survivor's address stops here.
+    # The chat page and its WebSocket. The survivor's address goes on only in X-Real-IP, for
+    # the gateway's own per-address limits (memory only).
     location / {{
         proxy_pass http://{gateway};
         proxy_http_version 1.1;
@@ -236,14 +261,29 @@ server {{
         proxy_set_header Upgrade $http_upgrade;
         proxy_set_header Connection $hotline_connection_upgrade;
         proxy_set_header X-Forwarded-For "";
-        proxy_set_header X-Real-IP "";
+        proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header Forwarded "";
         proxy_read_timeout 3600s;
         proxy_buffering off;
         # The gateway cannot be reached: the static page below, as 503.
         error_page 502 503 504 =503 /{ERROR_PAGE};
+        limit_conn hotline_conn {MAX_CONNECTIONS};
+        limit_conn_status 429;
+        limit_conn_log_level warn;
+        limit_req zone=hotline_page burst={PAGE_BURST} nodelay;
+        limit_req_status 429;
+        limit_req_log_level warn;
 {hide}
 {headers(page_headers(), "        ")}
+        # A new chat socket (each start, each reconnect) and the optional answers.
+        location ~ /ws$ {{
+            limit_req zone=hotline_socket burst={SOCKET_BURST} nodelay;
+            proxy_pass http://{gateway};
+        }}
+        location ~ /answers$ {{
+            limit_req zone=hotline_answers burst={ANSWERS_BURST} nodelay;
+            proxy_pass http://{gateway};
+        }}
     }}
 
     # The page for when the gateway is down (hotline number, hours, other help), with the chat
