@@ -6,8 +6,14 @@ plain tables of events and a fake clock (see tests/test_conversation.py).
 
 A chat moves WAITING → INVITING (claimed; case room made, advocate invited) → ACTIVE (advocate
 joined; relaying both ways) → CLOSING (final notice sent, erase under way) → gone.
-``ClockTicked`` drives every timer: reassurance and re-alerts while waiting, escalation,
+``ClockTicked`` drives every timer: reassurance and re-alerts while waiting, escalation, the
+longest wait (then the survivor is told the other ways to get help and the chat closes),
 inactivity warning and close, the advocate reminder, and the reconnect grace period.
+
+Dispatch alerts are grouped: at most one alert (and one escalation, one note of chats closed
+unanswered) per ``Practice.alert_window``. The first chat is announced at once; chats that start
+within the window after it are announced together in one alert that lists their refs, so that
+many chats at once (a flood) cannot bury the dispatch room. ``!claim REF`` works on every ref.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ class CloseReason(StrEnum):
     SURVIVOR = "survivor"
     CONNECTION_LOST = "connection_lost"
     INACTIVITY = "inactivity"
+    UNANSWERED = "unanswered"  # waited the longest wait with no advocate
 
 
 class StaffRole(StrEnum):
@@ -109,6 +116,8 @@ class Practice:
     inactivity_warning_after: float = 600.0
     inactivity_close_after: float = 300.0  # after the warning
     advocate_reminder_after: float = 180.0
+    max_wait: float = 1800.0  # unclaimed this long: the survivor is told the alternatives, the chat closes
+    alert_window: float = 10.0  # at most one dispatch alert (one escalation) per window; more are grouped
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,11 @@ class Hotline:
     chats: dict[ChatRef, Chat] = field(default_factory=dict)
     shifts: dict[UserId, float] = field(default_factory=dict)  # advocate → end of shift
     shift_reminded: frozenset[UserId] = frozenset()
+    # When the last dispatch alert, escalation and unanswered note went out (memory only: after a
+    # restart the next one goes out at once).
+    alerted_at: float | None = None
+    escalated_at: float | None = None
+    expired_at: float | None = None
 
     def by_survivor_room(self, room: RoomId) -> Chat | None:
         return next((c for c in self.chats.values() if c.survivor_room == room), None)
@@ -327,6 +341,20 @@ class Escalate:
 
 
 @dataclass(frozen=True)
+class PostAlertGroup:
+    """One dispatch alert for several waiting chats, in queue order: (ref, language or "")."""
+
+    chats: tuple[tuple[ChatRef, str], ...]
+    longest_minutes: int
+
+
+@dataclass(frozen=True)
+class EscalateGroup:
+    refs: tuple[ChatRef, ...]
+    longest_minutes: int
+
+
+@dataclass(frozen=True)
 class Reply:
     """A notice in a staff room (dispatch, case or admin room); ``key`` is in messages.STAFF."""
 
@@ -500,6 +528,8 @@ Effect = (
     AcceptInvite
     | PostAlert
     | Escalate
+    | PostAlertGroup
+    | EscalateGroup
     | Reply
     | NotifySurvivor
     | RelayToCase
@@ -594,7 +624,8 @@ def on_survivor_profile(state: Hotline, event: SurvivorProfile, now: float) -> R
         return state, []
     chat = replace(chat, language=language)
     effects: list[Effect] = []
-    if chat.phase is Phase.WAITING:
+    if chat.phase is Phase.WAITING and chat.alerted_at is not None:
+        # Not yet announced: the language goes in its (grouped) alert.
         effects.append(Reply(state.rules.dispatch_room, "alert_language",
                              (("ref", chat.ref), ("language", language))))
     return state.with_chat(chat), effects
@@ -905,7 +936,9 @@ def _service(state: Hotline, event: CommandGiven, command: Service) -> Result:
 
 def _close(state: Hotline, chat: Chat, reason: CloseReason, now: float) -> Result:
     closing = replace(chat, phase=Phase.CLOSING)
-    effects: list[Effect] = [NotifySurvivor(chat.survivor_room, "chat_ended")]
+    notice = NotifySurvivor(chat.survivor_room, "wait_expired", (("minutes", _minutes(now - chat.opened_at)),)) \
+        if reason is CloseReason.UNANSWERED else NotifySurvivor(chat.survivor_room, "chat_ended")
+    effects: list[Effect] = [notice]
     if chat.case_room is not None:
         effects.append(Reply(chat.case_room, f"closed_{reason}", (("ref", chat.ref),)))
     effects += [SignalClosed(chat.survivor_room), EraseChat(closing), Count(f"closed_{reason}")]
@@ -926,14 +959,16 @@ def on_case_room_opened(state: Hotline, event: CaseRoomOpened, now: float) -> Re
 def on_member_joined(state: Hotline, event: MemberJoined, now: float) -> Result:
     if event.user == state.rules.bot:
         chat = state.by_survivor_room(event.room)
-        if chat is None or chat.phase is not Phase.WAITING or chat.alerted_at is not None:
-            return state, []
-        chat = replace(chat, alerted_at=now, reassured_at=now)
+        if chat is None or chat.phase is not Phase.WAITING or chat.reassured_at is not None:
+            return state, []  # not a new chat, or welcomed already
+        chat = replace(chat, reassured_at=now)
         state = state.with_chat(chat)
         place = str(state.place_in_line(chat))
-        # The alert first: it goes to another room's queue and need not wait for the notices.
+        # The alert first (now, or grouped with others shortly): it goes to another room's queue
+        # and need not wait for the notices.
+        state, alerts = _dispatch_alerts(state, now)
         return state, [
-            PostAlert(chat.ref),
+            *alerts,
             NotifySurvivor(chat.survivor_room, "rights"),
             NotifySurvivor(chat.survivor_room, "welcome", (("place", place),)),
             Count("started"),
@@ -1025,10 +1060,14 @@ def on_survivor_reconnected(state: Hotline, event: SurvivorReconnected, now: flo
 
 
 def on_clock_ticked(state: Hotline, event: ClockTicked, now: float) -> Result:
-    effects: list[Effect] = []
+    state, effects = _expire_unanswered(state, now)
     for ref in [c.ref for c in sorted(state.chats.values(), key=lambda c: c.opened_at)]:
         state, more = _timers(state, state.chats[ref], now)
         effects += more
+    state, more = _dispatch_alerts(state, now)
+    effects += more
+    state, more = _escalations(state, now)
+    effects += more
     for advocate, end in sorted(state.shifts.items()):
         if advocate in state.shift_reminded or end - now > state.rules.shift_guard:
             continue
@@ -1049,18 +1088,12 @@ def _timers(state: Hotline, chat: Chat, now: float) -> Result:
             return _close(state, chat, CloseReason.CONNECTION_LOST, now)
         return state, []  # a survivor who is away gets no notices and no inactivity close
     effects: list[Effect] = []
-    if chat.phase is Phase.WAITING and chat.alerted_at is not None:
-        waited = _minutes(now - chat.opened_at)
-        if now - (chat.reassured_at or chat.opened_at) >= practice.reassure_every:
+    if chat.phase is Phase.WAITING and chat.reassured_at is not None:
+        # Alerts, re-alerts and escalations are grouped over all chats: _dispatch_alerts, _escalations.
+        if now - chat.reassured_at >= practice.reassure_every:
             chat = replace(chat, reassured_at=now)
             effects.append(NotifySurvivor(chat.survivor_room, "still_waiting",
                                           (("place", str(state.place_in_line(chat))),)))
-        if now - chat.alerted_at >= practice.realert_after:
-            chat = replace(chat, alerted_at=now)
-            effects.append(PostAlert(chat.ref, int(waited)))
-        if not chat.escalated and now - chat.opened_at >= practice.escalate_after:
-            chat = replace(chat, escalated=True)
-            effects.append(Escalate(chat.ref, int(waited)))
     elif chat.phase is Phase.ACTIVE and chat.survivor_at is not None and chat.case_room is not None:
         quiet = now - chat.survivor_at
         if quiet >= practice.inactivity_warning_after + practice.inactivity_close_after and chat.warned:
@@ -1075,6 +1108,76 @@ def _timers(state: Hotline, chat: Chat, now: float) -> Result:
             chat = replace(chat, reminded=True)
             effects.append(Reply(chat.case_room, "advocate_reminder", (("minutes", _minutes(quiet)),)))
     return state.with_chat(chat), effects
+
+
+def _window_open(last: float | None, now: float, practice: Practice) -> bool:
+    return last is None or now - last >= practice.alert_window
+
+
+def _dispatch_alerts(state: Hotline, now: float) -> Result:
+    """Announce, in one alert, every waiting chat not yet announced or due again (one per window)."""
+    practice = state.rules.practice
+    if not _window_open(state.alerted_at, now, practice):
+        return state, []
+    due = [c for c in state.waiting()
+           if c.reassured_at is not None and c.disconnected_at is None
+           and (c.alerted_at is None or now - c.alerted_at >= practice.realert_after)]
+    if not due:
+        return state, []
+    for chat in due:
+        state = state.with_chat(replace(chat, alerted_at=now))
+    state = replace(state, alerted_at=now)
+    if len(due) > 1:
+        longest = int(_minutes(max(now - c.opened_at for c in due)))
+        return state, [PostAlertGroup(tuple((c.ref, c.language or "") for c in due), longest)]
+    chat = due[0]
+    if chat.alerted_at is not None:
+        return state, [PostAlert(chat.ref, int(_minutes(now - chat.opened_at)))]
+    effects: list[Effect] = [PostAlert(chat.ref)]
+    if chat.language:
+        effects.append(Reply(state.rules.dispatch_room, "alert_language",
+                             (("ref", chat.ref), ("language", chat.language))))
+    return state, effects
+
+
+def _escalations(state: Hotline, now: float) -> Result:
+    """Chats unclaimed past ``escalate_after``, escalated once each, together (one per window)."""
+    practice = state.rules.practice
+    if not _window_open(state.escalated_at, now, practice):
+        return state, []
+    due = [c for c in state.waiting()
+           if c.reassured_at is not None and c.disconnected_at is None and not c.escalated
+           and now - c.opened_at >= practice.escalate_after]
+    if not due:
+        return state, []
+    for chat in due:
+        state = state.with_chat(replace(chat, escalated=True))
+    state = replace(state, escalated_at=now)
+    longest = int(_minutes(max(now - c.opened_at for c in due)))
+    if len(due) == 1:
+        return state, [Escalate(due[0].ref, longest)]
+    return state, [EscalateGroup(tuple(c.ref for c in due), longest)]
+
+
+def _expire_unanswered(state: Hotline, now: float) -> Result:
+    """Chats that waited ``max_wait`` with no advocate: the survivor is told the other ways to get
+    help, the chat closes and is erased; dispatch gets one note for all of them (one per window)."""
+    practice = state.rules.practice
+    if not _window_open(state.expired_at, now, practice):
+        return state, []
+    # A chat handed back to the queue by an advocate (transferred) is first in line and escalated;
+    # it is not closed on the survivor, who has been talking with the hotline.
+    due = [c for c in state.waiting() if not c.transferred and now - c.opened_at >= practice.max_wait]
+    if not due:
+        return state, []
+    effects: list[Effect] = []
+    for chat in sorted(due, key=lambda c: (c.opened_at, c.ref)):
+        state, more = _close(state, chat, CloseReason.UNANSWERED, now)
+        effects += more
+    refs = ", ".join(c.ref for c in sorted(due, key=lambda c: (c.opened_at, c.ref)))
+    effects.append(Reply(state.rules.dispatch_room, "closed_unanswered",
+                         (("refs", refs), ("minutes", _minutes(practice.max_wait)))))
+    return replace(state, expired_at=now), effects
 
 
 def on_chat_erased(state: Hotline, event: ChatErased, now: float) -> Result:

@@ -57,6 +57,11 @@ SURVIVOR: dict[str, str] = {
         "code word at any time to know it is you; you can also ask to change it."
     ),
     "codeword_rotated": "Your new code word is saved for case {case}.",
+    "wait_expired": (
+        "We are sorry: no advocate has been free to answer in the {minutes} minutes you have waited. "
+        "This chat is closing now, and what you wrote is being erased. Please call {phone} to talk "
+        "with someone now, or start a new chat later."
+    ),
     "chat_ended": (
         "This chat has ended, and the conversation is being erased. "
         "You can start a new chat at any time, or call {phone}."
@@ -99,6 +104,18 @@ STAFF: dict[str, str] = {
     "alert": "Chat waiting · ref {ref} · type !claim {ref} to take it",
     "alert_repeat": "Still waiting ({minutes} min) · ref {ref} · type !claim {ref} to take it",
     "alert_language": "Ref {ref} · preferred language: {language}",
+    "alert_group": (
+        "{count} chats waiting (longest {minutes} min) · refs {refs} · type !claim REF to take one, "
+        "or !claim for the one waiting longest"
+    ),
+    "escalation_group": (
+        "{count} chats have waited up to {minutes} min with no advocate · refs {refs} · can someone take "
+        "them? (!claim REF, or !claim for the one waiting longest)"
+    ),
+    "closed_unanswered": (
+        "No advocate took these chats within {minutes} min; each survivor was given the hotline "
+        "number and the chat is closed and being erased: {refs}"
+    ),
     "escalation": "A chat has waited {minutes} min with no advocate · ref {ref} · can someone take it? (!claim {ref})",
     "claimed": "Ref {ref} is taken. A case room is being opened.",
     "already_taken": "Ref {ref} is already taken by another advocate.",

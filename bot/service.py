@@ -53,6 +53,7 @@ from bot.conversation import (
     EraseCaseRoom,
     EraseChat,
     Escalate,
+    EscalateGroup,
     Event,
     Hotline,
     IllegalTransition,
@@ -66,6 +67,7 @@ from bot.conversation import (
     Phase,
     PinIdentity,
     PostAlert,
+    PostAlertGroup,
     Practice,
     RelayBacklog,
     RelayToCase,
@@ -129,6 +131,16 @@ UNDECRYPTABLE_GRACE_SECONDS = 5.0  # a room key often arrives a moment after the
 PENDING_ERASE = "erase:"  # store meta key prefix: a handed-on case room whose erase is not done
 
 
+ALERT_LISTS_AT_MOST = 30  # refs in one grouped alert; the rest are counted ("!claim" takes the oldest)
+
+
+def _group_params(items: list[str], minutes: int) -> tuple[tuple[str, str], ...]:
+    shown = ", ".join(items[:ALERT_LISTS_AT_MOST])
+    if len(items) > ALERT_LISTS_AT_MOST:
+        shown += f" and {len(items) - ALERT_LISTS_AT_MOST} more"
+    return (("count", str(len(items))), ("minutes", str(minutes)), ("refs", shown))
+
+
 class HotlineBot:
     def __init__(self, settings: BotSettings, store: Store, matrix: BotMatrix, http: aiohttp.ClientSession,
                  catalog: Catalog) -> None:
@@ -161,6 +173,8 @@ class HotlineBot:
                 inactivity_warning_after=settings.inactivity_warning_minutes * 60,
                 inactivity_close_after=settings.inactivity_close_minutes * 60,
                 advocate_reminder_after=settings.advocate_reminder_minutes * 60,
+                max_wait=settings.max_wait_minutes * 60,
+                alert_window=settings.alert_group_seconds,
             ),
         )
         self.state = Hotline(rules=self.rules)
@@ -526,8 +540,10 @@ class HotlineBot:
             return effect.survivor_room
         if isinstance(effect, RelayBacklog):
             return effect.case_room
-        if isinstance(effect, (PostAlert, Escalate)):
+        if isinstance(effect, (PostAlert, PostAlertGroup)):
             return RoomId(self.settings.dispatch_room)
+        if isinstance(effect, (Escalate, EscalateGroup)):
+            return RoomId(self.settings.supervisors_room or self.settings.dispatch_room)
         return None
 
     def _outbox(self, room: RoomId) -> asyncio.Queue[Effect]:
@@ -581,6 +597,14 @@ class HotlineBot:
             params = (("ref", effect.ref), ("minutes", str(effect.waited_minutes)))
             key = "alert_repeat" if effect.waited_minutes else "alert"
             await self._reply(Reply(RoomId(self.settings.dispatch_room), key, params))
+        elif isinstance(effect, PostAlertGroup):
+            await self._reply(Reply(RoomId(self.settings.dispatch_room), "alert_group", _group_params(
+                [f"{ref} ({language})" if language else ref for ref, language in effect.chats],
+                effect.longest_minutes)))
+        elif isinstance(effect, EscalateGroup):
+            room = self.settings.supervisors_room or self.settings.dispatch_room
+            await self._reply(Reply(RoomId(room), "escalation_group",
+                                    _group_params(list(effect.refs), effect.longest_minutes)))
         elif isinstance(effect, Escalate):
             params = (("ref", effect.ref), ("minutes", str(effect.waited_minutes)))
             room = self.settings.supervisors_room or self.settings.dispatch_room

@@ -36,6 +36,8 @@ class BotSettings(BaseSettings):
     reassure_minutes: float = Field(default=3, gt=0, description="While a survivor waits, how often they are told their place in line.")
     realert_minutes: float = Field(default=5, gt=0, description="How often a chat that is still waiting is announced again in the dispatch room.")
     escalate_minutes: float = Field(default=10, gt=0, description="After how long an unclaimed chat is escalated to the supervisors (or the dispatch room).")
+    max_wait_minutes: float = Field(default=30, gt=0, le=24 * 60, description="A chat no advocate has taken after this long is closed: the survivor is told, with the hotline number, and the chat is erased. The dispatch room gets one note for the chats closed together.")
+    alert_group_seconds: float = Field(default=10, ge=0, le=600, description="At most one dispatch alert (and one escalation) in this many seconds: the first chat is announced at once, chats starting soon after it together in one alert listing their refs, so that many chats at once cannot bury the dispatch room. 0: every chat alone.")
     inactivity_warning_minutes: float = Field(default=10, gt=0, description="Survivor silence after which they are warned that the chat will close.")
     inactivity_close_minutes: float = Field(default=5, gt=0, description="Minutes after that warning before the chat closes.")
     advocate_reminder_minutes: float = Field(default=3, gt=0, description="An advocate who has not answered the survivor for this long gets a reminder.")

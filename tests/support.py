@@ -311,3 +311,16 @@ def remember(stack: DevStack, ref: str) -> None:
     _rooms_of[ref] = open_chat(stack, ref)
 
 
+
+
+def alerted_refs(bodies: list[str]) -> list[str]:
+    """Every ref announced in these dispatch bodies, alone ("Chat waiting · ref K7Q3 …") or grouped
+    ("3 chats waiting (longest 1 min) · refs K7Q3, M4N6 (es), P2R8 · …"), in order."""
+    refs: list[str] = []
+    for body in bodies:
+        if body.startswith("Chat waiting"):
+            refs.append(re.search(r"ref (\w{4})", body).group(1))
+        elif re.match(r"\d+ chats waiting", body):
+            listed = re.search(r"· refs (.*?) ·", body).group(1)
+            refs += re.findall(r"\b([A-Z0-9]{4})\b(?! more)", listed)
+    return refs

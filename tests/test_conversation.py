@@ -57,6 +57,8 @@ from bot.conversation import (
     SetService,
     ShowDevices,
     ShowHelp,
+    EscalateGroup,
+    PostAlertGroup,
     ShowStats,
     SignalClosed,
     StaffRole,
@@ -128,8 +130,14 @@ CASES = [
     ("rights notice first, then welcome and alert, once the bot has joined", OPEN, Phase.WAITING,
      [PostAlert(REF), NotifySurvivor(SURVIVOR_ROOM, "rights"),
       NotifySurvivor(SURVIVOR_ROOM, "welcome", (("place", "1"),)), Count("started")]),
-    ("a second chat is second in line", OPEN + [(2, InviteReceived(RoomId("!s2"), UserId("@chat_b:hs"), "M4N6")),
-                                              (3, MemberJoined(RoomId("!s2"), BOT))], Phase.WAITING,
+    ("a second chat is second in line; its alert waits for the alert window",
+     OPEN + [(2, InviteReceived(RoomId("!s2"), UserId("@chat_b:hs"), "M4N6")), (3, MemberJoined(RoomId("!s2"), BOT))],
+     Phase.WAITING,
+     [NotifySurvivor(RoomId("!s2"), "rights"), NotifySurvivor(RoomId("!s2"), "welcome", (("place", "2"),)),
+      Count("started")]),
+    ("a second chat after the alert window is announced at once",
+     OPEN + [(12, InviteReceived(RoomId("!s2"), UserId("@chat_b:hs"), "M4N6")), (12, MemberJoined(RoomId("!s2"), BOT))],
+     Phase.WAITING,
      [PostAlert(ChatRef("M4N6")), NotifySurvivor(RoomId("!s2"), "rights"),
       NotifySurvivor(RoomId("!s2"), "welcome", (("place", "2"),)), Count("started")]),
     ("the preferred language goes to the dispatch room", OPEN + [(2, SurvivorProfile(SURVIVOR_ROOM, "es-MX"))],
@@ -234,6 +242,12 @@ CASES = [
                                                 (600, ClockTicked())], Phase.WAITING,
      [NotifySurvivor(SURVIVOR_ROOM, "still_waiting", (("place", "1"),)), Escalate(REF, 10)]),
     ("not escalated twice", OPEN + [(600, ClockTicked()), (601, ClockTicked())], Phase.WAITING, []),
+    ("unanswered for 30 minutes: the survivor is told the alternatives, closed and erased",
+     OPEN + [(1800, ClockTicked())], Phase.CLOSING, "closing:unanswered"),
+    ("not closed a moment before the longest wait", OPEN + [(600, ClockTicked()), (1799, ClockTicked())],
+     Phase.WAITING, [NotifySurvivor(SURVIVOR_ROOM, "still_waiting", (("place", "1"),)), PostAlert(REF, 30)]),
+    ("a disconnected waiting survivor is not announced again", OPEN + [(200, SurvivorDisconnected(SURVIVOR_ROOM)),
+                                                                       (301, ClockTicked())], Phase.WAITING, []),
     # Timers while active (advocate joined at 12 and answered at 12).
     ("inactivity warning after 10 quiet minutes", SILENT + [(612, ClockTicked())], Phase.ACTIVE,
      [NotifySurvivor(SURVIVOR_ROOM, "inactivity_warning", (("minutes", "5"),)),
@@ -268,8 +282,14 @@ def test_rules(name, steps, expected_phase, expected):
 def assert_closing(state: Hotline, effects: list[object], why: str) -> None:
     chat = state.chats[REF]
     reason = {"advocate": "advocate", "survivor": "survivor", "lost": "connection_lost",
-              "inactivity": "inactivity", "waiting": "survivor"}[why]
+              "inactivity": "inactivity", "waiting": "survivor", "unanswered": "unanswered"}[why]
     expected: list[object] = [NotifySurvivor(SURVIVOR_ROOM, "chat_ended")]
+    if why == "unanswered":
+        expected = [NotifySurvivor(SURVIVOR_ROOM, "wait_expired", (("minutes", "30"),))]
+        expected += [SignalClosed(SURVIVOR_ROOM), EraseChat(chat), Count("closed_unanswered"), Count("abandoned"),
+                     Reply(DISPATCH, "closed_unanswered", (("refs", REF), ("minutes", "30")))]
+        assert effects == expected
+        return
     if why != "waiting":
         expected.append(Reply(CASE_ROOM, f"closed_{reason}", (("ref", REF),)))
     expected += [SignalClosed(SURVIVOR_ROOM), EraseChat(chat), Count(f"closed_{reason}")]
@@ -429,3 +449,85 @@ def test_device_commands_are_for_admins_in_the_admin_room():
     assert run_team([(0, command(decide, ADMIN_ROOM, roles=ADMINS))])[1] == [
         DecideDevice(ADMIN_ROOM, UserId("@advocate1:hs"), "DEV2", True)]
     assert run_team([(0, command(decide, DISPATCH))])[1] == [Reply(DISPATCH, "not_admin")]
+
+
+# ---------------------------------------------------------------- many chats at once
+
+def opened(n: int, at: float, ref: str) -> list[tuple[float, object]]:
+    room, user = RoomId(f"!s{ref}"), UserId(f"@chat_{ref.lower()}:hs")
+    return [(at, InviteReceived(room, user, ChatRef(ref))), (at, MemberJoined(room, BOT))]
+
+
+def alerts(effects: list[object]) -> list[object]:
+    return [e for e in effects if isinstance(e, (PostAlert, PostAlertGroup, EscalateGroup, Escalate))
+            or (isinstance(e, Reply) and e.room == DISPATCH)]
+
+
+def run_all(steps: list[tuple[float, object]]) -> tuple[Hotline, list[object]]:
+    """Like run, but every step's effects."""
+    state, everything = Hotline(rules=RULES), []
+    for now, event in steps:
+        state, effects = apply(state, event, now)  # type: ignore[arg-type]
+        everything += effects
+    return state, everything
+
+
+GROUP_CASES = [
+    # (name, steps, dispatch effects of all steps)
+    ("chats within the window after the first are announced together, with their languages",
+     OPEN + opened(2, 3, "M4N6") + opened(3, 4, "P2R8") + [(5, SurvivorProfile(RoomId("!sP2R8"), "es")),
+                                                            (10, ClockTicked()), (11, ClockTicked())],
+     [PostAlert(REF), PostAlertGroup(((ChatRef("M4N6"), ""), (ChatRef("P2R8"), "es")), 1)]),
+    ("one chat left for the window is announced alone, its language after it",
+     OPEN + opened(2, 3, "M4N6") + [(5, SurvivorProfile(RoomId("!sM4N6"), "es")), (11, ClockTicked())],
+     [PostAlert(REF), PostAlert(ChatRef("M4N6")),
+      Reply(DISPATCH, "alert_language", (("ref", ChatRef("M4N6")), ("language", "es")))]),
+    ("a chat dropped before its grouped alert is not announced",
+     OPEN + opened(2, 3, "M4N6") + [(4, SurvivorDisconnected(RoomId("!sM4N6"))), (11, ClockTicked())],
+     [PostAlert(REF)]),
+    ("repeats due in the same window go out together",
+     OPEN + opened(2, 3, "M4N6") + [(11, ClockTicked()), (301, ClockTicked()), (311, ClockTicked())],
+     [PostAlert(REF), PostAlert(ChatRef("M4N6")), PostAlert(REF, 5), PostAlert(ChatRef("M4N6"), 5)]),
+    ("escalations within a window are grouped",
+     OPEN + opened(2, 2, "M4N6") + opened(3, 3, "P2R8") + [(11, ClockTicked()), (600, ClockTicked()),
+                                                            (603, ClockTicked()), (610, ClockTicked())],
+     [PostAlert(REF), PostAlertGroup(((ChatRef("M4N6"), ""), (ChatRef("P2R8"), "")), 1),
+      PostAlertGroup(((REF, ""), (ChatRef("M4N6"), ""), (ChatRef("P2R8"), "")), 10), Escalate(REF, 10),
+      EscalateGroup((ChatRef("M4N6"), ChatRef("P2R8")), 10)]),
+    ("chats unanswered together get one dispatch note",
+     OPEN + opened(2, 0, "M4N6") + [(1800, ClockTicked())],
+     [PostAlert(REF), Reply(DISPATCH, "closed_unanswered", (("refs", "K7Q3, M4N6"), ("minutes", "30")))]),
+]
+
+
+@pytest.mark.parametrize(("name", "steps", "expected"), GROUP_CASES, ids=[c[0] for c in GROUP_CASES])
+def test_grouped_dispatch(name, steps, expected):
+    _, effects = run_all(steps)
+    assert alerts(effects) == expected
+
+
+def test_a_flood_cannot_bury_the_dispatch_room_and_every_ref_can_be_claimed():
+    """300 chats in 60 s, a tick each second: at most one alert per 10 s window, every ref listed once."""
+    refs = [f"F{i:03d}" for i in range(300)]
+    steps: list[tuple[float, object]] = []
+    for i, ref in enumerate(refs):
+        steps += opened(0, i * 0.2, ref)
+        if i % 5 == 4:
+            steps.append((i * 0.2, ClockTicked()))
+    steps += [(t, ClockTicked()) for t in range(61, 75)]
+    state, effects = run_all(steps)
+    posted = alerts(effects)
+    assert len(posted) <= 7, posted
+    listed = [ref for e in posted for ref in ([e.ref] if isinstance(e, PostAlert) else [r for r, _ in e.chats])]
+    assert sorted(listed) == refs
+    state, effects = apply(state, claim("F150"), 80)
+    assert effects[0] == Reply(DISPATCH, "claimed", (("ref", "F150"),))
+
+
+def test_a_chat_handed_back_to_the_queue_is_not_closed_unanswered():
+    state, _ = run(ACTIVE)
+    state, _ = apply(state, command(Transfer(None, "", False)), 20)
+    assert state.chats[REF].phase is Phase.WAITING
+    state, effects = apply(state, ClockTicked(), 3600)
+    assert state.chats[REF].phase is Phase.WAITING
+    assert not any(isinstance(e, NotifySurvivor) and e.key == "wait_expired" for e in effects)
