@@ -166,9 +166,10 @@ class Hotline:
         return next((c for c in self.chats.values() if c.case_room == room), None)
 
     def waiting(self) -> list[Chat]:
-        """The queue: oldest first."""
+        """The queue: chats handed back first, then survivors who are connected, oldest first;
+        a chat whose page has dropped (it may never come back) waits behind them until it returns."""
         return sorted((c for c in self.chats.values() if c.phase is Phase.WAITING),
-                      key=lambda c: (not c.priority, c.opened_at, c.ref))
+                      key=lambda c: (not c.priority, c.disconnected_at is not None, c.opened_at, c.ref))
 
     def oldest_waiting(self) -> Chat | None:
         queue = self.waiting()

@@ -531,3 +531,15 @@ def test_a_chat_handed_back_to_the_queue_is_not_closed_unanswered():
     state, effects = apply(state, ClockTicked(), 3600)
     assert state.chats[REF].phase is Phase.WAITING
     assert not any(isinstance(e, NotifySurvivor) and e.key == "wait_expired" for e in effects)
+
+
+def test_a_survivor_who_is_here_goes_before_chats_whose_page_dropped():
+    later = ChatRef("M4N6")
+    steps = OPEN + opened(0, 5, "M4N6") + [(6, SurvivorDisconnected(SURVIVOR_ROOM))]
+    state, _ = run_all(steps)
+    assert [c.ref for c in state.waiting()] == [later, REF]
+    assert state.place_in_line(state.chats[later]) == 1
+    claimed, effects = apply(state, claim(None), 10)
+    assert OpenCaseRoom(later, ADVOCATE) in effects  # !claim takes the survivor who is there
+    back, _ = apply(state, SurvivorReconnected(SURVIVOR_ROOM), 10)
+    assert [c.ref for c in back.waiting()] == [REF, later]  # back: first again, by when they came

@@ -17,7 +17,7 @@ from aiohttp import web
 from dotenv import dotenv_values
 
 from hotline.devstack import DevStack, free_port
-from tests.support import Survivor, until
+from tests.support import Survivor, alerted_refs, eventually, until
 from webchat.app import create_app
 from webchat.limits import AddressLimits, client_key, parse_networks
 from webchat.settings import GatewaySettings
@@ -220,3 +220,82 @@ async def test_answers_per_address_at_and_past_the_limit(stack):
         statuses = [await post("203.0.113.9") for _ in range(3)]
         assert statuses[:2] == [204, 204] and statuses[2] == 429, statuses
         assert await post("198.51.100.22") == 204
+
+
+# --------------------------------------------------------------------------- a scripted flood
+
+FLOOD_ADDRESSES = ("203.0.113.50", "203.0.113.51", "2001:db8:bad:1::7")
+FLOOD_WAVES, FLOOD_WAVE = 6, 50  # 300 sockets, each: connect, start, drop at once
+
+
+def active_survivor_accounts(stack: DevStack) -> int:
+    return stack.homeserver.query(
+        "SELECT COUNT(*) FROM users WHERE name LIKE '@chat!_%' ESCAPE '!' AND deactivated = 0")[0][0]
+
+
+async def flood_once(url: str, address: str) -> str:
+    """One flooding socket: start a chat and drop the connection without waiting."""
+    page = From(url, address)
+    try:
+        await page.connect()
+    except aiohttp.WSServerHandshakeError as refused:
+        await page.close()
+        return f"http {refused.status}"
+    try:
+        await page.send({"type": "start"})
+        await asyncio.sleep(0.05)
+        return "dropped"
+    finally:
+        await page.close()
+
+
+async def test_a_flood_leaves_room_for_real_survivors_and_the_dispatch_room_readable(stack, advocate):
+    """300 sockets from three networks start and drop chats; a real survivor then starts a chat,
+    its alert stands out in the dispatch room and is claimed by its ref, and Synapse made no more
+    survivor accounts than the per-address limits allow, all erased afterwards."""
+    dispatch = stack.accounts.dispatch_room
+    starts_per_address = 5
+    accounts_before, active_before = survivor_accounts(stack), active_survivor_accounts(stack)
+    bodies_before = len(advocate.bodies(dispatch))
+    async with gateway(stack, max_starts_per_address=starts_per_address) as url:
+        async with asyncio.timeout(180):
+            outcomes: list[str] = []
+            for wave in range(FLOOD_WAVES):
+                outcomes += await asyncio.gather(*(flood_once(url, FLOOD_ADDRESSES[i % len(FLOOD_ADDRESSES)])
+                                                   for i in range(FLOOD_WAVE)))
+            assert len(outcomes) == FLOOD_WAVES * FLOOD_WAVE
+            # Synapse's survivor accounts: bounded by the limits, not by the flood.
+            made = survivor_accounts(stack) - accounts_before
+            assert made <= starts_per_address * len(FLOOD_ADDRESSES), made
+            # A real survivor, from another network, starts a chat and is announced.
+            real = From(url, "198.51.100.77")
+
+            def new_bodies() -> list[str]:
+                return advocate.bodies(dispatch)[bodies_before:]
+
+            try:
+                await asyncio.sleep(2)  # the flood's last drops reach the bot
+                announced = alerted_refs(new_bodies())
+                await real.start()
+                await until(lambda: len(real.texts("hotline")) >= 2, 60, "the notices")
+                # The chats the flood left are not ahead of a survivor who is here.
+                assert "you are number 1 in line" in real.texts("hotline")[1]
+                ref = (await until(lambda: alerted_refs(new_bodies())[len(announced):], 60,
+                                   "the real survivor's alert"))[0]
+                await advocate.say(dispatch, f"!claim {ref}")
+                case_room = await until(lambda: advocate.find_room_with(f"Case room for ref {ref}"), 60, "case room")
+                await real.say("a real survivor writes 7c1e")
+                await until(lambda: "Survivor: a real survivor writes 7c1e" in advocate.bodies(case_room), 30, "relay")
+                # The dispatch room stayed readable: a handful of lines, not one per flooding socket.
+                flood_lines = [b for b in new_bodies() if f"ref {ref}" not in b and ref not in alerted_refs([b])]
+                assert len(flood_lines) <= 5, flood_lines
+                await real.send({"type": "end"})
+                await until(lambda: real.first("ended"), 30, "ended")
+            finally:
+                await real.close()
+            # Every flood account is erased once its chat's grace period is over.
+            await eventually(lambda: _settled(stack, active_before), 120, "the flood's accounts erased")
+
+
+async def _settled(stack: DevStack, active_before: int) -> bool:
+    return active_survivor_accounts(stack) <= active_before
