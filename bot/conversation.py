@@ -10,10 +10,11 @@ joined; relaying both ways) → CLOSING (final notice sent, erase under way) →
 longest wait (then the survivor is told the other ways to get help and the chat closes),
 inactivity warning and close, the advocate reminder, and the reconnect grace period.
 
-Dispatch alerts are grouped: at most one alert (and one escalation, one note of chats closed
-unanswered) per ``Practice.alert_window``. The first chat is announced at once; chats that start
-within the window after it are announced together in one alert that lists their refs, so that
-many chats at once (a flood) cannot bury the dispatch room. ``!claim REF`` works on every ref.
+Dispatch alerts are grouped: at most ``Practice.alert_burst`` alerts (and as many escalations and
+notes of chats closed unanswered) in any ``Practice.alert_window``. Chats are announced at once
+until then; chats that start after that within the window are announced together in one alert
+that lists their refs, so that many chats at once (a flood) cannot bury the dispatch room.
+``!claim REF`` works on every ref.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ class Practice:
     inactivity_close_after: float = 300.0  # after the warning
     advocate_reminder_after: float = 180.0
     max_wait: float = 1800.0  # unclaimed this long: the survivor is told the alternatives, the chat closes
-    alert_window: float = 10.0  # at most one dispatch alert (one escalation) per window; more are grouped
+    alert_window: float = 10.0  # at most alert_burst dispatch alerts (escalations) per window; more are grouped
+    alert_burst: int = 3
 
 
 @dataclass(frozen=True)
@@ -153,11 +155,11 @@ class Hotline:
     chats: dict[ChatRef, Chat] = field(default_factory=dict)
     shifts: dict[UserId, float] = field(default_factory=dict)  # advocate → end of shift
     shift_reminded: frozenset[UserId] = frozenset()
-    # When the last dispatch alert, escalation and unanswered note went out (memory only: after a
-    # restart the next one goes out at once).
-    alerted_at: float | None = None
-    escalated_at: float | None = None
-    expired_at: float | None = None
+    # When the recent dispatch alerts, escalations and unanswered notes went out (memory only:
+    # after a restart the next ones go out at once).
+    alerts_sent: tuple[float, ...] = ()
+    escalations_sent: tuple[float, ...] = ()
+    expiries_sent: tuple[float, ...] = ()
 
     def by_survivor_room(self, room: RoomId) -> Chat | None:
         return next((c for c in self.chats.values() if c.survivor_room == room), None)
@@ -1111,14 +1113,19 @@ def _timers(state: Hotline, chat: Chat, now: float) -> Result:
     return state.with_chat(chat), effects
 
 
-def _window_open(last: float | None, now: float, practice: Practice) -> bool:
-    return last is None or now - last >= practice.alert_window
+def _window_open(sent: tuple[float, ...], now: float, practice: Practice) -> bool:
+    """Fewer than ``alert_burst`` posts of this kind in the last ``alert_window`` seconds."""
+    return sum(1 for t in sent if now - t < practice.alert_window) < practice.alert_burst
+
+
+def _sent(sent: tuple[float, ...], now: float, practice: Practice) -> tuple[float, ...]:
+    return tuple(t for t in sent if now - t < practice.alert_window) + (now,)
 
 
 def _dispatch_alerts(state: Hotline, now: float) -> Result:
-    """Announce, in one alert, every waiting chat not yet announced or due again (one per window)."""
+    """Announce, in one alert, every waiting chat not yet announced or due again (within the burst)."""
     practice = state.rules.practice
-    if not _window_open(state.alerted_at, now, practice):
+    if not _window_open(state.alerts_sent, now, practice):
         return state, []
     due = [c for c in state.waiting()
            if c.reassured_at is not None and c.disconnected_at is None
@@ -1127,7 +1134,7 @@ def _dispatch_alerts(state: Hotline, now: float) -> Result:
         return state, []
     for chat in due:
         state = state.with_chat(replace(chat, alerted_at=now))
-    state = replace(state, alerted_at=now)
+    state = replace(state, alerts_sent=_sent(state.alerts_sent, now, practice))
     if len(due) > 1:
         longest = int(_minutes(max(now - c.opened_at for c in due)))
         return state, [PostAlertGroup(tuple((c.ref, c.language or "") for c in due), longest)]
@@ -1142,9 +1149,9 @@ def _dispatch_alerts(state: Hotline, now: float) -> Result:
 
 
 def _escalations(state: Hotline, now: float) -> Result:
-    """Chats unclaimed past ``escalate_after``, escalated once each, together (one per window)."""
+    """Chats unclaimed past ``escalate_after``, escalated once each, together (within the burst)."""
     practice = state.rules.practice
-    if not _window_open(state.escalated_at, now, practice):
+    if not _window_open(state.escalations_sent, now, practice):
         return state, []
     due = [c for c in state.waiting()
            if c.reassured_at is not None and c.disconnected_at is None and not c.escalated
@@ -1153,7 +1160,7 @@ def _escalations(state: Hotline, now: float) -> Result:
         return state, []
     for chat in due:
         state = state.with_chat(replace(chat, escalated=True))
-    state = replace(state, escalated_at=now)
+    state = replace(state, escalations_sent=_sent(state.escalations_sent, now, practice))
     longest = int(_minutes(max(now - c.opened_at for c in due)))
     if len(due) == 1:
         return state, [Escalate(due[0].ref, longest)]
@@ -1162,9 +1169,9 @@ def _escalations(state: Hotline, now: float) -> Result:
 
 def _expire_unanswered(state: Hotline, now: float) -> Result:
     """Chats that waited ``max_wait`` with no advocate: the survivor is told the other ways to get
-    help, the chat closes and is erased; dispatch gets one note for all of them (one per window)."""
+    help, the chat closes and is erased; dispatch gets one note for all of them (within the burst)."""
     practice = state.rules.practice
-    if not _window_open(state.expired_at, now, practice):
+    if not _window_open(state.expiries_sent, now, practice):
         return state, []
     # A chat handed back to the queue by an advocate (transferred) is first in line and escalated;
     # it is not closed on the survivor, who has been talking with the hotline.
@@ -1178,7 +1185,7 @@ def _expire_unanswered(state: Hotline, now: float) -> Result:
     refs = ", ".join(c.ref for c in sorted(due, key=lambda c: (c.opened_at, c.ref)))
     effects.append(Reply(state.rules.dispatch_room, "closed_unanswered",
                          (("refs", refs), ("minutes", _minutes(practice.max_wait)))))
-    return replace(state, expired_at=now), effects
+    return replace(state, expiries_sent=_sent(state.expiries_sent, now, practice)), effects
 
 
 def on_chat_erased(state: Hotline, event: ChatErased, now: float) -> Result:

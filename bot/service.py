@@ -175,6 +175,7 @@ class HotlineBot:
                 advocate_reminder_after=settings.advocate_reminder_minutes * 60,
                 max_wait=settings.max_wait_minutes * 60,
                 alert_window=settings.alert_group_seconds,
+                alert_burst=settings.alert_burst,
             ),
         )
         self.state = Hotline(rules=self.rules)
