@@ -1,14 +1,22 @@
-"""Staff text → command. Pure: no I/O, no Matrix.
+"""Staff text → command. Pure: no I/O, no Matrix client (only the plain content of an event).
 
-A line that starts with ``!`` is a command and is never relayed to the survivor. Unknown
-commands and bad arguments come back as ``Invalid`` with a reason, so the bot can say what went
-wrong instead of relaying or ignoring the line.
+A message that starts with ``!`` is one command and is never relayed to the survivor; a message
+with a line starting with ``!`` further down is not relayed either (see ``has_command_line``), so
+no ``!`` line a staff member writes ever reaches the page. Unknown commands and bad arguments come
+back as ``Invalid`` with a reason, so the bot can say what went wrong instead of relaying or
+ignoring the message.
+
+``written(content)`` reads a message as its author meant it: a reply without the quoted original
+that clients put in front of it (the reply fallback of the Matrix spec's rich replies), and an
+edit (``m.replace``) as its new text, never as the ``* …`` fallback body.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from bot.ids import ChatRef, normalize_ref
 
@@ -138,6 +146,55 @@ MAX_SERVICE_MESSAGE = 500
 
 def is_command(text: str) -> bool:
     return text.lstrip().startswith(PREFIX)
+
+
+def has_command_line(text: str) -> bool:
+    """A line after the first starts with ``!``: a command put in the middle of a message."""
+    return any(line.lstrip().startswith(PREFIX) for line in text.splitlines()[1:])
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a staff message says, as meant."""
+
+    text: str
+    edit: bool = False  # an edit (m.replace) of an earlier message: ``text`` is the new text
+
+
+def written(content: Mapping[str, Any]) -> Written:
+    """The text of a message's content: a reply without its fallback, an edit as its new text.
+
+    Only the plain ``body`` is read (and relayed): a formatted body and its ``<mx-reply>`` block
+    never reach the survivor.
+    """
+    relation = content.get("m.relates_to")
+    relation = relation if isinstance(relation, Mapping) else {}
+    if relation.get("rel_type") == "m.replace":
+        new = content.get("m.new_content")
+        body = new.get("body") if isinstance(new, Mapping) else None
+        text = body if isinstance(body, str) else ""
+        # A replacement carries no reply relation; a client that still quotes the original in it
+        # writes the fallback's first line as "> <@user:server> …".
+        return Written(strip_reply_fallback(text) if FALLBACK_HEADER.match(text) else text, edit=True)
+    body = content.get("body")
+    text = body if isinstance(body, str) else ""
+    in_reply = relation.get("m.in_reply_to")
+    return Written(strip_reply_fallback(text) if isinstance(in_reply, Mapping) else text)
+
+
+FALLBACK_HEADER = re.compile(r"^> (\* )?<[^>\n]*>")
+
+
+def strip_reply_fallback(body: str) -> str:
+    """The body of a reply without the quoted original: the leading lines that start with ``>``,
+    and the blank line after them (the spec's rich replies: "Stripping the fallback")."""
+    lines = body.split("\n")
+    start = 0
+    while start < len(lines) and lines[start].startswith(">"):
+        start += 1
+    if start and start < len(lines) and not lines[start].strip():
+        start += 1
+    return "\n".join(lines[start:])
 
 
 def parse(text: str) -> Command | None:

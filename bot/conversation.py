@@ -5,7 +5,14 @@ Matrix events into the events below and carry out the effects; the tests drive t
 plain tables of events and a fake clock (see tests/test_conversation.py).
 
 A chat moves WAITING → INVITING (claimed; case room made, advocate invited) → ACTIVE (advocate
-joined; relaying both ways) → CLOSING (final notice sent, erase under way) → gone.
+joined; relaying both ways) → CLOSING (final notice sent, erase under way) → gone. An advocate
+who leaves the case room (or is removed, or whose account is closed) sends the chat back to
+WAITING, first in line.
+
+Who is in a case room: the advocate, at most one supervisor and one interpreter, each let in by
+one invitation at a time, and announced to the survivor with that role exactly once when they
+join. Anyone else who joins is removed.
+
 ``ClockTicked`` drives every timer: reassurance and re-alerts while waiting, escalation, the
 longest wait (then the survivor is told the other ways to get help and the chat closes),
 inactivity warning and close, the advocate reminder, and the reconnect grace period.
@@ -46,6 +53,7 @@ from bot.commands import (
     SupervisorRequest,
     Transfer,
     VerifyDevice,
+    has_command_line,
 )
 from bot.ids import ChatRef, EventId, RoomId, UserId
 from hotline.wire import Role
@@ -100,8 +108,10 @@ class Chat:
     handoff_note: str | None = None  # kept in memory only (see bot/store.py)
     supervisor: UserId | None = None  # joined the case room
     interpreter: UserId | None = None  # joined the case room
-    invited: UserId | None = None  # a supervisor or interpreter invited to the case room
-    interpreter_request: str | None = None  # "asking:<language or @user>" or "wanted:<language>"
+    invited: UserId | None = None  # a supervisor invited to the case room, not joined yet
+    # "asking:<language or @user>" (the survivor is asked), "wanted:<language>" (the interpreters
+    # are asked), "invited:<@user>" (an interpreter is invited, not joined yet)
+    interpreter_request: str | None = None
     codeword_ask: str | None = None  # "new", "verify:C-XXXX" or "rotate:C-XXXX" while the page asks
     codeword_attempts: int = 0  # verifications tried in this chat
     verified_case: str | None = None  # the case whose code word matched in this chat
@@ -235,6 +245,15 @@ class StaffWrote:
 
 
 @dataclass(frozen=True)
+class StaffEdited:
+    """A staff member edited an earlier message (m.replace) into text that is not a command."""
+
+    room: RoomId
+    sender: UserId
+    event_id: EventId
+
+
+@dataclass(frozen=True)
 class CommandGiven:
     room: RoomId
     sender: UserId
@@ -310,6 +329,7 @@ Event = (
     | SurvivorProfile
     | SurvivorNotified
     | StaffWrote
+    | StaffEdited
     | CommandGiven
     | SurvivorAnswered
     | CodewordChecked
@@ -463,6 +483,15 @@ class InviteToCase:
 
 
 @dataclass(frozen=True)
+class RemoveFromCase:
+    """Someone joined a case room without the invitation the rules gave: they are removed (and
+    the room told) unless they are gone already."""
+
+    room: RoomId
+    user: UserId
+
+
+@dataclass(frozen=True)
 class EraseCaseRoom:
     """A case room the chat has left (after a transfer): redact, purge; its advocate loses it."""
 
@@ -548,6 +577,7 @@ Effect = (
     | ShowHelp
     | ListCanned
     | InviteToCase
+    | RemoveFromCase
     | EraseCaseRoom
     | AskSurvivor
     | ShowDevices
@@ -563,6 +593,7 @@ Result = tuple[Hotline, list[Effect]]
 
 WAIT_BUCKETS = ((60, "<1m"), (300, "1-5m"), (900, "5-15m"), (3600, "15-60m"))
 DURATION_BUCKETS = ((300, "<5m"), (900, "5-15m"), (1800, "15-30m"), (3600, "30-60m"))
+ASKING, WANTED, INVITED = "asking:", "wanted:", "invited:"  # the steps of interpreter_request
 LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,3}$")
 
 
@@ -647,10 +678,24 @@ def on_staff_wrote(state: Hotline, event: StaffWrote, now: float) -> Result:
         return state, []
     speakers = {chat.advocate: Role.ADVOCATE, chat.supervisor: Role.SUPERVISOR, chat.interpreter: Role.INTERPRETER}
     role = speakers.get(event.sender)
-    if role is None:
+    if role is None or not event.text.strip():
         return state, []
+    if has_command_line(event.text):
+        # A command on a later line: neither carried out nor relayed (no "!" line reaches the page).
+        return state, [Reply(event.room, "command_not_alone")]
     chat = replace(chat, advocate_at=now, reminded=False)
     return state.with_chat(chat), [RelayToSurvivor(chat.survivor_room, event.event_id, event.text, role)]
+
+
+def on_staff_edited(state: Hotline, event: StaffEdited, now: float) -> Result:
+    """Edits are not relayed: the survivor already has the first version, and a changed line
+    appearing twice is more confusing than a correction written as a new message."""
+    chat = state.by_case_room(event.room)
+    if chat is None or chat.phase is not Phase.ACTIVE:
+        return state, []
+    if event.sender not in (chat.advocate, chat.supervisor, chat.interpreter):
+        return state, []
+    return state, [Reply(event.room, "edit_not_relayed")]
 
 
 def on_command_given(state: Hotline, event: CommandGiven, now: float) -> Result:
@@ -730,8 +775,10 @@ def _transfer(state: Hotline, event: CommandGiven, command: Transfer, now: float
     if target is not None:
         effects.append(OpenCaseRoom(chat.ref, target))
     else:
-        effects.append(Reply(state.rules.dispatch_room, "alert_transfer",
-                             (("ref", chat.ref), ("note", command.note or "none"))))
+        # The note stays in the chat's state and is shown in the next case room, which the erase
+        # reaches; the dispatch room is never erased, so it only learns that there is one.
+        key = "alert_transfer_note" if command.note else "alert_transfer"
+        effects.append(Reply(state.rules.dispatch_room, key, (("ref", chat.ref),)))
     return state.with_chat(moved), effects
 
 
@@ -747,18 +794,32 @@ def _join(state: Hotline, event: CommandGiven, command: Join) -> Result:
     chat = state.chats.get(command.ref)
     if chat is None or chat.phase is not Phase.ACTIVE or chat.case_room is None:
         return state, [Reply(event.room, "unknown_active_ref", (("ref", command.ref),))]
-    wanted = chat.interpreter_request or ""
-    if StaffRole.SUPERVISOR in event.roles:
-        pass
-    elif StaffRole.INTERPRETER in event.roles and wanted.startswith("wanted:"):
-        pass
-    else:
-        return state, [Reply(event.room, "join_refused")]
     if event.sender in (chat.advocate, chat.supervisor, chat.interpreter):
         return state, [Reply(event.room, "already_in", (("ref", chat.ref),))]
-    chat = replace(chat, invited=event.sender)
-    return state.with_chat(chat), [InviteToCase(chat.case_room, event.sender),
-                                   Reply(event.room, "joining", (("ref", chat.ref),))]
+    joining = Reply(event.room, "joining", (("ref", chat.ref),))
+    request = chat.interpreter_request or ""
+    # An interpreter when the chat waits for one and they asked as one (from the interpreters
+    # room, or they are not a supervisor); a supervisor otherwise. One invitation at a time.
+    as_interpreter = (StaffRole.INTERPRETER in event.roles and request.startswith((WANTED, INVITED))
+                      and (event.room == state.rules.interpreters_room or StaffRole.SUPERVISOR not in event.roles))
+    if as_interpreter:
+        pending = request.removeprefix(INVITED) if request.startswith(INVITED) else None
+        if pending == event.sender:
+            return state, [joining]
+        if pending is not None:
+            return state, [Reply(event.room, "already_joining", (("ref", chat.ref), ("user", pending)))]
+        chat = replace(chat, interpreter_request=INVITED + event.sender)
+    elif StaffRole.SUPERVISOR in event.roles:
+        if chat.supervisor is not None:
+            return state, [Reply(event.room, "supervisor_present", (("ref", chat.ref), ("user", chat.supervisor)))]
+        if chat.invited == event.sender:
+            return state, [joining]
+        if chat.invited is not None:
+            return state, [Reply(event.room, "already_joining", (("ref", chat.ref), ("user", chat.invited)))]
+        chat = replace(chat, invited=event.sender)
+    else:
+        return state, [Reply(event.room, "join_refused")]
+    return state.with_chat(chat), [InviteToCase(chat.case_room, event.sender), joining]
 
 
 def _interpreter_request(state: Hotline, event: CommandGiven, command: InterpreterRequest) -> Result:
@@ -769,8 +830,13 @@ def _interpreter_request(state: Hotline, event: CommandGiven, command: Interpret
         return state, [Reply(event.room, "not_active")]
     if command.user is not None and StaffRole.INTERPRETER not in event.target_roles:
         return state, [Reply(event.room, "not_an_interpreter", (("user", command.user),))]
+    if chat.interpreter is not None:
+        return state, [Reply(event.room, "interpreter_present", (("user", chat.interpreter),))]
+    if (chat.interpreter_request or "").startswith(INVITED):
+        pending = (chat.interpreter_request or "").removeprefix(INVITED)
+        return state, [Reply(event.room, "already_joining", (("ref", chat.ref), ("user", pending)))]
     wanted = command.user or command.language or ""
-    chat = replace(chat, interpreter_request=f"asking:{wanted}")
+    chat = replace(chat, interpreter_request=ASKING + wanted)
     return state.with_chat(chat), [AskSurvivor(chat.survivor_room, "interpreter_consent"),
                                    Reply(event.room, "interpreter_asking")]
 
@@ -809,17 +875,17 @@ def on_survivor_answered(state: Hotline, event: SurvivorAnswered, now: float) ->
     if event.question != "interpreter_consent":
         return state, []
     request = chat.interpreter_request or ""
-    if not request.startswith("asking:"):
+    if not request.startswith(ASKING):
         return state, []
-    wanted = request.removeprefix("asking:")
+    wanted = request.removeprefix(ASKING)
     if event.value != "yes":
         chat = replace(chat, interpreter_request=None)
         return state.with_chat(chat), [Reply(chat.case_room, "interpreter_declined")]
     if wanted.startswith("@"):
-        chat = replace(chat, interpreter_request=f"wanted:{wanted}", invited=UserId(wanted))
+        chat = replace(chat, interpreter_request=INVITED + wanted)
         return state.with_chat(chat), [Reply(chat.case_room, "interpreter_consented"),
                                        InviteToCase(chat.case_room, UserId(wanted))]
-    chat = replace(chat, interpreter_request=f"wanted:{wanted}")
+    chat = replace(chat, interpreter_request=WANTED + wanted)
     return state.with_chat(chat), [Reply(chat.case_room, "interpreter_consented"),
                                    AskInterpreters(chat.ref, wanted)]
 
@@ -977,10 +1043,18 @@ def on_member_joined(state: Hotline, event: MemberJoined, now: float) -> Result:
             Count("started"),
         ]
     chat = state.by_case_room(event.room)
-    if chat is not None and chat.phase is Phase.ACTIVE and event.user == chat.invited:
-        return _participant_joined(state, chat, event.user)
-    if chat is None or chat.phase is not Phase.INVITING or event.user != chat.advocate:
+    if chat is None or chat.phase is Phase.CLOSING:
         return state, []
+    if chat.phase is Phase.ACTIVE:
+        if event.user in (chat.advocate, chat.supervisor, chat.interpreter):
+            return state, []  # already in and announced (a join seen again, e.g. after a restart)
+        if chat.interpreter_request == INVITED + event.user:
+            return _participant_joined(state, chat, event.user, StaffRole.INTERPRETER)
+        if event.user == chat.invited:
+            return _participant_joined(state, chat, event.user, StaffRole.SUPERVISOR)
+    if event.user != chat.advocate or chat.phase is not Phase.INVITING:
+        # Not invited by the rules, so never announced: removed before anything more is sent there.
+        return state, [RemoveFromCase(event.room, event.user)]
     assert chat.case_room is not None
     # The silence clocks start now: what was written while waiting is answered from here on.
     active = replace(chat, phase=Phase.ACTIVE, survivor_at=now, warned=False, reminded=False)
@@ -1000,11 +1074,11 @@ def on_member_joined(state: Hotline, event: MemberJoined, now: float) -> Result:
     return state.with_chat(replace(active, handoff_note=None)), effects
 
 
-def _participant_joined(state: Hotline, chat: Chat, user: UserId) -> Result:
+def _participant_joined(state: Hotline, chat: Chat, user: UserId, role: StaffRole) -> Result:
+    """Announced with the role they were invited in, once: the invitation is used up."""
     assert chat.case_room is not None
-    interpreting = (chat.interpreter_request or "").startswith("wanted:")
-    if interpreting:
-        chat = replace(chat, interpreter=user, invited=None, interpreter_request=None)
+    if role is StaffRole.INTERPRETER:
+        chat = replace(chat, interpreter=user, interpreter_request=None)
         key = "interpreter_joined"
     else:
         chat = replace(chat, supervisor=user, invited=None)
@@ -1014,14 +1088,42 @@ def _participant_joined(state: Hotline, chat: Chat, user: UserId) -> Result:
 
 
 def on_member_left(state: Hotline, event: MemberLeft, now: float) -> Result:
+    """Someone left a case room, was removed, declined its invitation, or their account was closed."""
     chat = state.by_case_room(event.room)
-    if chat is None or chat.phase is not Phase.ACTIVE:
+    if chat is None or chat.phase not in (Phase.INVITING, Phase.ACTIVE):
         return state, []
+    if event.user == chat.advocate:
+        return _advocate_gone(state, chat, now)
+    if chat.phase is not Phase.ACTIVE:
+        return state, []
+    assert chat.case_room is not None
     if event.user == chat.supervisor:
         return state.with_chat(replace(chat, supervisor=None)), [NotifySurvivor(chat.survivor_room, "supervisor_left")]
     if event.user == chat.interpreter:
         return state.with_chat(replace(chat, interpreter=None)), [NotifySurvivor(chat.survivor_room, "interpreter_left")]
+    declined = [Reply(chat.case_room, "invitation_declined", (("user", event.user),))]
+    if event.user == chat.invited:
+        return state.with_chat(replace(chat, invited=None)), declined
+    if chat.interpreter_request == INVITED + event.user:
+        return state.with_chat(replace(chat, interpreter_request=None)), declined
     return state, []
+
+
+def _advocate_gone(state: Hotline, chat: Chat, now: float) -> Result:
+    """The advocate is no longer in the case room: the chat goes back to the front of the queue.
+    The survivor is told if they had been talking with them; the case room is erased."""
+    assert chat.case_room is not None
+    moved = replace(
+        chat, phase=Phase.WAITING, advocate=None, case_room=None, supervisor=None, interpreter=None, invited=None,
+        interpreter_request=None, codeword_ask=None, priority=True, claimed_at=None, alerted_at=now,
+        reassured_at=now, escalated=False, transferred=chat.transferred or chat.phase is Phase.ACTIVE,
+    )
+    effects: list[Effect] = [Reply(chat.case_room, "advocate_gone", (("ref", chat.ref),)),
+                             EraseCaseRoom(chat.case_room)]
+    if chat.phase is Phase.ACTIVE:
+        effects.append(NotifySurvivor(chat.survivor_room, "advocate_gone"))
+    effects.append(Reply(state.rules.dispatch_room, "alert_returned", (("ref", chat.ref),)))
+    return state.with_chat(moved), effects
 
 
 def on_survivor_ended(state: Hotline, event: SurvivorEnded, now: float) -> Result:
@@ -1203,6 +1305,7 @@ _HANDLERS = {
     SurvivorProfile: on_survivor_profile,
     SurvivorNotified: on_survivor_notified,
     StaffWrote: on_staff_wrote,
+    StaffEdited: on_staff_edited,
     CommandGiven: on_command_given,
     CaseRoomOpened: on_case_room_opened,
     MemberJoined: on_member_joined,

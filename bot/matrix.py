@@ -22,6 +22,7 @@ from nio import (
     OlmUnverifiedDeviceError,
     RoomCreateError,
     RoomInviteError,
+    RoomKickError,
     RoomLeaveResponse,
     RoomMessagesError,
     RoomRedactError,
@@ -101,6 +102,11 @@ class BotMatrix:
         response = await self.client.room_invite(room_id, user_id)
         if isinstance(response, RoomInviteError):
             raise MatrixError("invite", response.status_code)
+
+    async def kick(self, room_id: str, user_id: str) -> None:
+        response = await self.client.room_kick(room_id, user_id)
+        if isinstance(response, RoomKickError):
+            raise MatrixError("kick", response.status_code)
 
     def held_back_devices(self, users: set[str]) -> list[tuple[str, str]]:
         olm = self.client.olm

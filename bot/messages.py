@@ -48,6 +48,11 @@ SURVIVOR: dict[str, str] = {
         "shortly and will be able to read what has been written so far."
     ),
     "new_advocate": "You are now chatting with a different advocate.",
+    "advocate_gone": (
+        "The advocate is no longer in this chat. Another advocate will continue with you as soon "
+        "as one is free and will be able to read what has been written so far. You can keep "
+        "writing. If you are in danger right now, call {phone}."
+    ),
     "supervisor_joined": "A supervisor has joined the chat.",
     "supervisor_left": "The supervisor has left the chat.",
     "interpreter_joined": "An interpreter has joined the chat. Their messages are marked «Interpreter».",
@@ -129,8 +134,10 @@ STAFF: dict[str, str] = {
     "case_intro": (
         "Case room for ref {ref}. Preferred language: {language}. Rights notice shown to the "
         "survivor: {rights}. Messages from the survivor appear here marked «Survivor». What you "
-        "write here goes to the survivor, except lines that start with ! (commands). "
-        "!say lists ready-made messages; !close ends the chat and erases it."
+        "write here goes to the survivor, except commands: a message that starts with ! is one "
+        "command and is never sent to them (a message with a ! line further down is not sent "
+        "either). Edits are not sent. !say lists ready-made messages; !close ends the chat and "
+        "erases it."
     ),
     "safety_prompt": (
         "Safety check-in: early on, ask whether they are safe right now and whether someone "
@@ -157,7 +164,24 @@ STAFF: dict[str, str] = {
         "erasing the conversation now."
     ),
     "closed_inactivity": "Chat {ref} closed after a long silence. Erasing the conversation now.",
-    "alert_transfer": "Chat waiting (transferred, first in line) · ref {ref} · note: {note} · type !claim {ref}",
+    "alert_transfer": "Chat waiting (transferred, first in line) · ref {ref} · type !claim {ref}",
+    "alert_transfer_note": (
+        "Chat waiting (transferred, first in line) · ref {ref} · a handoff note is shown to whoever "
+        "claims it · type !claim {ref}"
+    ),
+    "alert_returned": "Chat waiting (its advocate left the chat, first in line) · ref {ref} · type !claim {ref}",
+    "advocate_gone": (
+        "The advocate left this chat. Chat {ref} is back in the queue, first in line, and the "
+        "survivor was told. This room will be erased."
+    ),
+    "command_not_alone": (
+        "Not sent to the survivor: a line of that message starts with ! (a command). Send the "
+        "command on its own, as a message that starts with !, and the rest as another message."
+    ),
+    "edit_not_relayed": (
+        "Edits do not reach the survivor: they still see the first version. To correct it, send "
+        "the correction as a new message."
+    ),
     "transferred_out": "Chat {ref} is handed on. This room will be erased; thank you.",
     "transfer_self": "The chat is already yours.",
     "transfer_target": "{user} is not an advocate or supervisor here.",
@@ -167,6 +191,11 @@ STAFF: dict[str, str] = {
     "unknown_active_ref": "There is no active chat with ref {ref}.",
     "join_refused": "Only supervisors, or interpreters for a chat that asked for one, can join a chat.",
     "already_in": "You are already in chat {ref}.",
+    "already_joining": "{user} is already joining chat {ref}. One at a time: try again once they have joined or declined.",
+    "supervisor_present": "Supervisor {user} is already in chat {ref}.",
+    "interpreter_present": "Interpreter {user} is already in this chat.",
+    "invitation_declined": "{user} declined the invitation to this chat.",
+    "removed_uninvited": "{user} joined this room without the bot's invitation and was removed.",
     "joining": "You are invited to the case room of chat {ref}.",
     "staff_supervisor_joined": "Supervisor {user} joined. The survivor was told that a supervisor joined.",
     "staff_interpreter_joined": (

@@ -72,6 +72,7 @@ from bot.conversation import (
     RelayBacklog,
     RelayToCase,
     RelayToSurvivor,
+    RemoveFromCase,
     Reply,
     Rules,
     SendCanned,
@@ -81,6 +82,7 @@ from bot.conversation import (
     ShowHelp,
     ShowStats,
     SignalClosed,
+    StaffEdited,
     StaffRole,
     StaffWrote,
     SurvivorAnswered,
@@ -349,7 +351,8 @@ class HotlineBot:
         if isinstance(event, RoomMemberEvent):
             if event.membership == "join" and event.prev_membership != "join":
                 await self.handle(MemberJoined(room, UserId(event.state_key)))
-            elif event.membership in ("leave", "ban") and event.prev_membership == "join":
+            elif event.membership in ("leave", "ban") and event.prev_membership in ("join", "invite"):
+                # Left, removed, declined an invitation, or the account was closed.
                 await self.handle(MemberLeft(room, UserId(event.state_key)))
             return
         if getattr(event, "sender", None) == self.matrix.user_id:
@@ -366,7 +369,9 @@ class HotlineBot:
             return
         if isinstance(event, TEXT_EVENTS) and getattr(event, "decrypted", False):
             if await self._from_trusted_device(room, event):
-                await self._on_staff_text(room, UserId(event.sender), EventId(event.event_id), event.body)
+                content = event.source.get("content", {})
+                written = commands.written(content if isinstance(content, dict) else {})
+                await self._on_staff_text(room, UserId(event.sender), EventId(event.event_id), written)
 
     async def _from_trusted_device(self, room: RoomId, event: Any) -> bool:
         """Staff text counts only from a device the trust policy trusts, as today's Element reads
@@ -443,10 +448,12 @@ class HotlineBot:
         self._typing[chat.survivor_room] = typing
         await self.matrix.client.room_typing(chat.survivor_room, typing_state=typing, timeout=TYPING_TIMEOUT_MS)
 
-    async def _on_staff_text(self, room: RoomId, sender: UserId, event_id: EventId, text: str) -> None:
-        command = commands.parse(text)
+    async def _on_staff_text(self, room: RoomId, sender: UserId, event_id: EventId, written: commands.Written) -> None:
+        """Commands are recognised on the text as meant: a reply without its quote, an edit's new text."""
+        command = commands.parse(written.text)
         if command is None:
-            await self.handle(StaffWrote(room, sender, event_id, text))
+            await self.handle(StaffEdited(room, sender, event_id) if written.edit
+                              else StaffWrote(room, sender, event_id, written.text))
             return
         named = getattr(command, "to", None) or getattr(command, "user", None)
         target_roles = self.roles_of(UserId(named)) if isinstance(named, str) else frozenset()
@@ -634,6 +641,11 @@ class HotlineBot:
             await self._set_service(effect)
         elif isinstance(effect, InviteToCase):
             await self.matrix.invite(effect.room, effect.user)
+        elif isinstance(effect, RemoveFromCase):
+            if effect.user in self.matrix.room_members(effect.room):
+                await self.matrix.kick(effect.room, effect.user)
+                log.warning("removed someone who joined a case room without the bot's invitation")
+                await self._reply(Reply(effect.room, "removed_uninvited", (("user", effect.user),)))
         elif isinstance(effect, EraseCaseRoom):
             if effect.room not in self._erasing_rooms:
                 self._erasing_rooms.add(effect.room)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bot.commands import Claim, Close, Help, Invalid, Service, Stats, parse
+from bot.commands import Claim, Close, Help, Invalid, Service, Stats, Written, has_command_line, parse, written
 from bot.commands import Say as SayCommand
 from bot.ids import new_ref, normalize_ref
 from webchat.protocol import End, FrameError, Resume, Say, Start
@@ -45,6 +45,52 @@ COMMANDS = [
 @pytest.mark.parametrize(("text", "expected"), COMMANDS)
 def test_commands(text, expected):
     assert parse(text) == expected
+
+
+REPLY = {"m.in_reply_to": {"event_id": "$original"}}
+NOTE = "Handoff note from the previous advocate: she prefers evenings"
+# (content of a staff message, what it says as meant)
+WRITTEN = [
+    ({"msgtype": "m.text", "body": "hello"}, Written("hello")),
+    ({"msgtype": "m.text", "body": "> a quote I mean to send\n\nmy answer"},  # not a reply: kept
+     Written("> a quote I mean to send\n\nmy answer")),
+    # A reply: the quoted original (the fallback) is not part of what was written.
+    ({"msgtype": "m.text", "body": f"> <@hotline:hs> {NOTE}\n\nThank you for waiting", "m.relates_to": REPLY,
+      "format": "org.matrix.custom.html",
+      "formatted_body": f"<mx-reply><blockquote>{NOTE}</blockquote></mx-reply>Thank you for waiting"},
+     Written("Thank you for waiting")),
+    ({"msgtype": "m.text", "body": "> <@hotline:hs> Matches case C-K7Q3\n> set on 2026-01-02\n\n!close",
+      "m.relates_to": REPLY}, Written("!close")),
+    ({"msgtype": "m.text", "body": "> * <@hotline:hs> waves\n\nhi", "m.relates_to": REPLY}, Written("hi")),
+    ({"msgtype": "m.text", "body": "no fallback (a newer client)", "m.relates_to": REPLY},
+     Written("no fallback (a newer client)")),
+    ({"msgtype": "m.text", "body": "> <@hotline:hs> only the quote", "m.relates_to": REPLY}, Written("")),
+    # An edit: the new text, never the "* " fallback body.
+    ({"msgtype": "m.text", "body": "* !close", "m.new_content": {"msgtype": "m.text", "body": "!close"},
+      "m.relates_to": {"rel_type": "m.replace", "event_id": "$first"}}, Written("!close", edit=True)),
+    ({"msgtype": "m.text", "body": "* see you at 6", "m.new_content": {"msgtype": "m.text", "body": "see you at 6"},
+      "m.relates_to": {"rel_type": "m.replace", "event_id": "$first"}}, Written("see you at 6", edit=True)),
+    ({"msgtype": "m.text", "body": "* > <@hotline:hs> Survivor: hi\n\n!close",
+      "m.new_content": {"msgtype": "m.text", "body": "> <@hotline:hs> Survivor: hi\n\n!close"},
+      "m.relates_to": {"rel_type": "m.replace", "event_id": "$first"}}, Written("!close", edit=True)),
+    ({"msgtype": "m.text", "body": "* broken", "m.relates_to": {"rel_type": "m.replace", "event_id": "$x"}},
+     Written("", edit=True)),  # no new content: nothing
+    ({"msgtype": "m.text", "body": 7}, Written("")),
+    ({"msgtype": "m.text", "body": "x", "m.relates_to": "nonsense"}, Written("x")),
+]
+
+
+@pytest.mark.parametrize(("content", "expected"), WRITTEN)
+def test_staff_text_as_meant(content, expected):
+    assert written(content) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("hello", False), ("!close", False), ("hello\n!close", True), ("hi\n  !say safety", True),
+    ("hi!\nwhat a day!", False), ("a\n\n b ! c", False),
+])
+def test_a_command_line_further_down(text, expected):
+    assert has_command_line(text) is expected
 
 
 def test_refs_are_unambiguous_and_round_trip():

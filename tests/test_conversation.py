@@ -51,6 +51,7 @@ from bot.conversation import (
     RelayBacklog,
     RelayToCase,
     RelayToSurvivor,
+    RemoveFromCase,
     Reply,
     Rules,
     SendCanned,
@@ -61,6 +62,7 @@ from bot.conversation import (
     PostAlertGroup,
     ShowStats,
     SignalClosed,
+    StaffEdited,
     StaffRole,
     StaffWrote,
     SurvivorAnswered,
@@ -171,8 +173,12 @@ CASES = [
      [Reply(CASE_ROOM, "case_intro", (("ref", REF), ("language", "ar"), ("rights", "yes"))),
       RelayBacklog(SURVIVOR_ROOM, SURVIVOR, CASE_ROOM), NotifySurvivor(SURVIVOR_ROOM, "advocate_joined"),
       Reply(CASE_ROOM, "safety_prompt")]),
-    ("someone else joining the case room changes nothing", ACTIVE[:-1] + [(12, MemberJoined(CASE_ROOM, OTHER))],
-     Phase.INVITING, []),
+    ("someone else joining the case room is removed", ACTIVE[:-1] + [(12, MemberJoined(CASE_ROOM, OTHER))],
+     Phase.INVITING, [RemoveFromCase(CASE_ROOM, OTHER)]),
+    ("someone uninvited joining an active case room is removed, never announced",
+     ACTIVE + [(13, MemberJoined(CASE_ROOM, OTHER))], Phase.ACTIVE, [RemoveFromCase(CASE_ROOM, OTHER)]),
+    ("the advocate's join seen again changes nothing", ACTIVE + [(13, MemberJoined(CASE_ROOM, ADVOCATE))],
+     Phase.ACTIVE, []),
     ("survivor text is relayed to the case room",
      ACTIVE + [(20, SurvivorWrote(SURVIVOR_ROOM, SURVIVOR, EventId("$2"), "hello"))], Phase.ACTIVE,
      [RelayToCase(CASE_ROOM, EventId("$2"), "hello")]),
@@ -181,6 +187,30 @@ CASES = [
     ("advocate text is relayed as Advocate",
      ACTIVE + [(20, StaffWrote(CASE_ROOM, ADVOCATE, EventId("$3"), "hi"))], Phase.ACTIVE,
      [RelayToSurvivor(SURVIVOR_ROOM, EventId("$3"), "hi", Role.ADVOCATE)]),
+    ("a message with a command on a later line is neither relayed nor carried out",
+     ACTIVE + [(20, StaffWrote(CASE_ROOM, ADVOCATE, EventId("$3"), "take care\n!close"))], Phase.ACTIVE,
+     [Reply(CASE_ROOM, "command_not_alone")]),
+    ("a message with nothing to say (a reply that was only its quote) is not relayed",
+     ACTIVE + [(20, StaffWrote(CASE_ROOM, ADVOCATE, EventId("$3"), " \n"))], Phase.ACTIVE, []),
+    ("an edit is not relayed; the advocate is told",
+     ACTIVE + [(20, StaffEdited(CASE_ROOM, ADVOCATE, EventId("$e")))], Phase.ACTIVE,
+     [Reply(CASE_ROOM, "edit_not_relayed")]),
+    ("an edit by someone not in the chat changes nothing",
+     ACTIVE + [(20, StaffEdited(CASE_ROOM, OTHER, EventId("$e")))], Phase.ACTIVE, []),
+    ("an edit in another room changes nothing", ACTIVE + [(20, StaffEdited(DISPATCH, ADVOCATE, EventId("$e")))],
+     Phase.ACTIVE, []),
+    ("the advocate leaves the case room: first in line again, the survivor told, the room erased",
+     ACTIVE + [(30, MemberLeft(CASE_ROOM, ADVOCATE))], Phase.WAITING,
+     [Reply(CASE_ROOM, "advocate_gone", (("ref", REF),)), EraseCaseRoom(CASE_ROOM),
+      NotifySurvivor(SURVIVOR_ROOM, "advocate_gone"), Reply(DISPATCH, "alert_returned", (("ref", REF),))]),
+    ("the advocate declines the case room's invitation: back in the queue, nothing to tell the survivor",
+     OPEN + [(10, claim()), (11, CaseRoomOpened(REF, CASE_ROOM)), (12, MemberLeft(CASE_ROOM, ADVOCATE))],
+     Phase.WAITING,
+     [Reply(CASE_ROOM, "advocate_gone", (("ref", REF),)), EraseCaseRoom(CASE_ROOM),
+      Reply(DISPATCH, "alert_returned", (("ref", REF),))]),
+    ("the advocate leaving a closing chat changes nothing", ACTIVE + [(30, close()), (31, MemberLeft(CASE_ROOM, ADVOCATE))],
+     Phase.CLOSING, []),
+    ("someone else leaving changes nothing", ACTIVE + [(30, MemberLeft(CASE_ROOM, OTHER))], Phase.ACTIVE, []),
     ("someone else's text in the case room is not relayed",
      ACTIVE + [(20, StaffWrote(CASE_ROOM, OTHER, EventId("$3"), "hi"))], Phase.ACTIVE, []),
     ("!close by the advocate", ACTIVE + [(30, close())], Phase.CLOSING, "closing:advocate"),
@@ -355,7 +385,7 @@ def test_transfer_back_to_the_queue_first_in_line_then_a_new_advocate_reads_ever
     assert (chat.phase, chat.advocate, chat.case_room, chat.priority) == (Phase.WAITING, None, None, True)
     assert effects == [Reply(CASE_ROOM, "transferred_out", (("ref", REF),)), EraseCaseRoom(CASE_ROOM),
                        NotifySurvivor(SURVIVOR_ROOM, "transfer_waiting"),
-                       Reply(DISPATCH, "alert_transfer", (("ref", REF), ("note", "prefers mornings")))]
+                       Reply(DISPATCH, "alert_transfer_note", (("ref", REF),))]  # the note itself stays off it
     assert state.oldest_waiting().ref == REF  # first in line, ahead of the chat opened at 13
     new_room = RoomId("!case2")
     state, effects = run_team(ACTIVE + later + [(20, command(Transfer(note="prefers mornings"))),
@@ -551,3 +581,117 @@ def test_a_survivor_who_is_here_goes_before_chats_whose_page_dropped():
     assert OpenCaseRoom(later, ADVOCATE) in effects  # !claim takes the survivor who is there
     back, _ = apply(state, SurvivorReconnected(SURVIVOR_ROOM), 10)
     assert [c.ref for c in back.waiting()] == [REF, later]  # back: first again, by when they came
+
+
+# ---------------------------------------------------------------- who is in a case room
+
+SUP_ROOM, INT_ROOM = RoomId("!sup"), RoomId("!int")
+SUPERVISOR2 = UserId("@supervisor2:hs")
+BOTH = frozenset({StaffRole.SUPERVISOR, StaffRole.INTERPRETER})
+
+
+def join(who: UserId = SUPERVISOR, room: RoomId = SUP_ROOM, roles=SUPERVISORS) -> CommandGiven:
+    return CommandGiven(room, who, Join(REF), roles)
+
+
+def interpreter_join(who: UserId = INTERPRETER) -> CommandGiven:
+    return CommandGiven(INT_ROOM, who, Join(REF), INTERPRETERS)
+
+
+CONSENTED = ACTIVE + [(20, command(InterpreterRequest(language="es"))),
+                      (21, SurvivorAnswered(SURVIVOR_ROOM, "interpreter_consent", "yes"))]
+NAMED = ACTIVE + [(20, CommandGiven(CASE_ROOM, ADVOCATE, InterpreterRequest(user=INTERPRETER), ADVOCATES,
+                                    EventId("$i"), INTERPRETERS)),
+                  (21, SurvivorAnswered(SURVIVOR_ROOM, "interpreter_consent", "yes"))]
+SUPERVISED = ACTIVE + [(20, join()), (21, MemberJoined(CASE_ROOM, SUPERVISOR))]
+ANNOUNCE_SUPERVISOR = [NotifySurvivor(SURVIVOR_ROOM, "supervisor_joined"),
+                       Reply(CASE_ROOM, "staff_supervisor_joined", (("user", SUPERVISOR),))]
+ANNOUNCE_INTERPRETER = [NotifySurvivor(SURVIVOR_ROOM, "interpreter_joined"),
+                        Reply(CASE_ROOM, "staff_interpreter_joined", (("user", INTERPRETER),))]
+PENDING = (("ref", REF), ("user", SUPERVISOR))
+
+MEMBERSHIP = [
+    # (name, steps, effects of the last step)
+    ("two supervisors !join at once: the second waits for the first",
+     ACTIVE + [(20, join()), (20, join(SUPERVISOR2))], [Reply(SUP_ROOM, "already_joining", PENDING)]),
+    ("the first of them joins: announced once",
+     ACTIVE + [(20, join()), (20, join(SUPERVISOR2)), (21, MemberJoined(CASE_ROOM, SUPERVISOR))], ANNOUNCE_SUPERVISOR),
+    ("the same join seen again: not announced twice", SUPERVISED + [(22, MemberJoined(CASE_ROOM, SUPERVISOR))], []),
+    ("the second, never invited, cannot be in the room unannounced",
+     ACTIVE + [(20, join()), (20, join(SUPERVISOR2)), (21, MemberJoined(CASE_ROOM, SUPERVISOR)),
+               (22, MemberJoined(CASE_ROOM, SUPERVISOR2))], [RemoveFromCase(CASE_ROOM, SUPERVISOR2)]),
+    ("a second supervisor once one is in", SUPERVISED + [(22, join(SUPERVISOR2))],
+     [Reply(SUP_ROOM, "supervisor_present", PENDING)]),
+    ("asking again while invited: no second invitation", ACTIVE + [(20, join()), (21, join())],
+     [Reply(SUP_ROOM, "joining", (("ref", REF),))]),
+    ("a declined invitation is told, and frees the way",
+     ACTIVE + [(20, join()), (21, MemberLeft(CASE_ROOM, SUPERVISOR))],
+     [Reply(CASE_ROOM, "invitation_declined", (("user", SUPERVISOR),))]),
+    ("after a decline another supervisor is invited",
+     ACTIVE + [(20, join()), (21, MemberLeft(CASE_ROOM, SUPERVISOR)), (22, join(SUPERVISOR2))],
+     [InviteToCase(CASE_ROOM, SUPERVISOR2), Reply(SUP_ROOM, "joining", (("ref", REF),))]),
+    ("a supervisor who joins after interpreter consent is announced as a supervisor",
+     CONSENTED + [(22, join()), (23, MemberJoined(CASE_ROOM, SUPERVISOR))], ANNOUNCE_SUPERVISOR),
+    ("... and speaks as a supervisor",
+     CONSENTED + [(22, join()), (23, MemberJoined(CASE_ROOM, SUPERVISOR)),
+                  (24, StaffWrote(CASE_ROOM, SUPERVISOR, EventId("$s"), "hi"))],
+     [RelayToSurvivor(SURVIVOR_ROOM, EventId("$s"), "hi", Role.SUPERVISOR)]),
+    ("... while the interpreter can still join, as an interpreter",
+     CONSENTED + [(22, join()), (23, MemberJoined(CASE_ROOM, SUPERVISOR)), (24, interpreter_join()),
+                  (25, MemberJoined(CASE_ROOM, INTERPRETER))], ANNOUNCE_INTERPRETER),
+    ("... and speaks as an interpreter",
+     CONSENTED + [(22, join()), (23, MemberJoined(CASE_ROOM, SUPERVISOR)), (24, interpreter_join()),
+                  (25, MemberJoined(CASE_ROOM, INTERPRETER)),
+                  (26, StaffWrote(CASE_ROOM, INTERPRETER, EventId("$i"), "hola"))],
+     [RelayToSurvivor(SURVIVOR_ROOM, EventId("$i"), "hola", Role.INTERPRETER)]),
+    ("an interpreter and a supervisor invited at the same time, joining in either order",
+     CONSENTED + [(22, interpreter_join()), (22, join()), (23, MemberJoined(CASE_ROOM, SUPERVISOR)),
+                  (24, MemberJoined(CASE_ROOM, INTERPRETER))], ANNOUNCE_INTERPRETER),
+    ("a second interpreter while one is invited",
+     CONSENTED + [(22, interpreter_join()), (23, interpreter_join(UserId("@interpreter2:hs")))],
+     [Reply(INT_ROOM, "already_joining", (("ref", REF), ("user", INTERPRETER)))]),
+    ("someone who is both, from the supervisors room, joins as a supervisor",
+     CONSENTED + [(22, join(INTERPRETER, SUP_ROOM, BOTH)), (23, MemberJoined(CASE_ROOM, INTERPRETER))],
+     [NotifySurvivor(SURVIVOR_ROOM, "supervisor_joined"),
+      Reply(CASE_ROOM, "staff_supervisor_joined", (("user", INTERPRETER),))]),
+    ("someone who is both, from the interpreters room, joins as an interpreter",
+     CONSENTED + [(22, join(INTERPRETER, INT_ROOM, BOTH)), (23, MemberJoined(CASE_ROOM, INTERPRETER))],
+     ANNOUNCE_INTERPRETER),
+    ("the named interpreter is invited on consent", NAMED,
+     [Reply(CASE_ROOM, "interpreter_consented"), InviteToCase(CASE_ROOM, INTERPRETER)]),
+    ("another interpreter cannot take the named one's place",
+     NAMED + [(22, interpreter_join(UserId("@interpreter2:hs")))],
+     [Reply(INT_ROOM, "already_joining", (("ref", REF), ("user", INTERPRETER)))]),
+    ("the named interpreter joins, announced as an interpreter",
+     NAMED + [(22, MemberJoined(CASE_ROOM, INTERPRETER))], ANNOUNCE_INTERPRETER),
+    ("the named interpreter declines", NAMED + [(22, MemberLeft(CASE_ROOM, INTERPRETER))],
+     [Reply(CASE_ROOM, "invitation_declined", (("user", INTERPRETER),))]),
+    ("!interpreter again while one is in the chat",
+     NAMED + [(22, MemberJoined(CASE_ROOM, INTERPRETER)), (23, command(InterpreterRequest(language="fr")))],
+     [Reply(CASE_ROOM, "interpreter_present", (("user", INTERPRETER),))]),
+    ("!interpreter again while one is invited", NAMED + [(22, command(InterpreterRequest(language="fr")))],
+     [Reply(CASE_ROOM, "already_joining", (("ref", REF), ("user", INTERPRETER)))]),
+    ("the advocate leaves while a supervisor is in: the supervisor's words no longer reach the survivor",
+     SUPERVISED + [(30, MemberLeft(CASE_ROOM, ADVOCATE)), (31, StaffWrote(CASE_ROOM, SUPERVISOR, EventId("$s"), "hi"))],
+     []),
+]
+
+
+@pytest.mark.parametrize(("name", "steps", "expected"), MEMBERSHIP, ids=[m[0] for m in MEMBERSHIP])
+def test_who_is_in_a_case_room(name, steps, expected):
+    _, effects = run_team(steps)
+    assert effects == expected
+
+
+def test_an_advocate_who_left_and_the_chat_claimed_again():
+    state, _ = run_team(SUPERVISED + [(30, MemberLeft(CASE_ROOM, ADVOCATE))])
+    chat = state.chats[REF]
+    assert (chat.phase, chat.advocate, chat.case_room, chat.supervisor, chat.priority) == (
+        Phase.WAITING, None, None, None, True)
+    new_room = RoomId("!case2")
+    state, effects = run_team(SUPERVISED + [(30, MemberLeft(CASE_ROOM, ADVOCATE)), (40, claim(None, who=OTHER)),
+                                            (41, CaseRoomOpened(REF, new_room)), (42, MemberJoined(new_room, OTHER))])
+    assert RelayBacklog(SURVIVOR_ROOM, SURVIVOR, new_room) in effects
+    assert NotifySurvivor(SURVIVOR_ROOM, "new_advocate") in effects
+    # The old room's people are no one's now: a join seen late there changes nothing.
+    assert apply(state, MemberJoined(CASE_ROOM, SUPERVISOR2), 43)[1] == []
