@@ -61,8 +61,9 @@ async def test_transfer_new_advocate_reads_history_old_one_loses_access(stack, a
         await advocate.say(old_room, "!transfer she prefers evenings")
         await until(lambda: any("continue this chat" in t for t in survivor.texts("hotline")), 20, "survivor told")
         dispatch = stack.accounts.dispatch_room
-        await until(lambda: any("transferred, first in line" in b and "she prefers evenings" in b
+        await until(lambda: any("transferred, first in line" in b and "handoff note" in b
                                 for b in colleague.bodies(dispatch)), 20, "the transfer alert")
+        assert not any("she prefers evenings" in b for b in colleague.bodies(dispatch))  # never erased there
         await until(lambda: homeserver_rows(stack.homeserver, [old_room])["rooms"] == 0, 60,
                     "the old case room purged")
         await survivor.say("to the new advocate c9d0")
