@@ -191,7 +191,9 @@ STAFF: dict[str, str] = {
     "unknown_active_ref": "There is no active chat with ref {ref}.",
     "join_refused": "Only supervisors, or interpreters for a chat that asked for one, can join a chat.",
     "already_in": "You are already in chat {ref}.",
-    "already_joining": "{user} is already joining chat {ref}. One at a time: try again once they have joined or declined.",
+    "already_joining": (
+        "{user} is already joining chat {ref}. One at a time: try again once they have joined or declined."
+    ),
     "supervisor_present": "Supervisor {user} is already in chat {ref}.",
     "interpreter_present": "Interpreter {user} is already in this chat.",
     "invitation_declined": "{user} declined the invitation to this chat.",

@@ -250,8 +250,7 @@ async def test_an_advocate_who_leaves_sends_the_chat_back_to_the_front_of_the_qu
         await advocate.client.room_leave(old_room)
         assert await new_alert(stack, colleague, before) == ref
         assert "its advocate left the chat, first in line" in alerts_in(stack, colleague)[before]
-        await until(lambda: any(t.startswith("The advocate is no longer in this chat") for t in survivor.texts("hotline")),
-                    20, "the survivor told")
+        await until(lambda: told_advocate_gone(survivor), 20, "the survivor told")
         assert routing_rows(stack, "SELECT phase, advocate FROM chats WHERE ref = ?", (ref,)) == [("waiting", None)]
         await until(lambda: homeserver_rows(stack.homeserver, [old_room])["rooms"] == 0, 60, "the old room purged")
         await survivor.say("while nobody is there 9c0d")
@@ -266,6 +265,10 @@ async def test_an_advocate_who_leaves_sends_the_chat_back_to_the_front_of_the_qu
         await colleague.close()
 
 
+def told_advocate_gone(survivor: Survivor) -> bool:
+    return any(t.startswith("The advocate is no longer in this chat") for t in survivor.texts("hotline"))
+
+
 def hotline_admin(stack: DevStack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hotline", "admin", "--bot-config", str(stack.root / "bot.env"),
                            *args], capture_output=True, text=True, timeout=120)
@@ -275,7 +278,8 @@ async def test_an_advocate_removed_by_an_admin_does_not_strand_the_chat(stack, a
     user_id = f"@leaving1:{stack.homeserver.server_name}"
     added = hotline_admin(stack, "staff", "add", user_id, "--role", "advocate")
     assert added.returncode == 0, added.stderr
-    password = next(line.split(": ", 1)[1] for line in added.stdout.splitlines() if line.startswith("One-time password"))
+    password = next(line.split(": ", 1)[1] for line in added.stdout.splitlines()
+                    if line.startswith("One-time password"))
     leaving = Advocate(stack.homeserver.url, user_id, password)
     await leaving.login()
     try:
@@ -285,8 +289,7 @@ async def test_an_advocate_removed_by_an_admin_does_not_strand_the_chat(stack, a
         removed = hotline_admin(stack, "staff", "remove", user_id)
         assert removed.returncode == 0, removed.stderr
         assert await new_alert(stack, advocate, before) == ref
-        await until(lambda: any(t.startswith("The advocate is no longer in this chat") for t in survivor.texts("hotline")),
-                    30, "the survivor told")
+        await until(lambda: told_advocate_gone(survivor), 30, "the survivor told")
         await until(lambda: homeserver_rows(stack.homeserver, [old_room])["rooms"] == 0, 60, "the old room purged")
         await advocate.say(stack.accounts.dispatch_room, f"!claim {ref}")
         new_room = await until(lambda: advocate.find_room_with(f"Case room for ref {ref}"), 30, "new case room")
