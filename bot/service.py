@@ -620,6 +620,9 @@ class HotlineBot:
         elif isinstance(effect, Reply):
             await self._reply(effect)
         elif isinstance(effect, NotifySurvivor):
+            if effect.key == "advocate_gone" and self._typing.pop(effect.room, False):
+                # Their "typing…" ends with them (the case room it came from is gone).
+                await self.matrix.client.room_typing(effect.room, typing_state=False)
             text = self.catalog.survivor_text(effect.key, effect.params)
             await self._send(effect.room, {"msgtype": "m.notice", "body": text, ROLE_FIELD: Role.HOTLINE})
             return [SurvivorNotified(effect.room, effect.key)]

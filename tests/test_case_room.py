@@ -246,11 +246,19 @@ async def test_an_advocate_who_leaves_sends_the_chat_back_to_the_front_of_the_qu
     try:
         ref, old_room = await claim_new_chat(stack, advocate, survivor)
         await until(lambda: "An advocate has joined the chat." in survivor.texts("hotline"), 20, "joined")
+        await advocate.client.room_typing(old_room, True, timeout=30_000)
+        await until(lambda: {"type": "typing", "active": True} in survivor.frames, 20, "typing shown")
         before = len(alerts_in(stack, colleague))
         await advocate.client.room_leave(old_room)
         assert await new_alert(stack, colleague, before) == ref
         assert "its advocate left the chat, first in line" in alerts_in(stack, colleague)[before]
         await until(lambda: told_advocate_gone(survivor), 20, "the survivor told")
+        # "Advocate is typing…" ends before the survivor reads that the advocate is gone.
+        stopped = await until(lambda: next((i for i, f in enumerate(survivor.frames)
+                                            if f == {"type": "typing", "active": False}), None), 60, "typing ended")
+        told = next(i for i, f in enumerate(survivor.frames) if f.get("type") == "message"
+                    and f.get("text", "").startswith("The advocate is no longer in this chat"))
+        assert stopped < told
         assert routing_rows(stack, "SELECT phase, advocate FROM chats WHERE ref = ?", (ref,)) == [("waiting", None)]
         await until(lambda: homeserver_rows(stack.homeserver, [old_room])["rooms"] == 0, 60, "the old room purged")
         await survivor.say("while nobody is there 9c0d")
