@@ -1,4 +1,5 @@
-"""Bad input, generated: the page's frame parser and the staff command parser, 10,000 inputs each.
+"""Bad input, generated: the page's frame parser, the staff command parser and the reading of a
+staff message's content (replies, edits), 10,000 inputs each.
 
 Both are pure functions, so this needs no network: Hypothesis draws raw text, arbitrary JSON and
 near-valid frames (or command lines), and each input must either parse into something within the
@@ -256,6 +257,43 @@ def test_any_staff_line_is_a_message_a_command_or_a_clear_refusal(text: str) -> 
     if isinstance(command, Codeword):
         assert command.action in {"new", "verify", "rotate"}
         assert (command.case is None) == (command.action == "new")
+
+
+@st.composite
+def staff_contents(draw: st.DrawFn) -> tuple[dict[str, object], str, list[str], str]:
+    """The content of a staff message shaped like a reply or an edit (or neither), with the lines a
+    reply quotes and what its author wrote."""
+    quoted = draw(st.lists(any_text.filter(lambda t: "\n" not in t and "\r" not in t), min_size=1, max_size=4))
+    wrote = draw(any_text | command_lines())
+    kind = draw(st.sampled_from(["reply", "edit", "plain", "junk"]))
+    if kind == "reply":
+        sender = draw(st.sampled_from(["@hotline:hs", "@a:b"]))
+        fallback = "\n".join(f"> {'<' + sender + '> ' if i == 0 else ''}{line}" for i, line in enumerate(quoted))
+        content: dict[str, object] = {"msgtype": "m.text", "body": f"{fallback}\n\n{wrote}",
+                                      "m.relates_to": {"m.in_reply_to": {"event_id": "$e"}}}
+    elif kind == "edit":
+        content = {"msgtype": "m.text", "body": f"* {wrote}", "m.new_content": {"body": wrote},
+                   "m.relates_to": {"rel_type": "m.replace", "event_id": "$e"}}
+    elif kind == "plain":
+        content = {"msgtype": "m.text", "body": wrote}
+    else:
+        content = draw(st.dictionaries(st.sampled_from(["body", "m.relates_to", "m.new_content", "msgtype"])
+                                       | any_text, json_values, max_size=5))
+    return content, kind, (quoted if kind == "reply" else []), (wrote if kind != "junk" else "")
+
+
+@FUZZ
+@given(message=staff_contents())
+def test_any_staff_message_is_read_as_meant(message: tuple[dict[str, object], str, list[str], str]) -> None:
+    content, kind, quoted, wrote = message
+    meant = commands.written(content)  # junk content too: never an exception
+    assert isinstance(meant.text, str)
+    if kind != "junk":
+        assert meant.edit == (kind == "edit")
+    if quoted and not wrote.startswith(">"):
+        assert meant.text == wrote  # nothing of the quoted original is left, and all that was written
+    elif wrote and not commands.FALLBACK_HEADER.match(wrote):
+        assert meant.text == wrote  # a plain message as it is; an edit as its new text, never "* …"
 
 
 def test_the_longest_staff_lines_parse_in_bounded_memory() -> None:
