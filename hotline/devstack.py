@@ -164,7 +164,9 @@ class DevStack:
     root: Path
     synapse_port: int = field(default_factory=free_port)
     gateway_port: int = field(default_factory=free_port)
-    relaxed_rate_limits: bool = True
+    # Synapse's client rate limits as shipped (PRODUCTION_RATE_LIMITS); only a benchmark that
+    # says why may relax them.
+    relaxed_rate_limits: bool = False
     advocates: int = 1
     settings: dict[str, str] = field(default_factory=dict)  # extra HOTLINE_ settings for both
     # "sqlite" (default) or "postgres": a throwaway PostgreSQL cluster for the homeserver.
@@ -241,6 +243,7 @@ class DevStack:
         }
         _write_env(self.root / "bot.env", common | {
             "bot_password": self.accounts.bot.password,
+            "codeword_pepper": self.codeword_pepper(),
             "data_dir": str(self.root / "bot"),
             "dispatch_room": self.accounts.dispatch_room,
             "admin_room": self.accounts.admin_room,
@@ -258,6 +261,17 @@ class DevStack:
             "listen_host": "127.0.0.1",
             "listen_port": str(self.gateway_port),
         } | self.settings)
+
+    def codeword_pepper(self) -> str:
+        """The code words' secret key, made on the first start and kept (as `hotline init` does):
+        code words are on, and a code word set in an earlier run still matches."""
+        path = self.root / "codeword-pepper"
+        if not path.exists():
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
 
     def _spawn(self, name: str, module: str) -> None:
         log = open(self.logs / f"{name}.log", "ab")

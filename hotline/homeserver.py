@@ -75,9 +75,34 @@ def invite_policy_module(bot_user_id: str) -> dict[str, Any]:
     }
 
 
+# The client rate limits the hotline ships with, in production (`hotline init`), in `make demo`
+# and under the tests. The homeserver has no open registration and no federation: the only
+# accounts are staff (people), one survivor account per chat (made by the gateway, which also
+# limits each survivor's socket to 30 frames per 10 s) and the bot (exempted from every limit by
+# `hotline admin setup`, a server admin's override_ratelimit). Synapse's defaults are made for
+# public servers; these fit people typing, and still bound any one account. See
+# docs/admin-guide.md, "Rate limits".
+PRODUCTION_RATE_LIMITS: dict[str, Any] = {
+    # Events sent per account: a survivor or an advocate typing short lines quickly is never
+    # held back (30 at once, then one a second). Synapse's default (10 at once, then one every
+    # 5 s) held a fast typist's messages back by about 5 s each.
+    "rc_message": {"per_second": 1.0, "burst_count": 30},
+    "rc_registration": {"per_second": 0.17, "burst_count": 3},
+    "rc_login": {
+        # Per address: a whole team signs in behind one office address at shift change (30 at
+        # once, then one every 20 s). Guessing stays bounded per account by failed_attempts.
+        "address": {"per_second": 0.05, "burst_count": 30},
+        # Per account: a person with a phone and a computer, signing in again now and then.
+        "account": {"per_second": 0.003, "burst_count": 5},
+        # Wrong passwords per account: 3, then one try every ~5.5 minutes.
+        "failed_attempts": {"per_second": 0.003, "burst_count": 3},
+    },
+    "rc_room_creation": {"per_second": 0.016, "burst_count": 10},
+}
+
 _UNLIMITED = {"per_second": 1000, "burst_count": 10000}
 
-# For tests and benchmarks only: every client-facing rate limit out of the way.
+# For benchmarks that say so (bench/): every client-facing rate limit out of the way.
 RELAXED_RATE_LIMITS: dict[str, Any] = {
     **{
         key: _UNLIMITED
@@ -243,7 +268,10 @@ class EmbeddedHomeserver:
                     "bind_addresses": ["127.0.0.1"],
                     "type": "http",
                     "tls": False,
-                    "x_forwarded": False,
+                    # As in production behind the proxy: the client's address comes from
+                    # X-Forwarded-For (the listener is on loopback only), so a test can sign in
+                    # from an office address.
+                    "x_forwarded": True,
                     "resources": [{"names": ["client"], "compress": False}],
                 }
             ],
@@ -261,8 +289,7 @@ class EmbeddedHomeserver:
             "bcrypt_rounds": 4 if relaxed_rate_limits else 12,
             **privacy_settings(),
         }
-        if relaxed_rate_limits:
-            config.update(RELAXED_RATE_LIMITS)
+        config.update(RELAXED_RATE_LIMITS if relaxed_rate_limits else PRODUCTION_RATE_LIMITS)
         _write_private(self.config_path, yaml.safe_dump(config, sort_keys=False))
 
 

@@ -33,6 +33,7 @@ import yaml
 
 from hotline import proxy
 from hotline.homeserver import (
+    PRODUCTION_RATE_LIMITS,
     SURVIVOR_LOCALPART_PREFIX,
     appservice_registration,
     invite_policy_module,
@@ -58,20 +59,6 @@ BOT_LOCALPART = "hotline"
 SERVICE_USERS = {"synapse": "hotline-synapse", "bot": "hotline", "webchat": "hotline-webchat"}
 DB_USER = "synapse"
 DB_NAME = "synapse"
-
-# Synapse's defaults, made explicit, with logins stricter: staff accounts are few and precious.
-# The bot is exempted from message limits by `hotline admin setup` (override_ratelimit); the
-# gateway's survivor accounts are exempt through the registration (rate_limited: false).
-PRODUCTION_RATE_LIMITS: dict[str, Any] = {
-    "rc_message": {"per_second": 0.2, "burst_count": 10},
-    "rc_registration": {"per_second": 0.17, "burst_count": 3},
-    "rc_login": {
-        "address": {"per_second": 0.003, "burst_count": 5},
-        "account": {"per_second": 0.003, "burst_count": 5},
-        "failed_attempts": {"per_second": 0.003, "burst_count": 3},
-    },
-    "rc_room_creation": {"per_second": 0.016, "burst_count": 10},
-}
 
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 

@@ -139,33 +139,56 @@ async def cross_sign(homeserver: str, user_id: str, password: str, token: str, d
 
 class Advocate:
     """A staff member on a real, encrypting nio client that accepts invites. Its session is
-    cross-signed like an Element session, unless ``cross_signed=False`` (an unverified session)."""
+    cross-signed like an Element session, unless ``cross_signed=False`` (an unverified session).
+
+    Like a person at work, a staff account keeps its cross-signed sessions: ``login`` takes up one
+    this account left signed in (``close`` hands it back) and signs in anew only when none is free;
+    an unverified session is always a new one. The homeserver's login limits are the ones it ships
+    with, made for people, not for a test that signs in once per test. What the session saw before
+    this login is skipped: ``messages`` holds what happened after it, as on a session just signed in.
+    """
 
     def __init__(self, homeserver: str, user_id: str, password: str, *, cross_signed: bool = True) -> None:
         self.homeserver = homeserver
+        self.user_id = user_id
         self.cross_signed = cross_signed
-        self.store = tempfile.mkdtemp(prefix="advocate-store-")
-        self.client = AsyncClient(homeserver, user_id, store_path=self.store, config=client_config())
+        self.store = ""
+        self.client = AsyncClient(homeserver, user_id, config=client_config())
         self.password = password
         self.messages: dict[str, list[tuple[str, str, str]]] = defaultdict(list)  # room → (sender, type, body)
         self.left: set[str] = set()
         self.unreadable: dict[str, list[str]] = defaultdict(list)  # room → ids of events it could not decrypt
         self._task: asyncio.Task[None] | None = None
+        self._caught_up = asyncio.Event()
 
     async def login(self) -> None:
-        response = await self.client.login(self.password, device_name="test client")
-        assert isinstance(response, LoginResponse), response
-        if self.cross_signed:
-            await self.client.keys_upload()
-            await cross_sign(self.homeserver, self.client.user_id, self.password, response.access_token,
-                             response.device_id)
-        self._task = asyncio.create_task(sync_loop(self.client, self._on_sync, since=None, timeout_ms=1000))
+        free = _free_sessions[(self.homeserver, self.user_id)] if self.cross_signed else []
+        since = None
+        if free:
+            # On from where the session's last user stopped (with the rooms' full state): a fresh
+            # initial sync of the same device could be Synapse's cached answer, minutes old.
+            device_id, token, self.store, since = free.pop()
+            self.client = AsyncClient(self.homeserver, self.user_id, store_path=self.store, config=client_config())
+            self.client.restore_login(self.user_id, device_id, token)
+        else:
+            self.store = tempfile.mkdtemp(prefix="advocate-store-")
+            self.client = AsyncClient(self.homeserver, self.user_id, store_path=self.store, config=client_config())
+            response = await self.client.login(self.password, device_name="test client")
+            assert isinstance(response, LoginResponse), response
+            if self.cross_signed:
+                await self.client.keys_upload()
+                await cross_sign(self.homeserver, self.client.user_id, self.password, response.access_token,
+                                 response.device_id)
+        self._task = asyncio.create_task(sync_loop(self.client, self._on_sync, since=since, timeout_ms=1000))
+        await asyncio.wait_for(self._caught_up.wait(), 30)
 
     async def _on_sync(self, response: SyncResponse) -> None:
         for room_id, info in response.rooms.invite.items():
             if any(isinstance(e, InviteMemberEvent) and e.membership == "invite" for e in info.invite_state):
                 await self.client.join(room_id)
         for room_id, info in response.rooms.join.items():
+            if not self._caught_up.is_set():
+                continue  # history from before this login
             for event in info.timeline.events:
                 if isinstance(event, (RoomMessageText, RoomMessageNotice)):
                     kind = "notice" if isinstance(event, RoomMessageNotice) else "text"
@@ -174,6 +197,7 @@ class Advocate:
                     self.unreadable[room_id].append(event.event_id)
         for room_id in response.rooms.leave:
             self.left.add(room_id)
+        self._caught_up.set()
 
     async def say(self, room_id: str, text: str) -> None:
         await until(lambda: room_id in self.client.rooms, 20, "the room in the advocate's client")
@@ -194,11 +218,19 @@ class Advocate:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+            if self.cross_signed and self.client.access_token and self.client.next_batch:
+                _free_sessions[(self.homeserver, self.user_id)].append(
+                    (self.client.device_id, self.client.access_token, self.store, self.client.next_batch))
         await self.client.close()
 
 
+# (homeserver, user id) → cross-signed sessions signed in and not in use: (device id, access token,
+# nio store, the sync position where the last user stopped).
+_free_sessions: dict[tuple[str, str], list[tuple[str, str, str, str]]] = defaultdict(list)
+
+
 async def login(stack: DevStack, account: Any) -> Advocate:
-    """A staff member of a stack, signed in on a fresh device and syncing."""
+    """A staff member of a stack, signed in (on a session of theirs not in use) and syncing."""
     client = Advocate(stack.homeserver.url, account.user_id, account.password)
     await client.login()
     return client
