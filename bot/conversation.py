@@ -105,6 +105,7 @@ class Chat:
     reminded: bool = False  # advocate reminder sent since survivor_at
     priority: bool = False  # transferred back to the queue: first in line
     transferred: bool = False  # the survivor has talked with an advocate before
+    last_advocate: UserId | None = None  # who had the chat before its last transfer
     handoff_note: str | None = None  # kept in memory only (see bot/store.py)
     supervisor: UserId | None = None  # joined the case room
     interpreter: UserId | None = None  # joined the case room
@@ -762,7 +763,7 @@ def _transfer(state: Hotline, event: CommandGiven, command: Transfer, now: float
     old_room = chat.case_room
     moved = replace(
         chat, advocate=target, case_room=None, supervisor=None, interpreter=None, invited=None,
-        interpreter_request=None, transferred=True, handoff_note=command.note or None,
+        interpreter_request=None, transferred=True, last_advocate=chat.advocate, handoff_note=command.note or None,
         phase=Phase.INVITING if target else Phase.WAITING, priority=target is None,
         claimed_at=now if target else None, alerted_at=None if target else now,
         reassured_at=now, escalated=False,
@@ -1066,12 +1067,18 @@ def on_member_joined(state: Hotline, event: MemberJoined, now: float) -> Result:
     effects += [
         RelayBacklog(chat.survivor_room, chat.survivor, chat.case_room),
         # Told before the new person writes: the notice goes out before any relay from them.
-        NotifySurvivor(chat.survivor_room, "new_advocate" if chat.transferred else "advocate_joined"),
+        NotifySurvivor(chat.survivor_room, _joined_notice(chat)),
         Reply(chat.case_room, "safety_prompt"),
     ]
     if chat.disconnected_at is not None:
         effects.append(_disconnected_notice(state, chat))
     return state.with_chat(replace(active, handoff_note=None)), effects
+
+
+def _joined_notice(chat: Chat) -> str:
+    if not chat.transferred:
+        return "advocate_joined"
+    return "same_advocate" if chat.advocate == chat.last_advocate else "new_advocate"
 
 
 def _participant_joined(state: Hotline, chat: Chat, user: UserId, role: StaffRole) -> Result:

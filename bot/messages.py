@@ -6,7 +6,8 @@ the staff rooms. A program replaces or adds texts with a JSON file (``HOTLINE_ME
 ``{"survivor": {"rights": "…"}, "canned": {"greeting": "…", "my_key": "…"}}``.
 
 Placeholders are ``str.format`` fields: ``{phone}`` (the hotline number), ``{rights_url}`` (the
-full rights text), ``{place}``, ``{minutes}``. Plain language; nothing that blames, pressures or
+full rights text; a program without one gets "rights_no_link" in place of "rights"),
+``{place}``, ``{minutes}``. Plain language; nothing that blames, pressures or
 promises what the system cannot keep.
 """
 
@@ -24,6 +25,13 @@ SURVIVOR: dict[str, str] = {
         "An advocate may have to report some things by law, for example if a child is being "
         "harmed or someone's life is in immediate danger. You can ask the advocate about this "
         "at any time. The full text is at {rights_url}"
+    ),
+    # The same without a link (no HOTLINE_RIGHTS_URL): sent instead of "rights".
+    "rights_no_link": (
+        "Before you share anything: what you write here is confidential, with limits. "
+        "An advocate may have to report some things by law, for example if a child is being "
+        "harmed or someone's life is in immediate danger. You can ask the advocate about this, "
+        "and for the full text, at any time."
     ),
     "welcome": (
         "Thank you for reaching out. An advocate will join this chat as soon as one is free; "
@@ -53,6 +61,7 @@ SURVIVOR: dict[str, str] = {
         "as one is free and will be able to read what has been written so far. You can keep "
         "writing. If you are in danger right now, call {phone}."
     ),
+    "same_advocate": "The advocate you were chatting with is back in the chat.",
     "supervisor_joined": "A supervisor has joined the chat.",
     "supervisor_left": "The supervisor has left the chat.",
     "interpreter_joined": "An interpreter has joined the chat. Their messages are marked «Interpreter».",
@@ -350,7 +359,7 @@ class Catalog:
     survivor: Mapping[str, str] = field(default_factory=lambda: dict(SURVIVOR))
     canned: Mapping[str, str] = field(default_factory=lambda: dict(CANNED))
     phone: str = "your local hotline"
-    rights_url: str = "(ask the advocate for the full text)"
+    rights_url: str = ""  # none: the rights notice is "rights_no_link"
 
     @classmethod
     def load(cls, path: Path | None, phone: str, rights_url: str) -> Catalog:
@@ -383,6 +392,8 @@ class Catalog:
                            **{"place": "", "minutes": "", "case": "", **params})
 
     def survivor_text(self, key: str, params: Iterable[tuple[str, str]] = ()) -> str:
+        if key == "rights" and not self.rights_url:
+            key = "rights_no_link"
         return self._fill(self.survivor[key], dict(params))
 
     def canned_text(self, key: str) -> str:

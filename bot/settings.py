@@ -30,7 +30,7 @@ class BotSettings(BaseSettings):
     survivor_prefix: str = Field(default="chat_", description="Localpart prefix of the web chat gateway's survivor accounts.")
     hotline_phone: str = Field(default="your local hotline", description="The program's hotline number, shown to survivors in notices.")
     reconnect_grace_seconds: float = Field(default=120.0, gt=0, description="How long a chat waits for a survivor whose connection dropped.")
-    rights_url: str = Field(default="(ask the advocate for the full text)", description="Link to the program's full statement of rights and limits of confidentiality, quoted in the rights notice.")
+    rights_url: str = Field(default="", description="Link to the program's full statement of rights and limits of confidentiality, quoted in the rights notice. Without it the notice says to ask the advocate for the full text.")
     messages_file: Path | None = Field(default=None, description="A JSON file with the program's own texts: {\"survivor\": {...}, \"canned\": {...}} (see bot/messages.py).")
     timezone: str = Field(default="UTC", description="The program's time zone (statistics are counted per local day).")
     reassure_minutes: float = Field(default=3, gt=0, description="While a survivor waits, how often they are told their place in line.")

@@ -162,3 +162,16 @@ def test_failures_are_logged_by_type_and_place_never_by_message():
         described = where(error)
     assert described.startswith("KeyError at tests/test_commands_and_frames.py:") and described.endswith("in relay")
     assert "survivor" not in described
+
+
+@pytest.mark.parametrize("rights_url, ends", [
+    ("", "You can ask the advocate about this, and for the full text, at any time."),
+    ("https://example.org/rights", "The full text is at https://example.org/rights"),
+])
+def test_the_rights_notice_reads_as_a_sentence_with_or_without_a_link(rights_url, ends):
+    from bot.messages import Catalog
+    from bot.settings import BotSettings
+
+    text = Catalog.load(None, "+1 555 0100", rights_url).survivor_text("rights")
+    assert text.endswith(ends) and "(" not in text
+    assert BotSettings.model_fields["rights_url"].default == ""  # the demo's and init's default: no link

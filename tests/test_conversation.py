@@ -395,6 +395,11 @@ def test_transfer_back_to_the_queue_first_in_line_then_a_new_advocate_reads_ever
     assert effects[2] == RelayBacklog(SURVIVOR_ROOM, SURVIVOR, new_room)
     assert effects[3] == NotifySurvivor(SURVIVOR_ROOM, "new_advocate")  # told before the new advocate writes
     assert state.chats[REF].handoff_note is None
+    # The same advocate claiming it back is not "a different advocate".
+    _, again = run_team(ACTIVE + later + [(20, command(Transfer(note=""))), (30, claim(None)),
+                                          (31, CaseRoomOpened(REF, new_room)), (32, MemberJoined(new_room, ADVOCATE))])
+    assert NotifySurvivor(SURVIVOR_ROOM, "same_advocate") in again
+    assert NotifySurvivor(SURVIVOR_ROOM, "new_advocate") not in again
     # The previous advocate's words no longer reach the survivor.
     _, effects = apply(state, StaffWrote(CASE_ROOM, ADVOCATE, EventId("$x"), "still here?"), 40)
     assert effects == []
