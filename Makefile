@@ -2,17 +2,24 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The demo needs the hotline and Synapse; the tests also pytest, Playwright and psycopg2.
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[homeserver]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
+
+## Everything the tests need (what `make test` installs first).
+install: $(TEST_STAMP)
 
 ## Homeserver, bot and web chat on 127.0.0.1; Ctrl-C stops everything. State stays in var/demo.
 demo: $(STAMP)
@@ -22,13 +29,13 @@ demo: $(STAMP)
 ## `git archive` of the checkout into a fresh venv (pip's cache keeps that to about half a minute)
 ## and runs the bot and gateway from it, and NEXT-STEPS.md's systemd path with it (as root). Then
 ## the chat path again with Synapse on PostgreSQL (a throwaway loopback cluster).
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 	HOTLINE_TEST_DATABASE=postgres $(BIN)/python -m pytest tests/test_chat_path.py
 
 ## The benchmarks (bench/): tables on stdout, plots and results.json in docs/performance/.
 ## Needs chromium and PostgreSQL (installed with apt-get if missing). BENCH_ARGS=--quick for a smoke run.
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

@@ -20,7 +20,7 @@ GRACE_SECONDS = 4
 def stack() -> Iterator[DevStack]:
     keep = os.environ.get("HOTLINE_TEST_KEEP")
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="hotline-test-"))
-    settings = {"reconnect_grace_seconds": str(GRACE_SECONDS), "codeword_pepper": "test-pepper-" + "x" * 32}
+    settings = {"reconnect_grace_seconds": str(GRACE_SECONDS)}  # code words on, as in the demo and init
     hotline = DevStack(root / "stack", advocates=2, settings=settings)
     yield from running(hotline)
 

@@ -90,3 +90,17 @@ def test_tries_per_chat_are_bounded():
         state, _ = apply(state, SurvivorAnswered(SURVIVOR_ROOM, "codeword_verify", "guess"), 30 + i)
     _, effects = apply(state, command(Codeword("verify", "C-K7Q3")), 40)
     assert effects == [Reply(CASE_ROOM, "codeword_chat_limit")]
+
+
+def test_the_demo_stack_has_code_words_on_with_a_key_kept_between_runs(tmp_path):
+    """`make demo` (a DevStack) sets up code words as `hotline init` does: a private key, made once."""
+    from bot.settings import BotSettings
+    from hotline.devstack import DevStack
+
+    first = DevStack(tmp_path / "demo").codeword_pepper()
+    assert DevStack(tmp_path / "demo").codeword_pepper() == first  # a later start: same key
+    assert (tmp_path / "demo" / "codeword-pepper").stat().st_mode & 0o777 == 0o600
+    assert DevStack(tmp_path / "other").codeword_pepper() != first
+    settings = BotSettings(homeserver_url="http://127.0.0.1:1", bot_user_id="@hotline:hs", bot_password="x",
+                           data_dir=tmp_path, dispatch_room="!d:hs", codeword_pepper=first)
+    assert settings.codeword_pepper is not None
