@@ -22,7 +22,7 @@ from aiohttp import web
 from hotline.devstack import DevStack, free_port
 from hotline.hours import ALWAYS, Schedule
 from hotline.wire import SERVICE_STATE
-from tests.support import Survivor, alerts_in, claim_new_chat, new_alert, until
+from tests.support import Survivor, alerts_in, assert_erased, claim_new_chat, new_alert, until
 from webchat import keys
 from webchat.app import create_app
 from webchat.service import Closure, page_status
@@ -303,3 +303,33 @@ async def _service_user_devices(stack: DevStack) -> list[str]:
         async with http.get(stack.homeserver.url + "/_matrix/client/v3/devices", headers=headers) as response:
             data = await response.json()
     return [d["device_id"] for d in data.get("devices", [])]
+
+
+async def test_a_stopping_gateway_closes_every_chat_client_even_when_the_bot_is_not_told(
+        stack, advocate, monkeypatch):
+    """Shutdown ends each chat (telling the bot); when that cannot finish in time, the chat's
+    client is closed all the same: nothing is left open ("Unclosed client session")."""
+    from webchat.session import ChatSession
+
+    page = Survivor("")
+    async with gateway(stack) as (url, app):
+        page.page_url = url
+        before = len(alerts_in(stack, advocate))
+        await page.start()
+        ref = await new_alert(stack, advocate, before)
+        session = app[keys.CHATS].find(page.chat, page.secret)
+        client = session.client
+        assert client is not None and client.client_session is not None
+
+        async def not_answered(self: ChatSession, action: Any) -> None:
+            await asyncio.Event().wait()  # the homeserver does not answer
+
+        monkeypatch.setattr(ChatSession, "signal", not_answered)
+    assert client.client_session.closed
+    assert session.client is None
+    await page.close()
+    # The bot was never told: the chat still waits, and an advocate closes it.
+    await advocate.say(stack.accounts.dispatch_room, f"!claim {ref}")
+    case_room = await until(lambda: advocate.find_room_with(f"Case room for ref {ref}"), 30, "the case room")
+    await advocate.say(case_room, "!close")
+    await assert_erased(stack, ref, case_room)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import weakref
 from typing import Any
 
 from hotline.wire import Control
@@ -25,6 +26,7 @@ class Chats:
         self._opening = 0  # chats being set up: they already hold an account and soon a room
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._every: weakref.WeakSet[ChatSession] = weakref.WeakSet()  # open or still closing
 
     def __len__(self) -> int:
         """Chats held, counting those still opening: each already has (or is getting) an account."""
@@ -49,6 +51,7 @@ class Chats:
         """A reserved chat has opened."""
         self._opening -= 1
         self._open[session.chat_id] = session
+        self._every.add(session)
         self._spawn(self._forget_when_ended(session))
 
     def find(self, chat_id: str, secret: str) -> ChatSession | None:
@@ -104,3 +107,5 @@ class Chats:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Every chat's client closed, also those that could not end in time or were still closing.
+        await asyncio.gather(*(session.close() for session in list(self._every)), return_exceptions=True)

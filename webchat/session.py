@@ -88,6 +88,7 @@ class ChatSession:
         self._bot = PinnedBot(settings.bot_user_id, settings.bot_master_key)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._send_lock = asyncio.Lock()
+        self._closing: asyncio.Future[None] | None = None
         self.advocate_typing = False
 
     # ------------------------------------------------------------------ set-up
@@ -132,7 +133,7 @@ class ChatSession:
                 await self.send_event(CONTROL_EVENT, {"action": str(Control.PROFILE), "language": language}, None)
             except SendFailed as error:
                 raise ChatUnavailable(f"the profile could not be sent encrypted ({error})") from None
-        except ChatUnavailable:
+        except (ChatUnavailable, asyncio.CancelledError):  # cancelled: the gateway is stopping
             await self.close()
             raise
         except Exception as error:
@@ -381,18 +382,27 @@ class ChatSession:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        """Stop syncing, leave, drop the client and with it every key of this chat."""
+        """Stop syncing, leave, drop the client and with it every key of this chat.
+
+        Runs once, in a task of its own that a caller's cancellation does not stop (a gateway
+        shutting down awaits it again): the client's connections are always closed."""
         self.ended.set()
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         client, self.client = self.client, None
-        if self._sync_task is not None and self._sync_task is not asyncio.current_task():
+        if self._sync_task is not None:
             self._sync_task.cancel()
             await asyncio.gather(self._sync_task, return_exceptions=True)
         if client is not None:
-            if self.room_id is not None:
-                try:
+            try:
+                if self.room_id is not None:
                     await asyncio.wait_for(client.room_leave(self.room_id), 5)
-                except Exception:
-                    pass  # the bot deletes the room either way
-            await client.close()
+            except Exception:
+                pass  # the bot deletes the room either way
+            finally:
+                await client.close()
         self._frames.clear()
         self._delivered.clear()
