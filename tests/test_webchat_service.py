@@ -318,14 +318,14 @@ async def test_a_stopping_gateway_closes_every_chat_client_even_when_the_bot_is_
         await page.start()
         ref = await new_alert(stack, advocate, before)
         session = app[keys.CHATS].find(page.chat, page.secret)
-        client = session.client
-        assert client is not None and client.client_session is not None
+        assert session.client is not None and session.client.client_session is not None
+        connections = session.client.client_session
 
         async def not_answered(self: ChatSession, action: Any) -> None:
             await asyncio.Event().wait()  # the homeserver does not answer
 
         monkeypatch.setattr(ChatSession, "signal", not_answered)
-    assert client.client_session.closed
+    assert connections.closed
     assert session.client is None
     await page.close()
     # The bot was never told: the chat still waits, and an advocate closes it.
