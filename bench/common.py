@@ -184,10 +184,14 @@ def stack_pids(stack: DevStack) -> dict[str, int]:
 
 @asynccontextmanager
 async def running_stack(name: str, *, advocates: int = 1, postgres: Any = None,
-                        settings: dict[str, str] | None = None) -> AsyncIterator[DevStack]:
-    """A fresh DevStack in a temporary directory (Synapse on SQLite, or on ``postgres``)."""
+                        settings: dict[str, str] | None = None,
+                        relaxed_rate_limits: bool = False) -> AsyncIterator[DevStack]:
+    """A fresh DevStack in a temporary directory (Synapse on SQLite, or on ``postgres``).
+
+    Synapse's rate limits are the shipped ones unless the benchmark relaxes them, saying why
+    (docs/performance.md lists which do)."""
     root = Path(tempfile.mkdtemp(prefix=f"hotline-bench-{name}-"))
-    stack = DevStack(root / "stack", advocates=advocates, relaxed_rate_limits=True,
+    stack = DevStack(root / "stack", advocates=advocates, relaxed_rate_limits=relaxed_rate_limits,
                      settings={"log_level": "WARNING"} | (settings or {}))
     if postgres is not None:
         original = stack.synapse.start
