@@ -14,7 +14,7 @@ from hotline.devstack import DevStack
 
 
 async def demo(root: Path, synapse_port: int, gateway_port: int) -> None:
-    stack = DevStack(root, synapse_port=synapse_port, gateway_port=gateway_port, relaxed_rate_limits=False)
+    stack = DevStack(root, synapse_port=synapse_port, gateway_port=gateway_port)  # the shipped rate limits
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -38,7 +38,9 @@ matrix-hotline demo is running (everything on 127.0.0.1).
   Logs: {stack.logs}
 
 Sign in as the advocate, open the dispatch room, start a chat on the page, then type
-!claim in the dispatch room. Press Ctrl-C to stop everything.""", flush=True)
+!claim in the dispatch room. In the case room, !codeword new asks the survivor for a code word
+(as in production, whose setup the demo follows except for TLS and the public domain).
+Press Ctrl-C to stop everything.""", flush=True)
         while not stop.is_set():
             for name, process in stack.processes.items():
                 if process.poll() is not None:
