@@ -105,7 +105,6 @@ class Chat:
     reminded: bool = False  # advocate reminder sent since survivor_at
     priority: bool = False  # transferred back to the queue: first in line
     transferred: bool = False  # the survivor has talked with an advocate before
-    last_advocate: UserId | None = None  # who had the chat before its last transfer
     handoff_note: str | None = None  # kept in memory only (see bot/store.py)
     supervisor: UserId | None = None  # joined the case room
     interpreter: UserId | None = None  # joined the case room
@@ -171,6 +170,9 @@ class Hotline:
     alerts_sent: tuple[float, ...] = ()
     escalations_sent: tuple[float, ...] = ()
     expiries_sent: tuple[float, ...] = ()
+    # Chat → who had it before its last !transfer (memory only, like handoff notes: after a
+    # restart the survivor hears "a different advocate" at worst); dropped with the chat.
+    handed_on_by: dict[ChatRef, UserId] = field(default_factory=dict)
 
     def by_survivor_room(self, room: RoomId) -> Chat | None:
         return next((c for c in self.chats.values() if c.survivor_room == room), None)
@@ -200,7 +202,8 @@ class Hotline:
         return replace(self, chats={**self.chats, chat.ref: chat})
 
     def without(self, ref: ChatRef) -> Hotline:
-        return replace(self, chats={k: v for k, v in self.chats.items() if k != ref})
+        return replace(self, chats={k: v for k, v in self.chats.items() if k != ref},
+                       handed_on_by={k: v for k, v in self.handed_on_by.items() if k != ref})
 
 
 Params = tuple[tuple[str, str], ...]
@@ -763,7 +766,7 @@ def _transfer(state: Hotline, event: CommandGiven, command: Transfer, now: float
     old_room = chat.case_room
     moved = replace(
         chat, advocate=target, case_room=None, supervisor=None, interpreter=None, invited=None,
-        interpreter_request=None, transferred=True, last_advocate=chat.advocate, handoff_note=command.note or None,
+        interpreter_request=None, transferred=True, handoff_note=command.note or None,
         phase=Phase.INVITING if target else Phase.WAITING, priority=target is None,
         claimed_at=now if target else None, alerted_at=None if target else now,
         reassured_at=now, escalated=False,
@@ -780,6 +783,8 @@ def _transfer(state: Hotline, event: CommandGiven, command: Transfer, now: float
         # reaches; the dispatch room is never erased, so it only learns that there is one.
         key = "alert_transfer_note" if command.note else "alert_transfer"
         effects.append(Reply(state.rules.dispatch_room, key, (("ref", chat.ref),)))
+    assert chat.advocate is not None
+    state = replace(state, handed_on_by={**state.handed_on_by, chat.ref: chat.advocate})
     return state.with_chat(moved), effects
 
 
@@ -1067,7 +1072,7 @@ def on_member_joined(state: Hotline, event: MemberJoined, now: float) -> Result:
     effects += [
         RelayBacklog(chat.survivor_room, chat.survivor, chat.case_room),
         # Told before the new person writes: the notice goes out before any relay from them.
-        NotifySurvivor(chat.survivor_room, _joined_notice(chat)),
+        NotifySurvivor(chat.survivor_room, _joined_notice(state, chat)),
         Reply(chat.case_room, "safety_prompt"),
     ]
     if chat.disconnected_at is not None:
@@ -1075,10 +1080,10 @@ def on_member_joined(state: Hotline, event: MemberJoined, now: float) -> Result:
     return state.with_chat(replace(active, handoff_note=None)), effects
 
 
-def _joined_notice(chat: Chat) -> str:
+def _joined_notice(state: Hotline, chat: Chat) -> str:
     if not chat.transferred:
         return "advocate_joined"
-    return "same_advocate" if chat.advocate == chat.last_advocate else "new_advocate"
+    return "same_advocate" if state.handed_on_by.get(chat.ref) == chat.advocate else "new_advocate"
 
 
 def _participant_joined(state: Hotline, chat: Chat, user: UserId, role: StaffRole) -> Result:
