@@ -18,7 +18,7 @@ from tests.support import Survivor, assert_erased, claim_new_chat, login, until
 @pytest.fixture(scope="module")
 def fault_stack():
     root = Path(tempfile.mkdtemp(prefix="hotline-faults-"))
-    yield from running(DevStack(root / "stack", advocates=1, settings={"reconnect_grace_seconds": "60"}))
+    yield from running(DevStack(root / "stack", advocates=3, settings={"reconnect_grace_seconds": "60"}))
 
 
 @pytest.fixture
@@ -29,9 +29,12 @@ async def staff(fault_stack):
 
 
 async def test_bot_killed_under_traffic_in_three_chats_loses_and_duplicates_nothing(fault_stack, staff, canaries):
-    """Three chats, both sides writing without pause; SIGKILL the bot mid-stream and start it again."""
+    """Three chats, each with its own advocate, both sides writing without pause; SIGKILL the bot
+    mid-stream and start it again. (Three people: one account writing 60 lines in seconds would be
+    held back by the homeserver's message limit, which is not what this tests.)"""
     pages = [Survivor(fault_stack.page_url) for _ in range(3)]
-    chats = [await claim_new_chat(fault_stack, staff, page) for page in pages]
+    advocates = [staff] + [await login(fault_stack, account) for account in fault_stack.accounts.advocates[1:3]]
+    chats = [await claim_new_chat(fault_stack, advocate, page) for advocate, page in zip(advocates, pages)]
     for page in pages:
         await until(lambda page=page: "An advocate has joined the chat." in page.texts("hotline"), 30, "joined")
     lines = 20
@@ -46,7 +49,7 @@ async def test_bot_killed_under_traffic_in_three_chats_loses_and_duplicates_noth
         from_survivor, from_advocate = said[i]
         for n in range(lines):
             await page.say(from_survivor[n])
-            await staff.say(case_room, from_advocate[n])
+            await advocates[i].say(case_room, from_advocate[n])
             if n == lines // 3 and i == 0:
                 killed.set()
 
@@ -62,21 +65,24 @@ async def test_bot_killed_under_traffic_in_three_chats_loses_and_duplicates_noth
             from_survivor, from_advocate = said[i]
             case_room = chats[i][1]
             relayed = [f"Survivor: {t}" for t in from_survivor]
-            await until(lambda: all(t in staff.bodies(case_room) for t in relayed), 90, f"chat {i}: the survivor's lines")
+            await until(lambda: all(t in advocates[i].bodies(case_room) for t in relayed), 90,
+                        f"chat {i}: the survivor's lines")
             await until(lambda: all(t in page.texts("advocate") for t in from_advocate), 90, f"chat {i}: the advocate's lines")
         # Everything has arrived: now check nothing came twice, and the order.
         await asyncio.sleep(2)
         for i, page in enumerate(pages):
             from_survivor, from_advocate = said[i]
             relayed = [f"Survivor: {t}" for t in from_survivor]
-            assert [b for b in staff.bodies(chats[i][1]) if b in relayed] == relayed, f"chat {i}"
+            assert [b for b in advocates[i].bodies(chats[i][1]) if b in relayed] == relayed, f"chat {i}"
             assert [t for t in page.texts("advocate") if t in from_advocate] == from_advocate, f"chat {i}"
     finally:
-        for ref, case_room in chats:
-            await staff.say(case_room, "!close")
+        for advocate, (ref, case_room) in zip(advocates, chats):
+            await advocate.say(case_room, "!close")
         for page in pages:
             await until(lambda page=page: page.first("ended"), 60, "ended")
             await page.close()
+        for advocate in advocates[1:]:
+            await advocate.close()
     for ref, case_room in chats:
         await assert_erased(fault_stack, ref, case_room)
 
