@@ -63,8 +63,8 @@ async def run(quick: bool = False) -> dict:
     memory: list[dict] = []
     profiles: dict = {}
     try:
-        # Relaxed limits: one advocate account stands in for 20 people here (2 messages a second),
-        # twice what Synapse allows one account once its 30 at once are spent.
+        # Relaxed limits: one advocate account stands in for 20 people here; Synapse's message
+        # limit is per account, made for one person.
         async with running_stack("capacity", advocates=advocates_n, postgres=pg,
                                  settings={"max_open_chats": "2000",
                                            "max_chats_per_advocate": str(per_advocate)},

@@ -41,8 +41,8 @@ async def run(quick: bool = False) -> dict:
     total = 60 if quick else 500
     block = 20 if quick else 50
     # Relaxed limits: blocks of ten each way every 3.4 s (the survivor's WebSocket allows 30 frames
-    # per 10 s) are three messages a second per account, past Synapse's 1 a second once 30 are
-    # spent. This measures the relay; tests/test_rate_limits.py checks human pace on the shipped limits.
+    # per 10 s) are about three messages a second per account, at the edge of Synapse's limit once
+    # 30 are spent. This measures the relay; tests/test_rate_limits.py checks human pace on the shipped limits.
     async with running_stack("latency", advocates=1, relaxed_rate_limits=True) as stack:
         # The floor: two plain users in one encrypted room.
         password = secrets.token_urlsafe(12)
