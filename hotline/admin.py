@@ -108,7 +108,7 @@ def load_gateway_settings(path: Path) -> GatewaySettings:
 BOT_LOGIN_WAIT_SECONDS = 60.0
 
 
-def bot_login(settings: BotSettings, wait: float = BOT_LOGIN_WAIT_SECONDS) -> tuple[str, str]:
+async def bot_login(settings: BotSettings, wait: float = BOT_LOGIN_WAIT_SECONDS) -> tuple[str, str]:
     """(device id, access token) the bot saved in its routing database.
 
     A bot that was just started logs in within seconds: wait for that up to ``wait`` seconds."""
@@ -127,7 +127,7 @@ def bot_login(settings: BotSettings, wait: float = BOT_LOGIN_WAIT_SECONDS) -> tu
             return rows.get("device_id", ""), rows["access_token"]
         if time.monotonic() >= deadline:
             break
-        time.sleep(0.5)
+        await asyncio.sleep(0.5)
     if not database.exists():
         raise AdminError(f"{database} does not exist: start the bot once (it logs in and saves its device there)")
     raise AdminError("the bot has not logged in yet: start it once, then try again")
@@ -392,7 +392,7 @@ async def staff_add(ctx: Context, user_id: str, role: str) -> str:
                          "run `hotline admin setup` (it adds the rooms a hotline lacks), then restart the bot")
     if user_id == ctx.settings.bot_user_id or user_id[1:].startswith(ctx.settings.survivor_prefix):
         raise AdminError(f"{user_id} is reserved (the bot or the web chat's namespace)")
-    _, token = bot_login(ctx.settings)
+    _, token = await bot_login(ctx.settings)
     password = secrets.token_urlsafe(15)
     async with session() as http:
         api = Api(http, ctx.settings.homeserver, token)
@@ -410,7 +410,7 @@ async def staff_remove(ctx: Context, user_id: str, *, erase: bool) -> None:
     user_id = parse_staff_id(user_id, ctx.server)
     if user_id == ctx.settings.bot_user_id:
         raise AdminError("that is the bot's account")
-    _, token = bot_login(ctx.settings)
+    _, token = await bot_login(ctx.settings)
     async with session() as http:
         api = Api(http, ctx.settings.homeserver, token)
         status, existing = await api.call("GET", f"/_synapse/admin/v2/users/{quote(user_id)}", ok=(404,))
@@ -432,7 +432,7 @@ class StaffMember:
 
 
 async def staff_list(ctx: Context) -> list[StaffMember]:
-    _, token = bot_login(ctx.settings)
+    _, token = await bot_login(ctx.settings)
     held = held_back_devices(ctx.settings)
     members: dict[str, StaffMember] = {}
     async with session() as http:
@@ -485,7 +485,7 @@ async def service(ctx: Context, closed: bool, message: str) -> None:
     if closed and not message.strip():
         raise AdminError("closing needs a message for survivors, e.g. "
                          "'Chat is closed today. Call the hotline.'")
-    _, token = bot_login(ctx.settings)
+    _, token = await bot_login(ctx.settings)
     async with session() as http:
         api = Api(http, ctx.settings.homeserver, token)
         await api.call("PUT", f"/_matrix/client/v3/rooms/{quote(room)}/state/{SERVICE_STATE}/",
@@ -636,7 +636,7 @@ async def check_homeserver_live(http: aiohttp.ClientSession, ctx: Context, resul
     else:
         result.fail(f"the homeserver gives out guest accounts (HTTP {status}): allow_guest_access must be false")
     try:
-        _, token = bot_login(ctx.settings, wait=0)
+        _, token = await bot_login(ctx.settings, wait=0)
     except AdminError as error:
         result.warn(str(error))
         return
@@ -846,7 +846,7 @@ def forget_keys(settings: BotSettings, rooms: list[str]) -> int:
 async def sweep(ctx: Context, *, apply: bool, min_age_seconds: float,
                 report: Any = print) -> SweepPlan:
     """Rooms and survivor accounts that no open chat references: list them, or erase them."""
-    _, token = bot_login(ctx.settings)
+    _, token = await bot_login(ctx.settings)
     async with session() as http:
         api = Api(http, ctx.settings.homeserver, token)
         plan = await plan_sweep(ctx, api, min_age_seconds=min_age_seconds)
