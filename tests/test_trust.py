@@ -281,22 +281,15 @@ async def test_the_bots_identity_survives_a_restart_and_a_new_login(trust_stack)
     try:
         master = bot_identity(stack).master_public
         old_device = routing_rows(stack, "SELECT value FROM meta WHERE key = 'device_id'")[0][0]
-        assert old_device in await signed_bot_devices(stack, advocate.client.access_token)
+        assert await _signed_now(stack, advocate)
         # A new login: the saved session is gone (a restore without it), the identity file is kept.
         stack.kill_bot()
         with sqlite3.connect(stack.root / "bot" / "routing.db") as db:
             db.execute("DELETE FROM meta WHERE key IN ('device_id', 'access_token', 'sync_position')")
         stack.start_bot()
-        new_device = await until(lambda: next(iter(
-            routing_rows(stack, "SELECT value FROM meta WHERE key = 'device_id' AND value != ?", (old_device,))),
-            None), 30, "the bot's new session")
-        signed: dict[str, str] = {}
-
-        async def new_session_signed() -> bool:
-            signed.update(await signed_bot_devices(stack, advocate.client.access_token))
-            return new_device[0] in signed
-
-        await eventually(new_session_signed, 30, "the new session signed with the kept identity")
+        await until(lambda: routing_rows(stack, "SELECT value FROM meta WHERE key = 'device_id' AND value != ?",
+                                         (old_device,)), 30, "the bot's new session")
+        await eventually(lambda: _signed_now(stack, advocate), 30, "the new session signed with the kept identity")
         assert bot_identity(stack).master_public == master
         # And a chat works through the new session (the gateway trusts it: same identity).
         ref, case_room = await claim_new_chat(stack, advocate, page)
