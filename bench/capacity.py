@@ -44,7 +44,7 @@ from bench.common import (
     table,
 )
 from bench.postgres import Postgres
-from tests.support import open_chat_count, until
+from testkit.clients import open_chat_count, until
 
 PACE_S = 10.0
 DRAIN_S = 15.0

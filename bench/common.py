@@ -1,6 +1,6 @@
 """What every benchmark shares: a real stack, timed survivors and advocates, statistics, output.
 
-The survivor and advocate helpers of ``tests/support.py`` are reused; the subclasses here only add
+The survivor and advocate helpers of ``testkit/clients.py`` are reused; the subclasses here only add
 an arrival time to every frame or decrypted message, taken in the receiving callback (never by
 polling), and futures to wait on a given text.
 """
@@ -25,9 +25,9 @@ import aiohttp
 import psutil
 from nio import RoomMessageNotice, RoomMessageText, SyncResponse
 
-from bot.admin_api import SynapseAdmin
+from hotline_runtime.synapse_admin import SynapseAdmin
 from hotline.devstack import DevStack
-from tests.support import Advocate, Survivor
+from testkit.clients import Advocate, Survivor
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "performance"
@@ -289,11 +289,11 @@ class TimedAdvocate(Advocate):
         self.on_text: Any = None  # optional callback(room, body, t)
 
     async def login(self) -> None:
-        """As tests.support.Advocate.login, but long-polling /sync for 30 s instead of 1 s: an idle
+        """As testkit.clients.Advocate.login, but long-polling /sync for 30 s instead of 1 s: an idle
         client then costs Synapse and the driver nothing, and new events still wake it at once."""
         from nio import LoginResponse
 
-        from hotline.nio_sync import sync_loop
+        from hotline_runtime.nio_sync import sync_loop
 
         response = await self.client.login(self.password, device_name="bench client")
         assert isinstance(response, LoginResponse), response
@@ -321,7 +321,7 @@ class TimedAdvocate(Advocate):
     async def send_text(self, room_id: str, text: str) -> float:
         """room_send (encrypt + PUT); returns the time just before it started."""
         t = now()
-        # A simulated staff client, as in tests/support.py: it trusts the bot; the product's trust
+        # A simulated staff client, as in testkit/clients.py: it trusts the bot; the product's trust
         # policy is the bot's (bot/matrix.py TrustPolicy), never this.
         response = await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": text},
                                                ignore_unverified_devices=True)

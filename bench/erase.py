@@ -29,7 +29,7 @@ from bench.common import (
     savefig,
     table,
 )
-from tests.support import homeserver_rows, routing_rows, user_deactivated
+from testkit.clients import homeserver_rows, routing_rows, user_deactivated
 
 
 def events_in(stack, room_ids: list[str]) -> int:

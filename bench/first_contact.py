@@ -25,7 +25,7 @@ from bench.common import (
     summary_ms,
     table,
 )
-from tests.support import open_chat_count, until
+from testkit.clients import open_chat_count, until
 
 SETTLE_S = 2.0
 

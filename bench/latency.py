@@ -32,7 +32,7 @@ from bench.common import (
     summary_ms,
     table,
 )
-from tests.support import until
+from testkit.clients import until
 
 WARMUP = 5
 

@@ -15,9 +15,9 @@ from bot.messages import Catalog
 from bot.service import HotlineBot
 from bot.settings import BotSettings
 from bot.store import Store
-from hotline.logs import setup_logging
-from hotline.nio_sync import SessionGone
-from hotline.settings_util import load_settings
+from hotline_runtime.logs import setup_logging
+from hotline_runtime.nio_sync import SessionGone
+from hotline_runtime.settings_util import load_settings
 
 
 async def run(settings: BotSettings, catalog: Catalog) -> int:

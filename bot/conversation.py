@@ -56,7 +56,7 @@ from bot.commands import (
     has_command_line,
 )
 from bot.ids import ChatRef, EventId, RoomId, UserId
-from hotline.wire import Role
+from hotline_runtime.wire import Role
 
 
 class Phase(StrEnum):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from hotline.cross_signing import CrossSigningError, Identity, KeysApi, master_key
+from hotline_runtime.cross_signing import CrossSigningError, Identity, KeysApi, master_key
 
 log = logging.getLogger(__name__)
 

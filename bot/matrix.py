@@ -33,9 +33,9 @@ from nio.crypto import OlmDevice
 from nio.exceptions import OlmTrustError
 from nio.store.models import MegolmInboundSessions
 
-from bot.errors import EncryptionUnavailable, MatrixError
-from hotline.cross_signing import KeysApi, master_key, signed_devices
-from hotline.nio_sync import KeysUnavailable, client_config, members_and_keys, olm_sessions, sending_device
+from hotline_runtime.errors import EncryptionUnavailable, MatrixError
+from hotline_runtime.cross_signing import KeysApi, master_key, signed_devices
+from hotline_runtime.nio_sync import KeysUnavailable, client_config, members_and_keys, olm_sessions, sending_device
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from nio import (
 )
 
 from bot import commands, identity, messages
-from bot.admin_api import SynapseAdmin
+from hotline_runtime.synapse_admin import SynapseAdmin
 from bot.codewords import Codewords
 from bot.conversation import (
     AcceptInvite,
@@ -95,16 +95,16 @@ from bot.conversation import (
     apply,
     recover,
 )
-from bot.errors import HotlineError, MatrixError, incident_id, where
+from hotline_runtime.errors import HotlineError, MatrixError, incident_id, where
 from bot.ids import ChatRef, EventId, RoomId, UserId, new_ref, server_name
 from bot.matrix import BotMatrix, TrustPolicy, txn_id_for
 from bot.messages import Catalog
 from bot.settings import BotSettings
 from bot.store import Store
-from hotline.cross_signing import KeysApi, fingerprint
-from hotline.homeserver import GATEWAY_SENDER_LOCALPART
-from hotline.nio_sync import SessionGone, mute_push, sync_loop
-from hotline.wire import (
+from hotline_runtime.cross_signing import KeysApi, fingerprint
+from hotline_runtime.wire import GATEWAY_SENDER_LOCALPART
+from hotline_runtime.nio_sync import SessionGone, mute_push, sync_loop
+from hotline_runtime.wire import (
     ANSWERS_EVENT,
     CONTROL_EVENT,
     ROLE_FIELD,

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hotline.settings_util import check_log_level, check_room_id, check_user_id
+from hotline_runtime.settings_util import check_log_level, check_room_id, check_user_id
 
 
 class BotSettings(BaseSettings):

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot.conversation import Chat, Phase
-from bot.errors import HotlineError
+from hotline_runtime.errors import HotlineError
 from bot.ids import ChatRef
 
 

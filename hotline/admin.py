@@ -37,14 +37,14 @@ from dotenv import dotenv_values
 from pydantic import ValidationError
 
 from bot import identity as bot_identity
-from bot.admin_api import SynapseAdmin
-from bot.errors import AdminApiError
+from hotline_runtime.synapse_admin import SynapseAdmin
+from hotline_runtime.errors import AdminApiError
 from bot.settings import BotSettings
-from hotline.cross_signing import CrossSigningError, KeysApi
-from hotline.homeserver import GATEWAY_SENDER_LOCALPART, health_ok, privacy_settings
-from hotline.nio_sync import MUTE_PUSH_PATH
-from hotline.settings_util import describe
-from hotline.wire import SERVICE_STATE
+from hotline_runtime.cross_signing import CrossSigningError, KeysApi
+from hotline.homeserver import health_ok, privacy_settings
+from hotline_runtime.nio_sync import MUTE_PUSH_PATH
+from hotline_runtime.settings_util import describe
+from hotline_runtime.wire import GATEWAY_SENDER_LOCALPART, SERVICE_STATE
 from webchat.settings import GatewaySettings
 
 ENCRYPTION = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
@@ -478,7 +478,7 @@ def _day(ms: int | None) -> str:
 # --------------------------------------------------------------------------- service
 
 async def service(ctx: Context, closed: bool, message: str) -> None:
-    """Set the service room's state (hotline/wire.py): the gateway tells survivors chat is closed."""
+    """Set the service room's state (hotline_runtime/wire.py): the gateway tells survivors chat is closed."""
     room = ctx.room("service_room")
     if room is None:
         raise AdminError("the bot's settings name no service room (HOTLINE_SERVICE_ROOM)")

@@ -155,7 +155,7 @@ def run_admin(args: argparse.Namespace) -> None:
 
 def run_bot_identity(admin: Any, files: Any, args: argparse.Namespace) -> None:
     from bot.identity import identity_path
-    from hotline.cross_signing import Identity, fingerprint
+    from hotline_runtime.cross_signing import Identity, fingerprint
 
     if not args.replace:
         settings = admin.load_bot_settings(files.bot)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic_settings import BaseSettings
 
 from bot.settings import BotSettings
-from hotline.settings_util import ENV_PREFIX
+from hotline_runtime.settings_util import ENV_PREFIX
 from webchat.settings import GatewaySettings
 
 INTRO = """# Configuration

@@ -23,14 +23,14 @@ from typing import Any
 import aiohttp
 
 from bot import identity
-from bot.admin_api import SynapseAdmin
+from hotline_runtime.synapse_admin import SynapseAdmin
 from hotline.homeserver import (
-    GATEWAY_SENDER_LOCALPART,
     SURVIVOR_LOCALPART_PREFIX,
     EmbeddedHomeserver,
     HomeserverProcess,
 )
-from hotline.nio_sync import MUTE_PUSH_PATH
+from hotline_runtime.nio_sync import MUTE_PUSH_PATH
+from hotline_runtime.wire import GATEWAY_SENDER_LOCALPART
 from hotline.postgres import ThrowawayPostgres, synapse_database
 
 SERVER_NAME = "hotline.localhost"

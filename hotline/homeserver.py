@@ -20,9 +20,10 @@ from typing import Any
 import aiohttp
 import yaml
 
+from hotline_runtime.wire import GATEWAY_SENDER_LOCALPART
+
 APPSERVICE_ID = "hotline-webchat"
 SURVIVOR_LOCALPART_PREFIX = "chat_"
-GATEWAY_SENDER_LOCALPART = "hotline-webchat"
 
 
 def privacy_settings() -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hotline.devstack import DevStack
-from tests.support import Survivor, login
+from testkit.clients import Survivor, login
 
 GRACE_SECONDS = 4
 

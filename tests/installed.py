@@ -17,7 +17,7 @@ import tarfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("bot", "webchat", "hotline")
+PACKAGES = ("hotline_runtime", "bot", "webchat", "hotline")
 
 
 def git_tree() -> str | None:

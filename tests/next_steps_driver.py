@@ -196,7 +196,7 @@ def commands(next_steps: str) -> list[str]:
 async def survivor_alerts_the_dispatch_room(password: str) -> None:
     from dotenv import dotenv_values
 
-    from tests.support import Advocate, Survivor, until
+    from testkit.clients import Advocate, Survivor, until
 
     dispatch = dotenv_values("/etc/hotline/bot.env")["HOTLINE_DISPATCH_ROOM"]
     advocate = Advocate(f"https://{DOMAIN}", f"@sam:{DOMAIN}", password)

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import until
+from testkit.clients import until
 
 HARNESS = Path(__file__).parent / "rustcrypto"
 SCRIPT = HARNESS / "advocate.mjs"

@@ -14,7 +14,7 @@ import aiohttp
 from nio import RoomMessagesResponse, RoomMessageNotice
 
 from hotline.devstack import Account, DevStack
-from tests.support import (
+from testkit.clients import (
     Advocate,
     Survivor,
     alerts_in,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from tests.support import (
+from testkit.clients import (
     Advocate,
     Survivor,
     alerted_refs,

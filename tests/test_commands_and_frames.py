@@ -151,7 +151,7 @@ def test_every_staff_text_formats_with_its_own_placeholders():
 
 
 def test_failures_are_logged_by_type_and_place_never_by_message():
-    from bot.errors import where
+    from hotline_runtime.errors import where
 
     def relay(text: str) -> None:
         raise KeyError(text)

@@ -76,7 +76,7 @@ from bot.conversation import (
     recover,
 )
 from bot.ids import ChatRef, EventId, RoomId, UserId
-from hotline.wire import Role
+from hotline_runtime.wire import Role
 
 BOT = UserId("@hotline:hs")
 SURVIVOR = UserId("@chat_abc:hs")

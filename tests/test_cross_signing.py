@@ -14,7 +14,7 @@ import pytest
 from signedjson.key import encode_verify_key_base64, generate_signing_key, get_verify_key
 from signedjson.sign import sign_json
 
-from hotline.cross_signing import Identity, fingerprint, master_key, self_signing_key, signed_devices
+from hotline_runtime.cross_signing import Identity, fingerprint, master_key, self_signing_key, signed_devices
 
 USER = "@advocate1:hotline.localhost"
 DEVICE = "ABCDEFGHIJ"

@@ -11,7 +11,7 @@ import pytest
 from hotline import admin
 from hotline.devstack import DevStack
 from tests.conftest import running
-from tests.support import (
+from testkit.clients import (
     Survivor,
     assert_erased,
     chat_row_exists,

@@ -12,7 +12,7 @@ import pytest
 
 from hotline.devstack import DevStack
 from tests.conftest import running
-from tests.support import Survivor, assert_erased, claim_new_chat, login, until
+from testkit.clients import Survivor, assert_erased, claim_new_chat, login, until
 
 
 @pytest.fixture(scope="module")

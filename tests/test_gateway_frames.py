@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from hotline.devstack import free_port
-from tests.support import Survivor, assert_erased, claim_new_chat, routing_rows, until
+from testkit.clients import Survivor, assert_erased, claim_new_chat, routing_rows, until
 from webchat.app import create_app
 from webchat.settings import GatewaySettings
 

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from hotline.hours import ALWAYS, Schedule, ScheduleError, status
+from hotline_runtime.hours import ALWAYS, Schedule, ScheduleError, status
 
 NY = ZoneInfo("America/New_York")
 WEEKDAYS = Schedule.parse("mon-fri 09:00-17:00; sat 10:00-14:00", "America/New_York", "2026-12-25", 30)

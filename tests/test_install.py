@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hotline.devstack import DevStack
 from tests.installed import source_modules
-from tests.support import Advocate, Survivor, until
+from testkit.clients import Advocate, Survivor, until
 
 
 def run(venv: Path, *argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -49,6 +49,7 @@ print(json.dumps({{"modules": found, "data": data}}))
     assert all(report["data"].values()), report["data"]
     assert not list((installed_venv / "lib").glob("python*/site-packages/__editable__*")), "an editable install"
     assert not list((installed_venv / "lib").glob("python*/site-packages/tests")), "tests/ must not be installed"
+    assert not list((installed_venv / "lib").glob("python*/site-packages/testkit")), "testkit/ must not be installed"
 
 
 def test_hotline_init_and_the_commands_run_from_the_install(installed_venv, tmp_path):

@@ -17,7 +17,7 @@ from aiohttp import web
 from dotenv import dotenv_values
 
 from hotline.devstack import DevStack, free_port
-from tests.support import Survivor, alerted_refs, eventually, until
+from testkit.clients import Survivor, alerted_refs, eventually, until
 from webchat.app import create_app
 from webchat.limits import AddressLimits, client_key, parse_networks
 from webchat.settings import GatewaySettings

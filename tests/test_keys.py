@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from nio import AsyncClient, LoginResponse
 
-from hotline.nio_sync import (
+from hotline_runtime.nio_sync import (
     KeysUnavailable,
     client_config,
     keep_keys,

@@ -14,7 +14,7 @@ import math
 import pytest
 import vodozemac
 
-from tests.support import Survivor, assert_erased, claim_new_chat, open_chat, until
+from testkit.clients import Survivor, assert_erased, claim_new_chat, open_chat, until
 from webchat.protocol import MAX_ESCAPE_PER_BYTE, MAX_MESSAGE_BYTES, FrameError, parse
 
 SYNAPSE_MAX_EVENT_BYTES = 65_536

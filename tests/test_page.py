@@ -8,7 +8,7 @@ import shutil
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from tests.support import alerts_in, assert_erased, chat_row_exists, new_alert, until
+from testkit.clients import alerts_in, assert_erased, chat_row_exists, new_alert, until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

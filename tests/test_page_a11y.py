@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from tests.support import alerts_in, new_alert, until
+from testkit.clients import alerts_in, new_alert, until
 from tests.test_page import MIXED_SCRIPTS, open_browser, start_chat
 from tests.test_page_states import RTL_TEST_CATALOG
 from tests.test_webchat_service import closed_days, gateway

@@ -8,7 +8,7 @@ import json
 
 from playwright.async_api import expect
 
-from tests.support import Survivor, alerts_in, assert_erased, new_alert, until
+from testkit.clients import Survivor, alerts_in, assert_erased, new_alert, until
 from tests.test_page import assert_nothing_stored, open_browser, start_chat
 from webchat.protocol import MAX_MESSAGE_BYTES
 

@@ -12,7 +12,7 @@ from playwright.async_api import expect
 from aiohttp import web
 
 from hotline.devstack import free_port
-from tests.support import alerts_in, new_alert, until
+from testkit.clients import alerts_in, new_alert, until
 from tests.test_page import assert_nothing_stored, open_browser, start_chat
 from tests.test_webchat_service import answer_counts, closed_days, closure, gateway
 from webchat import keys

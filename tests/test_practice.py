@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 
 from hotline.devstack import DevStack
-from hotline.wire import SERVICE_STATE
+from hotline_runtime.wire import SERVICE_STATE
 from tests.conftest import running
-from tests.support import (
+from testkit.clients import (
     Advocate,
     Survivor,
     alerts_in,

@@ -26,7 +26,7 @@ from hotline.devstack import free_port
 from hotline.homeserver import EmbeddedHomeserver, HomeserverProcess
 from hotline.postgres import ThrowawayPostgres, synapse_database
 from hotline.production import InitOptions, init
-from tests.support import Advocate, Survivor, until
+from testkit.clients import Advocate, Survivor, until
 from tests.test_production_init import nginx_wrapper, self_signed
 
 DOMAIN = "hotline.test"

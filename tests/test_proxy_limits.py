@@ -15,7 +15,7 @@ from aiohttp import web
 
 from hotline import proxy
 from hotline.devstack import free_port
-from tests.support import until
+from testkit.clients import until
 from tests.test_production_init import nginx_wrapper, self_signed
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("openssl") is None,

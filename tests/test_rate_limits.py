@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 import yaml
 
-from bot.admin_api import SynapseAdmin
+from hotline_runtime.synapse_admin import SynapseAdmin
 from hotline.homeserver import PRODUCTION_RATE_LIMITS
-from tests.support import assert_erased, claim_new_chat, until
+from testkit.clients import assert_erased, claim_new_chat, until
 
 OFFICE = "203.0.113.7"  # one office address (TEST-NET-3), as the proxy's X-Forwarded-For names it
 

@@ -21,11 +21,11 @@ import aiohttp
 import pytest
 from nio import MegolmEvent, RoomMessageText, UnknownToDeviceEvent
 
-from bot.admin_api import SynapseAdmin
+from hotline_runtime.synapse_admin import SynapseAdmin
 from hotline.devstack import ENCRYPTION, SERVER_NAME, free_port
 from hotline.homeserver import EmbeddedHomeserver, HomeserverProcess
 from tests.rustcrypto_client import UNSIGNED_SENDER_DEVICE, RustAdvocate, rust_crypto_harness  # noqa: F401
-from tests.support import Advocate, until
+from testkit.clients import Advocate, until
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from hotline.devstack import DevStack
 from tests.conftest import running
-from tests.support import (
+from testkit.clients import (
     Advocate,
     Survivor,
     alerts_in,

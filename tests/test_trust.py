@@ -18,13 +18,13 @@ import aiohttp
 import pytest
 
 from bot.identity import identity_path
-from hotline.cross_signing import Identity, KeysApi, signed_devices
+from hotline_runtime.cross_signing import Identity, KeysApi, signed_devices
 from hotline.devstack import DevStack
-from hotline.wire import CONTROL_EVENT
+from hotline_runtime.wire import CONTROL_EVENT
 from tests import support
 from tests.conftest import running
 from tests.rustcrypto_client import RustAdvocate, rust_crypto_harness  # noqa: F401
-from tests.support import (
+from testkit.clients import (
     Advocate,
     Survivor,
     assert_erased,

@@ -20,9 +20,9 @@ import pytest
 from aiohttp import web
 
 from hotline.devstack import DevStack, free_port
-from hotline.hours import ALWAYS, Schedule
-from hotline.wire import SERVICE_STATE
-from tests.support import Survivor, alerts_in, assert_erased, claim_new_chat, new_alert, until
+from hotline_runtime.hours import ALWAYS, Schedule
+from hotline_runtime.wire import SERVICE_STATE
+from testkit.clients import Survivor, alerts_in, assert_erased, claim_new_chat, new_alert, until
 from webchat import keys
 from webchat.app import create_app
 from webchat.service import Closure, page_status

@@ -6,8 +6,8 @@ import argparse
 
 from aiohttp import web
 
-from hotline.logs import setup_logging
-from hotline.settings_util import load_settings
+from hotline_runtime.logs import setup_logging
+from hotline_runtime.settings_util import load_settings
 from webchat.app import create_app
 from webchat.settings import GatewaySettings
 

@@ -16,7 +16,7 @@ import aiohttp
 from nio import AsyncClient
 from nio.crypto import OlmDevice
 
-from hotline.cross_signing import CrossSigningError, KeysApi, signed_devices
+from hotline_runtime.cross_signing import CrossSigningError, KeysApi, signed_devices
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import logging
 import weakref
 from typing import Any
 
-from hotline.wire import Control
+from hotline_runtime.wire import Control
 from webchat.session import ChatSession
 
 log = logging.getLogger(__name__)

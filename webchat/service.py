@@ -25,9 +25,9 @@ from nio import AsyncClient, MatrixRoom, RoomSendError
 from nio.exceptions import OlmTrustError
 from nio.store import SqliteMemoryStore
 
-from hotline.hours import Schedule, status
-from hotline.nio_sync import KeysUnavailable, client_config, keep_keys, members_and_keys
-from hotline.wire import ANSWERS_EVENT, SERVICE_STATE
+from hotline_runtime.hours import Schedule, status
+from hotline_runtime.nio_sync import KeysUnavailable, client_config, keep_keys, members_and_keys
+from hotline_runtime.wire import ANSWERS_EVENT, SERVICE_STATE
 from webchat.answers import AnswerPool, batch_content
 from webchat.bot_identity import PinnedBot
 from webchat.settings import GatewaySettings

@@ -33,7 +33,7 @@ from nio import (
 from nio.exceptions import OlmTrustError
 from nio.store import SqliteMemoryStore
 
-from hotline.nio_sync import (
+from hotline_runtime.nio_sync import (
     sending_device,
     KeysUnavailable,
     SessionGone,
@@ -44,7 +44,7 @@ from hotline.nio_sync import (
     olm_sessions,
     sync_loop,
 )
-from hotline.wire import CONTROL_EVENT, ROLE_FIELD, Control, Role
+from hotline_runtime.wire import CONTROL_EVENT, ROLE_FIELD, Control, Role
 from webchat.bot_identity import PinnedBot
 from webchat.settings import GatewaySettings
 
@@ -55,7 +55,7 @@ BUFFER_FRAMES = 1000
 Sink = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-# What the bot may ask the page (see hotline/wire.py).
+# What the bot may ask the page (see hotline_runtime/wire.py).
 ASK_QUESTIONS = ("interpreter_consent", "codeword_new", "codeword_verify")
 
 

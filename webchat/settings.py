@@ -12,8 +12,8 @@ from pathlib import Path
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hotline.hours import ALWAYS, Schedule, ScheduleError
-from hotline.settings_util import check_log_level, check_room_id, check_user_id
+from hotline_runtime.hours import ALWAYS, Schedule, ScheduleError
+from hotline_runtime.settings_util import check_log_level, check_room_id, check_user_id
 from webchat.protocol import MAX_MESSAGE_BYTES
 
 MASTER_KEY = re.compile(r"^[A-Za-z0-9+/]{43}$")
@@ -56,7 +56,7 @@ class GatewaySettings(BaseSettings):
     max_answers_per_address: int = Field(default=10, ge=1, le=10_000, description="Answer submissions one client address may send within HOTLINE_ADDRESS_LIMIT_MINUTES; more are not counted.")
     address_limit_minutes: float = Field(default=10, gt=0, le=1440, description="The period of the per-address start and answer limits.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
-    # Opening hours (hotline/hours.py): outside them "Start chat" says when chat opens next.
+    # Opening hours (hotline_runtime/hours.py): outside them "Start chat" says when chat opens next.
     hours: str = Field(default=ALWAYS, description="When chat is open, e.g. \"mon-fri 09:00-17:00; sat 10:00-14:00\" (a day not named is closed).")
     timezone: str = Field(default="UTC", description="The program's time zone for HOTLINE_HOURS, e.g. America/New_York.")
     holidays: str = Field(default="", description="Dates on which chat is closed all day, e.g. \"2026-12-25, 2027-01-01\".")

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from hotline.hours import ALWAYS, DAYS, parse_weekly
+from hotline_runtime.hours import ALWAYS, DAYS, parse_weekly
 from webchat.i18n import load_catalogs
 
 DAY_MINUTES = 24 * 60

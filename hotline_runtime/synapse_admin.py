@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from bot.errors import AdminApiError
+from hotline_runtime.errors import AdminApiError
 
 
 class SynapseAdmin:

@@ -25,6 +25,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# The localpart of the gateway's application-service user, the one that shares the service room with
+# the bot (hotline/homeserver.py registers it with Synapse).
+GATEWAY_SENDER_LOCALPART = "hotline-webchat"
+
 # Custom event type for control signals between the gateway and the bot.
 CONTROL_EVENT = "org.matrix_hotline.control"
 # Content key of the bot's m.room.message events in the survivor room: who speaks.

@@ -23,10 +23,10 @@ from nio import (
     SyncResponse,
 )
 
-from hotline.cross_signing import Identity, KeysApi
+from hotline_runtime.cross_signing import Identity, KeysApi
 from hotline.devstack import DevStack
 from hotline.homeserver import EmbeddedHomeserver
-from hotline.nio_sync import client_config, sync_loop
+from hotline_runtime.nio_sync import client_config, sync_loop
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
