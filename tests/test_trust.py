@@ -21,7 +21,7 @@ from bot.identity import identity_path
 from hotline_runtime.cross_signing import Identity, KeysApi, signed_devices
 from hotline.devstack import DevStack
 from hotline_runtime.wire import CONTROL_EVENT
-from tests import support
+from testkit import clients
 from tests.conftest import running
 from tests.rustcrypto_client import RustAdvocate, rust_crypto_harness  # noqa: F401
 from testkit.clients import (
@@ -212,7 +212,7 @@ async def test_a_staff_identity_reset_is_held_back_until_an_admin_trusts_it(trus
         reset = Identity.generate(account.user_id)
         async with aiohttp.ClientSession() as http:
             await KeysApi(http, stack.homeserver.url, before.client.access_token).upload_identity(reset, account.password)
-        support._identities[(stack.homeserver.url, account.user_id)] = reset
+        clients._identities[(stack.homeserver.url, account.user_id)] = reset
         after = await login(stack, account)
         await until(lambda: notices(admin, admin_room, f"The identity of {account.user_id} changed"), 30,
                     "the announcement to the admins")
