@@ -84,73 +84,84 @@ def run_admin(args: argparse.Namespace) -> None:
 
     files = admin.Files.from_args(args.dir, args.bot_config, args.webchat_config, args.homeserver_config)
     try:
-        if args.admin_command == "setup":
-            rooms = asyncio.run(admin.setup(files))
-            print("Created the bot account and the rooms; bot.env and webchat.env now name them:")
-            for name, room in rooms.items():
-                print(f"  {name}: {room}")
-            print("Start the bot and the gateway, then add staff with `hotline admin staff add`.")
-        elif args.admin_command == "check":
-            result = asyncio.run(admin.check(files, public_url=args.public_url))
-            for kind, text in result.lines:
-                print(f"{kind:4}  {text}")
-            if result.failed:
-                sys.exit("hotline admin check: FAILED (see the FAIL lines above)")
-            print("All checks passed.")
-        elif args.admin_command == "staff":
-            ctx = admin.Context.load(files)
-            if args.staff_command == "add":
-                password = asyncio.run(admin.staff_add(ctx, args.user_id, args.role))
-                print(f"Created {args.user_id} ({args.role}) and added them to the {admin.ROLE_ROOM_NAMES[args.role]}.")
-                print(f"One-time password (shown only now): {password}")
-                print("They sign in with any Matrix client and change it at once (Settings → Security).")
-            elif args.staff_command == "remove":
-                asyncio.run(admin.staff_remove(ctx, args.user_id, erase=args.erase))
-                print(f"Removed {args.user_id} from the staff rooms and deactivated the account.")
-            else:
-                for member in asyncio.run(admin.staff_list(ctx)):
-                    print(f"{member.user_id}  {', '.join(member.roles)}")
-                    for device in member.devices:
-                        held = ("  HELD BACK: no keys until an admin approves it "
-                                f"(!approve {member.user_id} {device['device_id']} in the admin room)"
-                                if device["held_back"] else "")
-                        print(f"    device {device['device_id']}  {device['display_name'] or '-'}  "
-                              f"last seen {device['last_seen']}{held}")
-                    if not member.devices:
-                        print("    (no devices: not signed in yet)")
-        elif args.admin_command == "service":
-            ctx = admin.Context.load(files)
-            closed = args.state == "close"
-            asyncio.run(admin.service(ctx, closed, " ".join(args.message)))
-            print("The service is closed; survivors see your message." if closed else "The service is open.")
-        elif args.admin_command == "sweep":
-            ctx = admin.Context.load(files)
-            plan = asyncio.run(admin.sweep(ctx, apply=False, min_age_seconds=args.min_age * 60))
-            if not plan.rooms and not plan.accounts:
-                print("Nothing to sweep: every chat room and survivor account belongs to an open chat.")
-                return
-            print(f"Left over (no open chat references them, older than {args.min_age:g} min):")
-            for room in plan.rooms:
-                print(f"  room {room}")
-            for account in plan.accounts:
-                print(f"  account {account}")
-            if not args.yes:
-                print("Run again with --yes to erase them (redact, delete with purge, deactivate with erase).")
-                return
-            asyncio.run(admin.sweep(ctx, apply=True, min_age_seconds=args.min_age * 60))
-            print("Swept.")
-        elif args.admin_command == "bot-identity":
-            run_bot_identity(admin, files, args)
-        elif args.admin_command == "stats":
-            ctx = admin.Context.load(files)
-            text = admin.stats_export(ctx.settings)
-            if args.output:
-                args.output.write_text(text)
-                print(f"wrote {args.output}")
-            else:
-                print(text, end="")
+        ADMIN_VERBS[args.admin_command](admin, files, args)
     except admin.AdminError as error:
         sys.exit(f"hotline admin: {error}")
+
+
+def admin_setup(admin: Any, files: Any, args: argparse.Namespace) -> None:
+    rooms = asyncio.run(admin.setup(files))
+    print("Created the bot account and the rooms; bot.env and webchat.env now name them:")
+    for name, room in rooms.items():
+        print(f"  {name}: {room}")
+    print("Start the bot and the gateway, then add staff with `hotline admin staff add`.")
+
+
+def admin_check(admin: Any, files: Any, args: argparse.Namespace) -> None:
+    result = asyncio.run(admin.check(files, public_url=args.public_url))
+    for kind, text in result.lines:
+        print(f"{kind:4}  {text}")
+    if result.failed:
+        sys.exit("hotline admin check: FAILED (see the FAIL lines above)")
+    print("All checks passed.")
+
+
+def admin_staff(admin: Any, files: Any, args: argparse.Namespace) -> None:
+    ctx = admin.Context.load(files)
+    if args.staff_command == "add":
+        password = asyncio.run(admin.staff_add(ctx, args.user_id, args.role))
+        print(f"Created {args.user_id} ({args.role}) and added them to the {admin.ROLE_ROOM_NAMES[args.role]}.")
+        print(f"One-time password (shown only now): {password}")
+        print("They sign in with any Matrix client and change it at once (Settings → Security).")
+    elif args.staff_command == "remove":
+        asyncio.run(admin.staff_remove(ctx, args.user_id, erase=args.erase))
+        print(f"Removed {args.user_id} from the staff rooms and deactivated the account.")
+    else:
+        for member in asyncio.run(admin.staff_list(ctx)):
+            print(f"{member.user_id}  {', '.join(member.roles)}")
+            for device in member.devices:
+                held = ("  HELD BACK: no keys until an admin approves it "
+                        f"(!approve {member.user_id} {device['device_id']} in the admin room)"
+                        if device["held_back"] else "")
+                print(f"    device {device['device_id']}  {device['display_name'] or '-'}  "
+                      f"last seen {device['last_seen']}{held}")
+            if not member.devices:
+                print("    (no devices: not signed in yet)")
+
+
+def admin_service(admin: Any, files: Any, args: argparse.Namespace) -> None:
+    ctx = admin.Context.load(files)
+    closed = args.state == "close"
+    asyncio.run(admin.service(ctx, closed, " ".join(args.message)))
+    print("The service is closed; survivors see your message." if closed else "The service is open.")
+
+
+def admin_sweep(admin: Any, files: Any, args: argparse.Namespace) -> None:
+    ctx = admin.Context.load(files)
+    plan = asyncio.run(admin.sweep(ctx, apply=False, min_age_seconds=args.min_age * 60))
+    if not plan.rooms and not plan.accounts:
+        print("Nothing to sweep: every chat room and survivor account belongs to an open chat.")
+        return
+    print(f"Left over (no open chat references them, older than {args.min_age:g} min):")
+    for room in plan.rooms:
+        print(f"  room {room}")
+    for account in plan.accounts:
+        print(f"  account {account}")
+    if not args.yes:
+        print("Run again with --yes to erase them (redact, delete with purge, deactivate with erase).")
+        return
+    asyncio.run(admin.sweep(ctx, apply=True, min_age_seconds=args.min_age * 60))
+    print("Swept.")
+
+
+def admin_stats(admin: Any, files: Any, args: argparse.Namespace) -> None:
+    ctx = admin.Context.load(files)
+    text = admin.stats_export(ctx.settings)
+    if args.output:
+        args.output.write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
 
 
 def run_bot_identity(admin: Any, files: Any, args: argparse.Namespace) -> None:
@@ -178,6 +189,18 @@ def run_bot_identity(admin: Any, files: Any, args: argparse.Namespace) -> None:
           "after you told them.")
 
 
+# `hotline admin VERB`: one function a verb.
+ADMIN_VERBS = {
+    "setup": admin_setup,
+    "check": admin_check,
+    "staff": admin_staff,
+    "service": admin_service,
+    "sweep": admin_sweep,
+    "bot-identity": run_bot_identity,
+    "stats": admin_stats,
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hotline", description="matrix-hotline tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -186,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_demo.add_argument("--synapse-port", type=int, default=8008)
     run_demo.add_argument("--gateway-port", type=int, default=8080)
 
+    add_init_parser(commands)
+    add_admin_parser(commands)
+    return parser
+
+
+def add_init_parser(commands: Any) -> None:
     init = commands.add_parser("init", help="write a production configuration for DOMAIN",
                                description="Write Synapse's config (PostgreSQL, every privacy setting), the "
                                "gateway's registration, bot.env and webchat.env with fresh secrets, the proxy "
@@ -206,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="your program's web page on rights and the limits of confidentiality (the rights notice links it)")
     init.add_argument("--overwrite", action="store_true", help="rewrite existing files (secrets are still kept)")
 
+
+def add_admin_parser(commands: Any) -> None:
     admin = commands.add_parser("admin", help="administer a running hotline (Synapse admin API)")
     admin.add_argument("--dir", type=Path, default=None, help="the directory `hotline init` wrote (default /etc/hotline)")
     admin.add_argument("--bot-config", type=Path, default=None, help="the bot's settings file (default DIR/bot.env)")
@@ -240,7 +271,6 @@ def build_parser() -> argparse.ArgumentParser:
     stats_sub = stats.add_subparsers(dest="stats_command", required=True)
     export = stats_sub.add_parser("export", help="daily counts as CSV")
     export.add_argument("--output", type=Path, default=None)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
