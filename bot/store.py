@@ -25,12 +25,13 @@ class StoreError(HotlineError):
     """The routing database cannot be used by this version of the bot (the message says why)."""
 
 
-# One explicit schema. ``chats`` has one column per field of ``bot.conversation.Chat``, declared
-# with its type (STRICT: SQLite refuses a value of another type instead of converting it);
-# tests/test_store.py checks the two agree. The version is ``PRAGMA user_version``; a database
-# made by an older version is brought up to date in place by MIGRATIONS, in one transaction.
-CHATS_TABLE = """
-CREATE TABLE chats (
+# The schema: every table once, as this version has it, each STRICT (SQLite refuses a value of
+# another type instead of converting it). A new database is made from it; one made by an older
+# version (``PRAGMA user_version``) is brought to exactly it by MIGRATIONS, in one transaction
+# (tests/test_store.py checks both ways end in the same tables). ``chats`` has one column per
+# field of ``bot.conversation.Chat``, declared with its type; tests/test_store.py checks they agree.
+SCHEMA: dict[str, str] = {
+    "chats": """CREATE TABLE chats (
     ref TEXT NOT NULL PRIMARY KEY,
     survivor_room TEXT NOT NULL UNIQUE,
     survivor TEXT NOT NULL,
@@ -59,27 +60,35 @@ CREATE TABLE chats (
     codeword_ask TEXT,
     codeword_attempts INTEGER NOT NULL CHECK (codeword_attempts >= 0),
     verified_case TEXT
-) STRICT
-"""
-OTHER_TABLES = (
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS enrolled_staff (user_id TEXT PRIMARY KEY)",
-    """CREATE TABLE IF NOT EXISTS stats_daily (
-        day TEXT NOT NULL,
-        metric TEXT NOT NULL,
-        bucket TEXT NOT NULL DEFAULT '',
-        count INTEGER NOT NULL,
-        PRIMARY KEY (day, metric, bucket)
-    )""",
-    """CREATE TABLE IF NOT EXISTS codewords (
-        case_ref TEXT PRIMARY KEY,
-        digest TEXT NOT NULL,
-        set_on TEXT NOT NULL,
-        rotated_on TEXT,
-        failures INTEGER NOT NULL DEFAULT 0,
-        locked_until REAL
-    )""",
-)
+) STRICT""",
+    # The bot's own values by key: its login (``device_id``, ``access_token``), the sync
+    # position, and the key prefixes below.
+    "meta": """CREATE TABLE meta (
+    key TEXT NOT NULL PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT""",
+    # Counts per day, never per chat (docs/privacy.md).
+    "stats_daily": """CREATE TABLE stats_daily (
+    day TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    bucket TEXT NOT NULL DEFAULT '',
+    count INTEGER NOT NULL,
+    PRIMARY KEY (day, metric, bucket)
+) STRICT""",
+    # A case's code word, as a slow hash (bot/codewords.py), and its lock after failed tries.
+    "codewords": """CREATE TABLE codewords (
+    case_ref TEXT NOT NULL PRIMARY KEY,
+    digest TEXT NOT NULL,
+    set_on TEXT NOT NULL,
+    rotated_on TEXT,
+    failures INTEGER NOT NULL DEFAULT 0,
+    locked_until REAL
+) STRICT""",
+}
+
+# Prefixes of ``meta`` keys that others read (hotline admin, tests): a handed-on case room whose
+# erase is not done yet ("erase:" + room id).
+PENDING_ERASE = "erase:"
 
 COLUMNS = tuple(f.name for f in fields(Chat))
 TIMES = ("opened_at", "claimed_at", "alerted_at", "reassured_at", "survivor_at", "advocate_at")
@@ -105,19 +114,44 @@ def _legacy_value(name: str, present: set[str]) -> str:
     return f"CAST({name} AS TEXT)"
 
 
+# The tables other than ``chats`` as version 1 made them (not STRICT yet; version 3 made them so).
+_VERSION_1_TABLES = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS enrolled_staff (user_id TEXT PRIMARY KEY)",
+    """CREATE TABLE IF NOT EXISTS stats_daily (
+        day TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        bucket TEXT NOT NULL DEFAULT '',
+        count INTEGER NOT NULL,
+        PRIMARY KEY (day, metric, bucket)
+    )""",
+    """CREATE TABLE IF NOT EXISTS codewords (
+        case_ref TEXT PRIMARY KEY,
+        digest TEXT NOT NULL,
+        set_on TEXT NOT NULL,
+        rotated_on TEXT,
+        failures INTEGER NOT NULL DEFAULT 0,
+        locked_until REAL
+    )""",
+)
+
+
 def _to_version_1(db: sqlite3.Connection) -> None:
     """Version 0 (no user_version): ``chats`` made by CREATE TABLE plus columns added later with a
     type guessed from the name, so ``priority``, ``transferred`` and ``codeword_attempts`` were
-    TEXT and came back as '0'/'1'. Rebuild it typed and STRICT, keeping every open chat."""
-    for statement in OTHER_TABLES:
+    TEXT and came back as '0'/'1'. Rebuild it typed and STRICT, keeping every open chat.
+
+    ``chats`` has not changed since version 1, so this makes it from SCHEMA; the day it changes,
+    copy today's text here first (tests/test_store.py would fail otherwise)."""
+    for statement in _VERSION_1_TABLES:
         db.execute(statement)
     legacy = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chats'").fetchone()
     if legacy is None:
-        db.execute(CHATS_TABLE)
+        db.execute(SCHEMA["chats"])
         return
     present = {row[1] for row in db.execute("PRAGMA table_info(chats)")}
     db.execute("ALTER TABLE chats RENAME TO chats_version_0")
-    db.execute(CHATS_TABLE)
+    db.execute(SCHEMA["chats"])
     values = ", ".join(_legacy_value(name, present) for name in COLUMNS)
     db.execute(f"INSERT INTO chats ({', '.join(COLUMNS)}) SELECT {values} FROM chats_version_0")
     db.execute("DROP TABLE chats_version_0")
@@ -129,23 +163,46 @@ def _to_version_2(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE IF EXISTS enrolled_staff")
 
 
+def _to_version_3(db: sqlite3.Connection) -> None:
+    """``meta``, ``stats_daily`` and ``codewords`` STRICT like ``chats``: rebuilt from SCHEMA with
+    every row, each value cast to its column's type (what the bot wrote had those types already)."""
+    copies = {
+        "meta": ("CAST(key AS TEXT), CAST(value AS TEXT)", "key IS NOT NULL"),
+        "stats_daily": ("day, metric, bucket, CAST(count AS INTEGER)", "1"),
+        "codewords": ("CAST(case_ref AS TEXT), digest, set_on, rotated_on, CAST(failures AS INTEGER), "
+                      "CAST(locked_until AS REAL)", "case_ref IS NOT NULL"),
+    }
+    for table, (values, kept) in copies.items():
+        db.execute(f"ALTER TABLE {table} RENAME TO {table}_version_2")
+        db.execute(SCHEMA[table])
+        db.execute(f"INSERT INTO {table} SELECT {values} FROM {table}_version_2 WHERE {kept}")
+        db.execute(f"DROP TABLE {table}_version_2")
+
+
 # MIGRATIONS[n] takes a database from version n to version n + 1. Append; never edit one that
 # has shipped (a database in the field may be at any version).
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_version_1, _to_version_2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _to_version_1, _to_version_2, _to_version_3)
 VERSION = len(MIGRATIONS)
 
 
 def migrate(db: sqlite3.Connection) -> int:
-    """Bring the database up to VERSION in one transaction; the version it had before."""
+    """Bring the database up to VERSION in one transaction; the version it had before. A new
+    (empty) database is made from SCHEMA as it is."""
     db.execute("BEGIN IMMEDIATE")
     try:
         found = db.execute("PRAGMA user_version").fetchone()[0]
         if found > VERSION:
             raise StoreError(f"the routing database is at version {found}, newer than this bot "
                              f"(version {VERSION}): run the newer bot, or restore a backup")
-        for version in range(found, VERSION):
-            MIGRATIONS[version](db)
-            db.execute(f"PRAGMA user_version = {version + 1}")
+        if found == 0 and db.execute("SELECT 1 FROM sqlite_master").fetchone() is None:
+            for statement in SCHEMA.values():
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {VERSION}")
+        else:
+            for version in range(found, VERSION):
+                MIGRATIONS[version](db)
+                db.execute(f"PRAGMA user_version = {version + 1}")
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")

@@ -10,6 +10,7 @@ store makes on purpose (``bot.store.stored``): times to the minute and no handof
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sqlite3
 import tempfile
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from bot import store as store_module
 from bot.conversation import Chat, Hotline, Phase, Rules
 from bot.ids import REF_ALPHABET, ChatRef, RoomId, UserId
-from bot.store import COLUMNS, VERSION, Store, StoreError, coarse, stored
+from bot.store import COLUMNS, SCHEMA, VERSION, Store, StoreError, coarse, stored
 
 # ------------------------------------------------------------------ strategies
 
@@ -131,6 +132,20 @@ def test_a_value_of_the_wrong_type_is_refused(tmp_path: Path, column: str, value
     run(_save(tmp_path / "routing.db", {}, {chat.ref: chat}))
     with sqlite3.connect(tmp_path / "routing.db") as db, pytest.raises(sqlite3.IntegrityError):
         db.execute(f"UPDATE chats SET {column} = ?", (value,))
+
+
+@pytest.mark.parametrize(("statement", "values"), [
+    ("INSERT INTO meta VALUES (?, ?)", ("device_id", None)),
+    ("INSERT INTO meta VALUES (?, ?)", (None, "x")),
+    ("INSERT INTO stats_daily VALUES (?, ?, ?, ?)", ("2026-01-01", "chats", "", "four")),
+    ("INSERT INTO codewords VALUES (?, ?, ?, ?, ?, ?)", ("C-K7Q3", "$argon2id$x", "2026-01-01", None, 1.5, None)),
+    ("INSERT INTO codewords VALUES (?, ?, ?, ?, ?, ?)", ("C-K7Q3", "$argon2id$x", "2026-01-01", None, 0, "later")),
+])
+def test_the_other_tables_refuse_a_value_of_the_wrong_type(tmp_path: Path, statement: str,
+                                                          values: tuple[object, ...]) -> None:
+    run(reopened(tmp_path / "routing.db"))
+    with sqlite3.connect(tmp_path / "routing.db") as db, pytest.raises(sqlite3.IntegrityError):
+        db.execute(statement, values)
 
 
 async def _save(path: Path, before: dict[ChatRef, Chat], after: dict[ChatRef, Chat]) -> None:
@@ -305,3 +320,98 @@ def test_a_database_from_a_newer_bot_is_refused(tmp_path: Path) -> None:
         db.execute(f"PRAGMA user_version = {VERSION + 1}")
     with pytest.raises(StoreError, match="newer than this bot"):
         run(reopened(path))
+
+
+# ------------------------------------------------------------------ one schema, however a database began
+
+
+def schema_of(path: Path) -> dict[str, object]:
+    """Everything that makes up the database's schema: the text SQLite keeps for each table and
+    index, each table's columns (name, type, NOT NULL, default, key), and the version."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        master = sorted(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
+        tables = [name for kind, name, _, _ in master if kind == "table"]
+        return {
+            "sqlite_master": master,
+            "columns": {table: db.execute(f"PRAGMA table_info({table})").fetchall() for table in tables},
+            "user_version": db.execute("PRAGMA user_version").fetchone()[0],
+        }
+
+
+def at_version(path: Path, version: int, *, legacy: bool) -> None:
+    """A database as the bot of ``version`` left it: one it made new, or the version-0 one
+    (with chats and a row in every table) brought up to ``version`` by that bot."""
+    if legacy:
+        version_0_database(path, OPEN_CHATS)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        for n in range(version):
+            store_module.MIGRATIONS[n](db)
+            db.execute(f"PRAGMA user_version = {n + 1}")
+
+
+def test_a_new_database_is_the_schema(tmp_path: Path) -> None:
+    run(reopened(tmp_path / "routing.db"))
+    found = schema_of(tmp_path / "routing.db")
+    assert found["user_version"] == VERSION
+    assert {sql for kind, _, _, sql in found["sqlite_master"] if kind == "table"} == set(SCHEMA.values())
+    assert all(sql.endswith(") STRICT") for sql in SCHEMA.values())
+
+
+@pytest.mark.parametrize(("version", "legacy"), [(version, legacy) for version in range(VERSION)
+                                                  for legacy in (True, False) if version or legacy])
+def test_every_older_database_migrates_to_exactly_the_schema(tmp_path: Path, version: int, legacy: bool) -> None:
+    """From the version-0 database, and from one each older bot made new (an empty file at
+    version 0 is a new database)."""
+    run(reopened(tmp_path / "new.db"))
+    at_version(tmp_path / "old.db", version, legacy=legacy)
+    assert schema_of(tmp_path / "old.db") != schema_of(tmp_path / "new.db")
+    run(reopened(tmp_path / "old.db"))
+    assert schema_of(tmp_path / "old.db") == schema_of(tmp_path / "new.db")
+
+
+LEGACY_ADDED = [name for name in COLUMNS if name not in ORIGINAL]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chats=chat_sets(max_size=4), added=st.lists(st.sampled_from(LEGACY_ADDED), unique=True))
+def test_any_version_0_database_migrates_with_its_chats(chats: dict[ChatRef, Chat], added: list[str]) -> None:
+    """Whichever later columns the old database had, its chats come back with them (and the
+    defaults for the rest), and the tables end up as a new database's."""
+    with tempfile.TemporaryDirectory() as directory:
+        path, new = Path(directory) / "routing.db", Path(directory) / "new.db"
+        version_0_database(path, list(chats.values()), added=tuple(added))
+        expected = {ref: dataclasses.replace(stored(chat), **{
+            name: store_module._DEFAULTS[name] for name in LEGACY_ADDED if name not in added})
+            for ref, chat in chats.items()}
+        assert_same(run(reopened(path)), expected)
+        run(reopened(new))
+        assert schema_of(path) == schema_of(new)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(meta=st.dictionaries(words, words, max_size=5),
+       stats=st.dictionaries(st.tuples(words, words, words), st.integers(min_value=0, max_value=2**40), max_size=5),
+       codewords=st.dictionaries(words, st.tuples(words, words, optional_words, st.integers(0, 100),
+                                                  optional_times), max_size=3))
+def test_version_3_keeps_every_row_of_the_other_tables(meta: dict[str, str], stats: dict[tuple[str, str, str], int],
+                                                       codewords: dict[str, tuple[object, ...]]) -> None:
+    """``meta``, ``stats_daily`` and ``codewords`` made STRICT: every row back, value for value
+    and type for type."""
+    def rows(db: sqlite3.Connection, table: str) -> list[tuple[object, ...]]:
+        return sorted((tuple((value, type(value)) for value in row) for row in db.execute(f"SELECT * FROM {table}")),
+                      key=repr)
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "routing.db"
+        at_version(path, 2, legacy=False)
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            db.executemany("INSERT INTO stats_daily VALUES (?, ?, ?, ?)", [(*key, n) for key, n in stats.items()])
+            db.executemany("INSERT INTO codewords VALUES (?, ?, ?, ?, ?, ?)",
+                           [(case, *row) for case, row in codewords.items()])
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            before = {table: rows(db, table) for table in ("meta", "stats_daily", "codewords")}
+        run(reopened(path))
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            assert {table: rows(db, table) for table in before} == before
+            assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION
