@@ -29,7 +29,7 @@ from bench.common import (
     savefig,
     table,
 )
-from testkit.clients import homeserver_rows, routing_rows, user_deactivated
+from testkit.clients import homeserver_rows, routing, user_deactivated
 
 
 def events_in(stack, room_ids: list[str]) -> int:
@@ -38,11 +38,15 @@ def events_in(stack, room_ids: list[str]) -> int:
 
 
 def chat_of(stack, case_room: str) -> tuple[str, str]:
-    return routing_rows(stack, "SELECT survivor_room, survivor FROM chats WHERE case_room = ?", (case_room,))[0]
+    with routing(stack) as view:
+        chat = view.chat_in_case_room(case_room)
+    assert chat is not None, f"no open chat in {case_room}"
+    return chat.survivor_room, chat.survivor
 
 
 def row_exists(stack, case_room: str) -> bool:
-    return bool(routing_rows(stack, "SELECT 1 FROM chats WHERE case_room = ?", (case_room,)))
+    with routing(stack) as view:
+        return view.chat_in_case_room(case_room) is not None
 
 
 async def run(quick: bool = False) -> dict:

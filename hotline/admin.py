@@ -37,6 +37,7 @@ from dotenv import dotenv_values
 from pydantic import ValidationError
 
 from bot import identity as bot_identity
+from bot.routing_view import RoutingView
 from hotline_runtime.synapse_admin import SynapseAdmin
 from hotline_runtime.errors import AdminApiError
 from bot.settings import BotSettings
@@ -115,16 +116,15 @@ async def bot_login(settings: BotSettings, wait: float = BOT_LOGIN_WAIT_SECONDS)
     database = settings.data_dir / "routing.db"
     deadline = time.monotonic() + wait
     while True:
-        rows: dict[str, str] = {}
+        device_id, token = None, None
         if database.exists():
             try:
-                with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-                    rows = dict(db.execute("SELECT key, value FROM meta "
-                                           "WHERE key IN ('device_id', 'access_token')").fetchall())
+                with RoutingView(database) as view:
+                    device_id, token = view.login()
             except sqlite3.Error:
-                rows = {}
-        if "access_token" in rows:
-            return rows.get("device_id", ""), rows["access_token"]
+                device_id, token = None, None
+        if token is not None:
+            return device_id or "", token
         if time.monotonic() >= deadline:
             break
         await asyncio.sleep(0.5)
@@ -724,27 +724,14 @@ class SweepPlan:
 
 def pending_erases(settings: BotSettings) -> tuple[int, int]:
     """(closed chats not erased yet, handed-on case rooms not erased yet) in the routing database."""
-    database = settings.data_dir / "routing.db"
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        chats = db.execute("SELECT COUNT(*) FROM chats WHERE phase = 'closing'").fetchone()[0]
-        rooms = db.execute("SELECT COUNT(*) FROM meta WHERE key LIKE 'erase:%'").fetchone()[0]
-    return chats, rooms
+    with RoutingView.of(settings.data_dir) as view:
+        return view.closing_count(), len(view.pending_erases())
 
 
 def open_chats(settings: BotSettings) -> tuple[set[str], set[str]]:
     """(rooms, survivor accounts) that open chats in the bot's routing database reference."""
-    database = settings.data_dir / "routing.db"
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        columns = {row[1] for row in db.execute("PRAGMA table_info(chats)")}
-        wanted = [c for c in ("survivor_room", "case_room", "survivor") if c in columns]
-        rows = db.execute(f"SELECT {', '.join(wanted)} FROM chats").fetchall()
-    rooms: set[str] = set()
-    users: set[str] = set()
-    for row in rows:
-        values = dict(zip(wanted, row))
-        rooms |= {values.get("survivor_room"), values.get("case_room")} - {None}
-        users.add(values.get("survivor"))
-    return rooms, users - {None}
+    with RoutingView.of(settings.data_dir) as view:
+        return view.rooms_and_survivors()
 
 
 async def _paged(api: Api, path: str, key: str) -> list[dict[str, Any]]:
@@ -876,13 +863,10 @@ def stats_export(settings: BotSettings) -> str:
     database = settings.data_dir / "routing.db"
     if not database.exists():
         raise AdminError(f"{database} does not exist: start the bot once")
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        exists = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='stats_daily'").fetchone()
-        if not exists:
+    with RoutingView(database) as view:
+        if not view.has_stats():
             raise AdminError("statistics are not available: this version of the bot keeps no statistics table")
-        cursor = db.execute("SELECT * FROM stats_daily ORDER BY 1, 2, 3")
-        header = [d[0] for d in cursor.description]
-        rows = cursor.fetchall()
+        header, rows = view.stats()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)

@@ -23,6 +23,7 @@ from nio import (
     SyncResponse,
 )
 
+from bot.routing_view import RoutingView
 from hotline_runtime.cross_signing import Identity, KeysApi
 from hotline.devstack import DevStack
 from hotline.homeserver import EmbeddedHomeserver
@@ -273,25 +274,33 @@ async def claim_new_chat(stack: DevStack, advocate: Advocate, survivor: Survivor
     return ref, case_room
 
 
-def routing_rows(stack: DevStack, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Rows of a read-only query on the bot's routing database (its ``chats`` table)."""
-    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
-        return db.execute(sql, params).fetchall()
+def routing(stack: DevStack) -> RoutingView:
+    """The bot's routing database, read-only (``with routing(stack) as view: ...``)."""
+    return RoutingView.of(stack.root / "bot")
 
 
 def open_chat(stack: DevStack, ref: str) -> tuple[str, str]:
     """(survivor room, survivor account) of an open chat, from the bot's routing database."""
-    rows = routing_rows(stack, "SELECT survivor_room, survivor FROM chats WHERE ref = ?", (ref,))
-    assert rows, f"chat {ref} is not open"
-    return rows[0][0], rows[0][1]
+    with routing(stack) as view:
+        chat = view.chat(ref)
+    assert chat is not None, f"chat {ref} is not open"
+    return chat.survivor_room, chat.survivor
 
 
 def chat_row_exists(stack: DevStack, ref: str) -> bool:
-    return bool(routing_rows(stack, "SELECT 1 FROM chats WHERE ref = ?", (ref,)))
+    with routing(stack) as view:
+        return view.chat(ref) is not None
 
 
 def open_chat_count(stack: DevStack) -> int:
-    return routing_rows(stack, "SELECT COUNT(*) FROM chats")[0][0]
+    with routing(stack) as view:
+        return view.chat_count()
+
+
+def bot_meta(stack: DevStack, key: str) -> str | None:
+    """One of the bot's own values (``device_id``, ``access_token``…) in its routing database."""
+    with routing(stack) as view:
+        return view.meta(key)
 
 
 ERASED_ROWS = {"events": 0, "event_json": 0, "room_memberships": 0, "rooms": 0}

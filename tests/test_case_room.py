@@ -23,7 +23,8 @@ from testkit.clients import (
     homeserver_rows,
     login,
     new_alert,
-    routing_rows,
+    bot_meta,
+    routing,
     until,
 )
 
@@ -137,7 +138,7 @@ async def test_a_handoff_note_never_reaches_the_dispatch_room(stack, advocate, s
 
 async def bot_api(stack: DevStack, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     """The admin API with the bot's token (the bot is a server admin)."""
-    token = routing_rows(stack, "SELECT value FROM meta WHERE key = 'access_token'")[0][0]
+    token = bot_meta(stack, "access_token")
     async with aiohttp.ClientSession() as http:
         async with http.request(method, stack.homeserver.url + path, json=body or {},
                                 headers={"Authorization": f"Bearer {token}"}) as response:
@@ -260,7 +261,9 @@ async def test_an_advocate_who_leaves_sends_the_chat_back_to_the_front_of_the_qu
         told = next(i for i, f in enumerate(survivor.frames) if f.get("type") == "message"
                     and f.get("text", "").startswith("The advocate is no longer in this chat"))
         assert stopped < told
-        assert routing_rows(stack, "SELECT phase, advocate FROM chats WHERE ref = ?", (ref,)) == [("waiting", None)]
+        with routing(stack) as view:
+            chat = view.chat(ref)
+        assert (chat.phase, chat.advocate) == ("waiting", None)
         await until(lambda: homeserver_rows(stack.homeserver, [old_room])["rooms"] == 0, 60, "the old room purged")
         await survivor.say("while nobody is there 9c0d")
         await colleague.say(dispatch, f"!claim {ref}")

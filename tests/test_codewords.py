@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import date
 
 import pytest
@@ -18,6 +17,7 @@ from bot.conversation import (
     apply,
 )
 from bot.ids import EventId
+from bot.routing_view import RoutingView
 from bot.store import Store
 from tests.test_conversation import ACTIVE, CASE_ROOM, REF, SURVIVOR_ROOM, command, run
 
@@ -37,8 +37,8 @@ async def test_set_then_verify_in_any_script_and_case(words):
     assert created.key == "codeword_set" and created.case.startswith("C-") and created.set_on == "2026-11-28"
     match = await codewords.verify(created.case, "étoile du nord 🌟", DAY)
     assert (match.key, match.matched, match.set_on) == ("codeword_match", True, "2026-11-28")
-    with sqlite3.connect(path) as db:
-        stored = db.execute("SELECT * FROM codewords").fetchall()
+    with RoutingView(path) as view:
+        stored = view.codewords()
     assert "toile" not in repr(stored) and "$argon2id$" in stored[0][1]  # only a slow hash is kept
 
 

@@ -19,7 +19,7 @@ from testkit.clients import (
     homeserver_rows,
     login,
     open_chat,
-    routing_rows,
+    routing,
     until,
     user_deactivated,
 )
@@ -35,7 +35,8 @@ def erase_stack():
 
 
 def pending_erases(stack: DevStack) -> list[str]:
-    return [key for (key,) in routing_rows(stack, "SELECT key FROM meta WHERE key LIKE 'erase:%'")]
+    with routing(stack) as view:
+        return view.pending_erases()
 
 
 async def test_a_handed_on_case_room_is_erased_after_the_bot_is_killed_mid_erase(erase_stack, canaries):

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from hotline.devstack import free_port
-from testkit.clients import Survivor, assert_erased, claim_new_chat, routing_rows, until
+from testkit.clients import Survivor, assert_erased, claim_new_chat, routing, until
 from webchat.app import create_app
 from webchat.settings import GatewaySettings
 
@@ -121,7 +121,8 @@ async def test_a_resume_from_another_page_displaces_the_first(stack, advocate, c
         assert "seen on the second page only" not in first.texts()
         # The first socket's close was not taken for a lost connection (the bot saw the message
         # above after anything the gateway sent when that socket closed).
-        assert routing_rows(stack, "SELECT disconnected_at FROM chats WHERE ref = ?", (ref,)) == [(None,)]
+        with routing(stack) as view:
+            assert view.chat(ref).disconnected_at is None
         await advocate.say(case_room, "!close")
         await until(lambda: second.first("ended"), 20, "ended")
         await assert_erased(stack, ref, case_room)

@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bot.routing_view import RoutingView
 from hotline import proxy
 from hotline.devstack import free_port
 from hotline.homeserver import EmbeddedHomeserver, HomeserverProcess
@@ -90,15 +91,14 @@ class Production:
         if not database.exists():
             return None
         try:
-            with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-                row = db.execute("SELECT value FROM meta WHERE key = 'access_token'").fetchone()
+            with RoutingView(database) as view:
+                return view.meta("access_token")
         except sqlite3.Error:
             return None
-        return row[0] if row else None
 
     def open_chats(self) -> int:
-        with sqlite3.connect(f"file:{self.state / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
-            return db.execute("SELECT COUNT(*) FROM chats").fetchone()[0]
+        with RoutingView.of(self.state / "bot") as view:
+            return view.chat_count()
 
     def rows_naming(self, rooms: list[str]) -> dict[str, int]:
         marks = ",".join("?" for _ in rooms)
@@ -246,8 +246,8 @@ async def test_new_advocate_added_by_admin_claims_a_chat_through_the_proxy(produ
         await until(lambda: "Survivor: through the proxy 6f1a" in advocate.bodies(case_room), 30, "relay to case")
         await advocate.say(case_room, "answer from sam 2c9d")
         await until(lambda: "answer from sam 2c9d" in survivor.texts("advocate"), 30, "relay to page")
-        with sqlite3.connect(f"file:{production.state / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
-            survivor_room = db.execute("SELECT survivor_room FROM chats WHERE ref = ?", (ref,)).fetchone()[0]
+        with RoutingView.of(production.state / "bot") as view:
+            survivor_room = view.chat(ref).survivor_room
         rooms = [case_room, survivor_room]
         await advocate.say(case_room, "!close")
         await until(lambda: survivor.first("ended"), 30, "the ended frame")

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from bot import store as store_module
 from bot.conversation import Chat, Hotline, Phase, Rules
 from bot.ids import REF_ALPHABET, ChatRef, RoomId, UserId
-from bot.store import COLUMNS, SCHEMA, VERSION, Store, StoreError, coarse, stored
+from bot.routing_view import RoutingView
+from bot.store import COLUMNS, PENDING_ERASE, SCHEMA, VERSION, Store, StoreError, coarse, stored
 
 # ------------------------------------------------------------------ strategies
 
@@ -415,3 +416,78 @@ def test_version_3_keeps_every_row_of_the_other_tables(meta: dict[str, str], sta
         with contextlib.closing(sqlite3.connect(path)) as db:
             assert {table: rows(db, table) for table in before} == before
             assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION
+
+
+# ------------------------------------------------------------------ the read-only view
+
+
+async def _fill(path: Path) -> None:
+    store = await Store.open(path)
+    try:
+        await store.save_changes({}, {chat.ref: chat for chat in OPEN_CHATS}
+                                 | {ChatRef("EEEE"): Chat(ChatRef("EEEE"), RoomId("!e:x"), UserId("@chat_e:x"),
+                                                          opened_at=600.0, phase=Phase.CLOSING)})
+        await store.set_meta("device_id", "BOTDEVICE")
+        await store.set_meta("access_token", "syt_x")
+        await store.set_meta(PENDING_ERASE + "!old:x", "case_room")
+        await store.set_meta("erasers", "not a pending erase")
+        await store.count("2026-01-02", "answer:age", "18-24", 2)
+        await store.count("2026-01-01", "answer:age", "18-24")
+        await store.count("2026-01-01", "chats")
+        await store.codeword_save("C-K7Q3", "$argon2id$x", "2026-01-01", "2026-01-01")
+    finally:
+        await store.close()
+
+
+def test_the_view_reads_what_the_bot_wrote(tmp_path: Path) -> None:
+    run(_fill(tmp_path / "routing.db"))
+    with RoutingView.of(tmp_path) as view:
+        assert_same({ref: view.chat(ref) for ref in ("AAAA", "CCCC", "DDDD")},  # type: ignore[misc]
+                    {chat.ref: stored(chat) for chat in OPEN_CHATS})
+        assert view.chat("ZZZZ") is None
+        assert view.chat_in_case_room("!case:x").ref == "CCCC"  # type: ignore[union-attr]
+        assert view.chat_in_case_room("!c:x") is None  # a survivor room is not a case room
+        assert (view.chat_count(), view.closing_count()) == (4, 1)
+        assert view.rooms_and_survivors() == ({"!a:x", "!c:x", "!case:x", "!d:x", "!e:x"},
+                                              {"@chat_a:x", "@chat_c:x", "@chat_d:x", "@chat_e:x"})
+        assert view.login() == ("BOTDEVICE", "syt_x") and view.meta("nothing") is None
+        assert view.pending_erases() == ["!old:x"]
+        assert view.has_stats()
+        assert view.stats() == (["day", "metric", "bucket", "count"], [
+            ("2026-01-01", "answer:age", "18-24", 1), ("2026-01-01", "chats", "", 1),
+            ("2026-01-02", "answer:age", "18-24", 2)])
+        assert view.totals("answer:") == {("answer:age", "18-24"): 3}
+        assert view.codewords() == [("C-K7Q3", "$argon2id$x", "2026-01-01", "2026-01-01", 0, None)]
+
+
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM chats", "UPDATE meta SET value = 'x'", "INSERT INTO meta VALUES ('k', 'v')",
+    "CREATE TABLE more (x TEXT)", "DROP TABLE codewords", "PRAGMA user_version = 9",
+])
+def test_nothing_can_write_through_the_view(tmp_path: Path, statement: str) -> None:
+    run(_fill(tmp_path / "routing.db"))
+    before = schema_of(tmp_path / "routing.db")
+    with RoutingView.of(tmp_path) as view, pytest.raises(sqlite3.OperationalError, match="readonly"):
+        view._db.execute(statement)
+        view._db.commit()
+    # Not even with query_only turned off again: the file itself is open read-only.
+    with RoutingView.of(tmp_path) as view, pytest.raises(sqlite3.OperationalError, match="readonly"):
+        view._db.execute("PRAGMA query_only = OFF")
+        view._db.execute(statement)
+        view._db.commit()
+    assert schema_of(tmp_path / "routing.db") == before
+    assert run(reopened(tmp_path / "routing.db")).keys() == {"AAAA", "CCCC", "DDDD", "EEEE"}
+
+
+def test_a_view_never_creates_the_database(tmp_path: Path) -> None:
+    with pytest.raises(sqlite3.OperationalError):
+        RoutingView.of(tmp_path)
+    assert not (tmp_path / "routing.db").exists()
+
+
+def test_a_view_of_a_path_with_uri_characters(tmp_path: Path) -> None:
+    data_dir = tmp_path / "a dir?mode=rwc#1 %20"
+    data_dir.mkdir()
+    run(_fill(data_dir / "routing.db"))
+    with RoutingView.of(data_dir) as view:
+        assert view.chat_count() == 4

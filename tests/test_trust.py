@@ -34,7 +34,7 @@ from testkit.clients import (
     login,
     open_chat,
     remember,
-    routing_rows,
+    bot_meta,
     until,
 )
 
@@ -280,15 +280,14 @@ async def test_the_bots_identity_survives_a_restart_and_a_new_login(trust_stack)
     page = Survivor(stack.page_url)
     try:
         master = bot_identity(stack).master_public
-        old_device = routing_rows(stack, "SELECT value FROM meta WHERE key = 'device_id'")[0][0]
+        old_device = bot_meta(stack, "device_id")
         assert await _signed_now(stack, advocate)
         # A new login: the saved session is gone (a restore without it), the identity file is kept.
         stack.kill_bot()
         with sqlite3.connect(stack.root / "bot" / "routing.db") as db:
             db.execute("DELETE FROM meta WHERE key IN ('device_id', 'access_token', 'sync_position')")
         stack.start_bot()
-        await until(lambda: routing_rows(stack, "SELECT value FROM meta WHERE key = 'device_id' AND value != ?",
-                                         (old_device,)), 30, "the bot's new session")
+        await until(lambda: bot_meta(stack, "device_id") not in {None, old_device}, 30, "the bot's new session")
         await eventually(lambda: _signed_now(stack, advocate), 30, "the new session signed with the kept identity")
         assert bot_identity(stack).master_public == master
         # And a chat works through the new session (the gateway trusts it: same identity).
@@ -334,5 +333,5 @@ async def test_replacing_the_bots_identity_is_explicit_and_the_gateway_follows(t
 
 
 async def _signed_now(stack: DevStack, advocate: Advocate) -> bool:
-    device = routing_rows(stack, "SELECT value FROM meta WHERE key = 'device_id'")[0][0]
+    device = bot_meta(stack, "device_id")
     return device in await signed_bot_devices(stack, advocate.client.access_token)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +21,7 @@ from aiohttp import web
 from hotline.devstack import DevStack, free_port
 from hotline_runtime.hours import ALWAYS, Schedule
 from hotline_runtime.wire import SERVICE_STATE
-from testkit.clients import Survivor, alerts_in, assert_erased, claim_new_chat, new_alert, until
+from testkit.clients import Survivor, alerts_in, assert_erased, claim_new_chat, new_alert, routing, until
 from webchat import keys
 from webchat.app import create_app
 from webchat.service import Closure, page_status
@@ -252,10 +251,8 @@ async def test_advocate_typing_reaches_the_page_as_a_passing_frame(stack, advoca
 
 
 def answer_counts(stack: DevStack) -> dict[tuple[str, str], int]:
-    with sqlite3.connect(f"file:{stack.root / 'bot' / 'routing.db'}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT metric, bucket, SUM(count) FROM stats_daily "
-                          "WHERE metric LIKE 'answer:%' GROUP BY metric, bucket").fetchall()
-    return {(metric, bucket): n for metric, bucket, n in rows}
+    with routing(stack) as view:
+        return view.totals("answer:")
 
 
 async def post_answers(url: str, body: Any, origin: str | None = None) -> tuple[int, str]:
