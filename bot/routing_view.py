@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from bot.conversation import Chat
 from bot.store import COLUMNS, PENDING_ERASE, _chat
@@ -46,8 +47,11 @@ class RoutingView:
                  traceback: TracebackType | None) -> None:
         self.close()
 
-    def _one(self, sql: str, params: tuple[object, ...] = ()) -> tuple[object, ...] | None:
+    def _one(self, sql: str, params: tuple[object, ...] = ()) -> tuple[Any, ...] | None:
         return self._db.execute(sql, params).fetchone()
+
+    def _count(self, sql: str) -> int:
+        return int(self._db.execute(sql).fetchone()[0])
 
     # ------------------------------------------------------------------ chats
 
@@ -63,11 +67,11 @@ class RoutingView:
 
     def chat_count(self) -> int:
         """Open chats, closing ones (not erased yet) included."""
-        return self._one("SELECT COUNT(*) FROM chats")[0]  # type: ignore[index,return-value]
+        return self._count("SELECT COUNT(*) FROM chats")
 
     def closing_count(self) -> int:
         """Chats ended but not erased yet."""
-        return self._one("SELECT COUNT(*) FROM chats WHERE phase = 'closing'")[0]  # type: ignore[index,return-value]
+        return self._count("SELECT COUNT(*) FROM chats WHERE phase = 'closing'")
 
     def rooms_and_survivors(self) -> tuple[set[str], set[str]]:
         """(rooms, survivor accounts) that open chats use. The columns read here are in every
@@ -84,7 +88,7 @@ class RoutingView:
 
     def meta(self, key: str) -> str | None:
         row = self._one("SELECT value FROM meta WHERE key = ?", (key,))
-        return None if row is None else row[0]  # type: ignore[return-value]
+        return None if row is None else str(row[0])
 
     def login(self) -> tuple[str | None, str | None]:
         """(device id, access token) the bot saved when it logged in; None before it has."""
