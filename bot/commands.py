@@ -137,7 +137,7 @@ class Invalid:
 
 Command = (
     Claim | Close | Help | Say | Service | Stats | Transfer | SupervisorRequest | Join | InterpreterRequest
-    | Shift | Chats | Devices | DeviceDecision | VerifyDevice | Languages | Codeword | Invalid
+    | Shift | Chats | Devices | DeviceDecision | VerifyDevice | TrustIdentity | Languages | Codeword | Invalid
 )
 
 STATS_PERIODS = {"today": 1, "week": 7, "7d": 7, "month": 30, "30d": 30, "90d": 90, "year": 365}
