@@ -29,7 +29,7 @@ from bot.conversation import (
 )
 from bot.ids import EventId, RoomId, UserId
 from bot.messages import STAFF, help_text
-from tests.test_conversation import ACTIVE, ADMIN_ROOM, ADVOCATE, CASE_ROOM, DISPATCH, REF, TEAM_RULES, run_team
+from tests.test_conversation import ACTIVE, ADMIN_ROOM, ADVOCATE, CASE_ROOM, DISPATCH, REF, run_team
 
 STAFF_MEMBER = UserId("@staff:hs")  # anyone who is not the chat's advocate
 REFUSALS = {"not_advocate", "not_admin", "not_interpreter", "join_refused", "in_case_room", "not_your_chat"}
@@ -37,13 +37,13 @@ ROLE_SETS = [frozenset()] + [frozenset({role}) for role in StaffRole]
 
 
 class Place(Enum):
-    DISPATCH = "the dispatch room"
+    STAFF_ROOM = "a staff room: dispatch, supervisors or interpreters"
     ADMIN_ROOM = "the admin room"
     OWN_CASE_ROOM = "the case room of one's own chat"
     OTHER_CASE_ROOM = "the case room of someone else's chat"
 
 
-WHERE = {Place.DISPATCH: (DISPATCH, STAFF_MEMBER), Place.ADMIN_ROOM: (ADMIN_ROOM, STAFF_MEMBER),
+WHERE = {Place.STAFF_ROOM: (DISPATCH, STAFF_MEMBER), Place.ADMIN_ROOM: (ADMIN_ROOM, STAFF_MEMBER),
          Place.OWN_CASE_ROOM: (CASE_ROOM, ADVOCATE), Place.OTHER_CASE_ROOM: (CASE_ROOM, STAFF_MEMBER)}
 
 
@@ -53,7 +53,7 @@ def expected_refusal(row: Permission, roles: frozenset[StaffRole], place: Place)
         return row.refusal
     if row.where is Where.ADMIN_ROOM and place is not Place.ADMIN_ROOM:
         return "not_admin"
-    if row.where is Where.OWN_CASE_ROOM and place in (Place.DISPATCH, Place.ADMIN_ROOM):
+    if row.where is Where.OWN_CASE_ROOM and place in (Place.STAFF_ROOM, Place.ADMIN_ROOM):
         return "in_case_room"
     if row.where is Where.OWN_CASE_ROOM and place is Place.OTHER_CASE_ROOM:
         return "not_your_chat"
