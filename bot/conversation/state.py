@@ -42,14 +42,14 @@ class IllegalTransition(Exception):
 
 
 # Every allowed phase change, and why it happens. ``None`` is "no chat": not opened yet, or erased.
-# A chat may also stay in its phase (its other fields change).
+# A chat may also stay in its phase while its other fields change (e.g. !transfer to a colleague
+# before the advocate joined: INVITING again, with another advocate).
 TRANSITIONS: dict[tuple[Phase | None, Phase | None], str] = {
     (None, Phase.WAITING): "a survivor's invitation",
     (Phase.WAITING, Phase.INVITING): "!claim: the case room is made and the advocate invited",
     (Phase.INVITING, Phase.ACTIVE): "the advocate joined the case room",
     (Phase.INVITING, Phase.WAITING): "!transfer to the queue, or the advocate left or declined",
     (Phase.ACTIVE, Phase.WAITING): "!transfer to the queue, or the advocate left",
-    (Phase.INVITING, Phase.INVITING): "!transfer to a colleague before the advocate joined",
     (Phase.ACTIVE, Phase.INVITING): "!transfer to a colleague",
     (Phase.WAITING, Phase.CLOSING): "the survivor ended, dropped or waited the longest wait",
     (Phase.INVITING, Phase.CLOSING): "closed before the advocate joined",
