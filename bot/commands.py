@@ -14,7 +14,7 @@ edit (``m.replace``) as its new text, never as the ``* …`` fallback body.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,7 +137,7 @@ class Invalid:
 
 Command = (
     Claim | Close | Help | Say | Service | Stats | Transfer | SupervisorRequest | Join | InterpreterRequest
-    | Shift | Chats | Devices | DeviceDecision | VerifyDevice | Languages | Codeword | Invalid
+    | Shift | Chats | Devices | DeviceDecision | VerifyDevice | TrustIdentity | Languages | Codeword | Invalid
 )
 
 STATS_PERIODS = {"today": 1, "week": 7, "7d": 7, "month": 30, "30d": 30, "90d": 90, "year": 365}
@@ -205,72 +205,79 @@ def parse(text: str) -> Command | None:
     if not words:
         return Invalid(name="", reason="unknown_command")
     name, args = words[0].lower(), words[1:]
-    if name == "claim":
-        force = bool(args) and args[-1].lower() == "force"
-        args = args[:-1] if force else args
-        if not args:
-            return Claim(ref=None, force=force)
-        ref = normalize_ref(args[0])
-        if ref is None or len(args) > 1:
-            return Invalid(name=name, reason="bad_ref")
-        return Claim(ref=ref, force=force)
-    if name in {"transfer", "handoff"}:
-        return _transfer(text, args, shift_change=name == "handoff")
-    if name == "supervisor":
-        return SupervisorRequest() if not args else Invalid(name=name, reason="no_arguments")
-    if name == "join":
-        ref = normalize_ref(args[0]) if len(args) == 1 else None
-        return Join(ref) if ref else Invalid(name=name, reason="bad_ref")
-    if name == "interpreter":
-        if len(args) != 1:
-            return Invalid(name=name, reason="interpreter_usage")
-        if _is_user_id(args[0]):
-            return InterpreterRequest(user=args[0])
-        if not LANGUAGE_WORD.match(args[0]):
-            return Invalid(name=name, reason="interpreter_usage")
-        return InterpreterRequest(language=args[0].lower())
-    if name == "shift":
-        return _shift(args)
-    if name == "chats":
-        return Chats() if not args else Invalid(name=name, reason="no_arguments")
-    if name == "devices":
-        return Devices() if not args else Invalid(name=name, reason="no_arguments")
-    if name == "verify":
-        if len(args) != 2 or not _is_user_id(args[0]) or not DEVICE_ID.match(args[1]):
-            return Invalid(name=name, reason="verify_usage")
-        return VerifyDevice(user=args[0], device=args[1])
-    if name == "trust":
-        if len(args) != 1 or not _is_user_id(args[0]):
-            return Invalid(name=name, reason="trust_usage")
-        return TrustIdentity(user=args[0])
-    if name in {"approve", "revoke"}:
-        if len(args) != 2 or not _is_user_id(args[0]) or not DEVICE_ID.match(args[1]):
-            return Invalid(name=name, reason="device_usage")
-        return DeviceDecision(approve=name == "approve", user=args[0], device=args[1])
-    if name == "codeword":
-        return _codeword(args)
-    if name == "languages":
-        if not args or not all(LANGUAGE_WORD.match(a) for a in args) or len(args) > 20:
-            return Invalid(name=name, reason="languages_usage")
-        return Languages(tuple(a.lower() for a in args))
-    if name == "close":
-        return Close() if not args else Invalid(name=name, reason="no_arguments")
-    if name == "help":
-        return Help()
-    if name == "say":
-        if len(args) > 1:
-            return Invalid(name=name, reason="say_one_key")
-        return Say(key=args[0].lower() if args else None)
-    if name == "service":
-        return _service(text, args)
-    if name == "stats":
-        if not args:
-            return Stats(days=7)
-        days = STATS_PERIODS.get(args[0].lower())
-        if days is None or len(args) > 1:
-            return Invalid(name=name, reason="bad_period")
-        return Stats(days=days)
-    return Invalid(name=name[:32], reason="unknown_command")
+    parser = PARSERS.get(name)
+    if parser is None:
+        return Invalid(name=name[:32], reason="unknown_command")
+    return parser(name, args, text)
+
+
+def _claim(name: str, args: list[str], text: str) -> Command:
+    force = bool(args) and args[-1].lower() == "force"
+    args = args[:-1] if force else args
+    if not args:
+        return Claim(ref=None, force=force)
+    ref = normalize_ref(args[0])
+    if ref is None or len(args) > 1:
+        return Invalid(name=name, reason="bad_ref")
+    return Claim(ref=ref, force=force)
+
+
+def _no_arguments(command: Command) -> Callable[[str, list[str], str], Command]:
+    return lambda name, args, text: command if not args else Invalid(name=name, reason="no_arguments")
+
+
+def _join(name: str, args: list[str], text: str) -> Command:
+    ref = normalize_ref(args[0]) if len(args) == 1 else None
+    return Join(ref) if ref else Invalid(name=name, reason="bad_ref")
+
+
+def _interpreter(name: str, args: list[str], text: str) -> Command:
+    if len(args) != 1:
+        return Invalid(name=name, reason="interpreter_usage")
+    if _is_user_id(args[0]):
+        return InterpreterRequest(user=args[0])
+    if not LANGUAGE_WORD.match(args[0]):
+        return Invalid(name=name, reason="interpreter_usage")
+    return InterpreterRequest(language=args[0].lower())
+
+
+def _verify(name: str, args: list[str], text: str) -> Command:
+    if len(args) != 2 or not _is_user_id(args[0]) or not DEVICE_ID.match(args[1]):
+        return Invalid(name=name, reason="verify_usage")
+    return VerifyDevice(user=args[0], device=args[1])
+
+
+def _trust(name: str, args: list[str], text: str) -> Command:
+    if len(args) != 1 or not _is_user_id(args[0]):
+        return Invalid(name=name, reason="trust_usage")
+    return TrustIdentity(user=args[0])
+
+
+def _device_decision(name: str, args: list[str], text: str) -> Command:
+    if len(args) != 2 or not _is_user_id(args[0]) or not DEVICE_ID.match(args[1]):
+        return Invalid(name=name, reason="device_usage")
+    return DeviceDecision(approve=name == "approve", user=args[0], device=args[1])
+
+
+def _languages(name: str, args: list[str], text: str) -> Command:
+    if not args or not all(LANGUAGE_WORD.match(a) for a in args) or len(args) > 20:
+        return Invalid(name=name, reason="languages_usage")
+    return Languages(tuple(a.lower() for a in args))
+
+
+def _say(name: str, args: list[str], text: str) -> Command:
+    if len(args) > 1:
+        return Invalid(name=name, reason="say_one_key")
+    return Say(key=args[0].lower() if args else None)
+
+
+def _stats(name: str, args: list[str], text: str) -> Command:
+    if not args:
+        return Stats(days=7)
+    days = STATS_PERIODS.get(args[0].lower())
+    if days is None or len(args) > 1:
+        return Invalid(name=name, reason="bad_period")
+    return Stats(days=days)
 
 
 LANGUAGE_WORD = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,3}$")
@@ -282,8 +289,8 @@ def _is_user_id(word: str) -> bool:
     return word.startswith("@") and ":" in word and len(word) <= 255
 
 
-def _transfer(text: str, args: list[str], *, shift_change: bool) -> Command:
-    name = "handoff" if shift_change else "transfer"
+def _transfer(name: str, args: list[str], text: str) -> Command:
+    shift_change = name == "handoff"
     rest = text.strip()[len(PREFIX):].split(None, 1)[1:]
     remainder = rest[0].strip() if rest else ""
     to = None
@@ -295,7 +302,7 @@ def _transfer(text: str, args: list[str], *, shift_change: bool) -> Command:
     return Transfer(to=to, note=remainder, shift_change=shift_change)
 
 
-def _codeword(args: list[str]) -> Command:
+def _codeword(name: str, args: list[str], text: str) -> Command:
     if args == ["new"] or [a.lower() for a in args] == ["new"]:
         return Codeword("new")
     if len(args) == 2 and args[0].lower() in {"verify", "rotate"}:
@@ -313,7 +320,7 @@ def normalize_case(text: str) -> str | None:
     return f"C-{ref}" if ref else None
 
 
-def _shift(args: list[str]) -> Command:
+def _shift(name: str, args: list[str], text: str) -> Command:
     if len(args) == 1 and args[0].lower() == "end":
         return Shift(until=None)
     if len(args) != 2 or args[0].lower() != "until":
@@ -324,7 +331,7 @@ def _shift(args: list[str]) -> Command:
     return Shift(until=(int(match.group(1)), int(match.group(2))))
 
 
-def _service(text: str, args: list[str]) -> Command:
+def _service(name: str, args: list[str], text: str) -> Command:
     if not args or args[0].lower() not in {"open", "close"}:
         return Invalid(name="service", reason="service_usage")
     if args[0].lower() == "open":
@@ -337,3 +344,29 @@ def _service(text: str, args: list[str]) -> Command:
     if len(message_text) > MAX_SERVICE_MESSAGE:
         return Invalid(name="service", reason="service_message_long")
     return Service(open=False, message=message_text)
+
+
+# The word after "!" → its parser (name, arguments, whole text). Who may run each, and where:
+# bot/conversation/permissions.py.
+PARSERS: dict[str, Callable[[str, list[str], str], Command]] = {
+    "claim": _claim,
+    "transfer": _transfer,
+    "handoff": _transfer,
+    "supervisor": _no_arguments(SupervisorRequest()),
+    "join": _join,
+    "interpreter": _interpreter,
+    "shift": _shift,
+    "chats": _no_arguments(Chats()),
+    "devices": _no_arguments(Devices()),
+    "verify": _verify,
+    "trust": _trust,
+    "approve": _device_decision,
+    "revoke": _device_decision,
+    "codeword": _codeword,
+    "languages": _languages,
+    "close": _no_arguments(Close()),
+    "help": lambda name, args, text: Help(),
+    "say": _say,
+    "service": _service,
+    "stats": _stats,
+}

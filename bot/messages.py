@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.conversation.permissions import help_lines
+
 SURVIVOR: dict[str, str] = {
     "rights": (
         "Before you share anything: what you write here is confidential, with limits. "
@@ -314,37 +316,6 @@ STAFF: dict[str, str] = {
     "service_message_long": "That message is too long for the page; keep it under 500 characters.",
 }
 
-HELP: dict[str, list[str]] = {
-    "advocate": [
-        "!claim REF — take the waiting chat with that ref (dispatch room); add force near your shift's end",
-        "!claim — take the chat that has waited longest",
-        "!say — list ready-made messages; !say KEY sends one (case room)",
-        "!supervisor — ask a supervisor to join (case room)",
-        "!interpreter LANGUAGE or !interpreter @user — ask the survivor, then bring in an interpreter (case room)",
-        "!transfer [NOTE] — back to the queue, first in line; !transfer @user [NOTE] — to a colleague (case room)",
-        "!handoff [NOTE] — the shift-change transfer (case room)",
-        "!shift until HH:MM — when your shift ends; !shift end",
-        "!codeword new | verify C-XXXX | rotate C-XXXX — code words for ongoing advocacy (case room)",
-        "!chats — your open chats",
-        "!close — end this chat and erase it (case room)",
-    ],
-    "supervisor": ["!join REF — join an active chat (the survivor is told)"],
-    "interpreter": [
-        "!join REF — join a chat that asked for an interpreter",
-        "!languages CODE… — the languages you work in (interpreters room)",
-    ],
-    "admin": [
-        "!service close MESSAGE — stop new chats now; the page shows MESSAGE (admin room)",
-        "!service open — take new chats again (admin room)",
-        "!stats [today|week|month|90d|year] — statistics without personal data (admin room)",
-        "!devices — staff devices waiting for approval; !approve @user DEVICE; !revoke @user DEVICE (admin room)",
-        "!verify @user DEVICE — after comparing the emojis of a staff device's verification (admin room)",
-        "!trust @user — trust a staff member's current identity after checking it with them (admin room)",
-    ],
-    "everyone": ["!help — this list"],
-}
-
-
 def _fields(text: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
@@ -405,9 +376,5 @@ def staff_text(name: str, /, **params: str) -> str:
 
 
 def help_text(roles: Iterable[str]) -> str:
-    lines = ["Commands you can use:"]
-    for role in ("advocate", "supervisor", "interpreter", "admin"):
-        if role in roles:
-            lines += HELP[role]
-    lines += HELP["everyone"]
-    return "\n".join(lines)
+    """``!help``: the commands of these roles, written from the permission table."""
+    return "\n".join(["Commands you can use:", *help_lines(frozenset(roles))])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.conversation import Chat, Phase
+from bot.conversation import Chat, CodewordAsk, Phase, step_from_text, step_to_text
 from hotline_runtime.errors import HotlineError
 from bot.ids import ChatRef
 
@@ -219,9 +219,12 @@ def _migrate_file(path: Path) -> None:
 
 def _row(chat: Chat) -> tuple[object, ...]:
     kept = stored(chat)
+    # The sub-states are typed records in memory and kept as text: "asking:es", "verify:C-K7Q3".
     return tuple(
         str(kept.phase) if name == "phase"
         else int(getattr(kept, name)) if name in FLAGS
+        else step_to_text(kept.interpreter_request) if name == "interpreter_request"
+        else kept.codeword_ask.to_text() if name == "codeword_ask" and kept.codeword_ask is not None
         else getattr(kept, name)
         for name in COLUMNS
     )
@@ -232,6 +235,8 @@ def _chat(row: tuple[object, ...]) -> Chat:
     values["phase"] = Phase(values["phase"])
     for name in FLAGS:
         values[name] = bool(values[name])
+    values["interpreter_request"] = step_from_text(values["interpreter_request"])  # type: ignore[arg-type]
+    values["codeword_ask"] = CodewordAsk.from_text(values["codeword_ask"])  # type: ignore[arg-type]
     return Chat(**values)  # type: ignore[arg-type]
 
 

@@ -22,7 +22,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot import store as store_module
-from bot.conversation import Chat, Hotline, Phase, Rules
+from bot.conversation import (
+    AskingInterpreters,
+    AskingSurvivor,
+    Chat,
+    CodewordAsk,
+    CodewordMode,
+    Hotline,
+    InterpreterInvited,
+    Phase,
+    Rules,
+    step_to_text,
+)
 from bot.ids import REF_ALPHABET, ChatRef, RoomId, UserId
 from bot.routing_view import RoutingView
 from bot.store import COLUMNS, PENDING_ERASE, SCHEMA, VERSION, Store, StoreError, coarse, stored
@@ -59,8 +70,10 @@ FIELD_STRATEGIES: dict[str, st.SearchStrategy[typing.Any]] = {
     "supervisor": optional_words,
     "interpreter": optional_words,
     "invited": optional_words,
-    "interpreter_request": optional_words,
-    "codeword_ask": optional_words,
+    # Typed records in memory, kept as text ("asking:es", "verify:C-K7Q3") in the database.
+    "interpreter_request": st.none() | st.builds(AskingSurvivor, words) | st.builds(AskingInterpreters, words)
+    | st.builds(InterpreterInvited, words),
+    "codeword_ask": st.none() | st.builds(CodewordAsk, st.sampled_from(CodewordMode), st.none() | words.filter(bool)),
     "codeword_attempts": st.integers(min_value=0, max_value=2**31),
     "verified_case": optional_words,
 }
@@ -111,7 +124,8 @@ def test_the_table_has_one_typed_column_per_field(tmp_path: Path) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
     assert strict and version == VERSION
     hints = typing.get_type_hints(Chat)
-    sql_type = {str: "TEXT", float: "REAL", int: "INTEGER", bool: "INTEGER", Phase: "TEXT"}
+    sql_type = {str: "TEXT", float: "REAL", int: "INTEGER", bool: "INTEGER", Phase: "TEXT",
+                AskingSurvivor: "TEXT", CodewordAsk: "TEXT"}  # the sub-states, kept as text
     expected = {}
     for field in dataclasses.fields(Chat):
         hint = hints[field.name]
@@ -246,8 +260,10 @@ def version_0_database(path: Path, chats: list[Chat], added: tuple[str, ...] = C
             db.execute(f"ALTER TABLE chats ADD COLUMN {name} {kind}")
         columns = [c for c in COLUMNS if c in ORIGINAL or c in added]
         for chat in chats:
-            row = dataclasses.asdict(stored(chat))
+            row = {name: getattr(stored(chat), name) for name in COLUMNS}
             row["phase"] = str(row["phase"])
+            row["interpreter_request"] = step_to_text(chat.interpreter_request)  # the text it always was
+            row["codeword_ask"] = chat.codeword_ask and chat.codeword_ask.to_text()
             db.execute(f"INSERT INTO chats ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
                        tuple(row[c] for c in columns))
         db.execute("INSERT INTO meta VALUES ('device_id', 'BOTDEVICE'), ('access_token', 'syt_x')")
@@ -260,7 +276,8 @@ OPEN_CHATS = [
     Chat(ChatRef("AAAA"), RoomId("!a:x"), UserId("@chat_a:x"), opened_at=600.0),
     Chat(ChatRef("CCCC"), RoomId("!c:x"), UserId("@chat_c:x"), opened_at=660.0, phase=Phase.ACTIVE,
          advocate=UserId("@advocate:x"), case_room=RoomId("!case:x"), rights_delivered=True, claimed_at=720.0,
-         survivor_at=780.0, transferred=True, codeword_attempts=3, codeword_ask="verify:C-K7Q3",
+         survivor_at=780.0, transferred=True, codeword_attempts=3, codeword_ask=CodewordAsk(CodewordMode.VERIFY, "C-K7Q3"),
+         interpreter_request=AskingSurvivor("es"),
          verified_case="C-K7Q3", language="uk"),
     Chat(ChatRef("DDDD"), RoomId("!d:x"), UserId("@chat_d:x"), opened_at=540.0, priority=True, transferred=True,
          disconnected_at=900.0, escalated=True, warned=True, reminded=True),
@@ -491,3 +508,22 @@ def test_a_view_of_a_path_with_uri_characters(tmp_path: Path) -> None:
     run(_fill(data_dir / "routing.db"))
     with RoutingView.of(data_dir) as view:
         assert view.chat_count() == 4
+
+@pytest.mark.parametrize(("name", "value", "text"), [
+    ("interpreter_request", AskingSurvivor("es"), "asking:es"),
+    ("interpreter_request", AskingSurvivor("@interp:x"), "asking:@interp:x"),
+    ("interpreter_request", AskingInterpreters("uk"), "wanted:uk"),
+    ("interpreter_request", InterpreterInvited(UserId("@interp:x")), "invited:@interp:x"),
+    ("codeword_ask", CodewordAsk(CodewordMode.NEW), "new"),
+    ("codeword_ask", CodewordAsk(CodewordMode.VERIFY, "C-K7Q3"), "verify:C-K7Q3"),
+    ("codeword_ask", CodewordAsk(CodewordMode.ROTATE, "C-K7Q3"), "rotate:C-K7Q3"),
+])
+def test_the_sub_states_are_kept_as_the_text_they_always_were(tmp_path: Path, name: str, value: object,
+                                                               text: str) -> None:
+    """Typed records in memory, the same text in the database as before: a restarted older or
+    newer bot reads the other's rows."""
+    chat = dataclasses.replace(OPEN_CHATS[1], **{name: value})
+    run(_save(tmp_path / "routing.db", {}, {chat.ref: chat}))
+    with sqlite3.connect(tmp_path / "routing.db") as db:
+        assert db.execute(f"SELECT {name} FROM chats").fetchone()[0] == text
+    assert_same(run(reopened(tmp_path / "routing.db")), {chat.ref: chat})

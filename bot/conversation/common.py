@@ -1,0 +1,48 @@
+"""What several handlers share: the result type, coarse buckets, minutes, and closing a chat."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from bot.conversation.effects import Count, Effect, EraseChat, NotifySurvivor, Reply, SignalClosed
+from bot.conversation.state import Chat, CloseReason, Hotline, Phase
+
+Result = tuple[Hotline, list[Effect]]
+
+WAIT_BUCKETS = ((60, "<1m"), (300, "1-5m"), (900, "5-15m"), (3600, "15-60m"))
+DURATION_BUCKETS = ((300, "<5m"), (900, "5-15m"), (1800, "15-30m"), (3600, "30-60m"))
+LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8}){0,3}$")
+
+
+def bucket(seconds: float, buckets: tuple[tuple[int, str], ...]) -> str:
+    """A coarse bucket for a wait or a duration: statistics never keep exact times."""
+    for limit, name in buckets:
+        if seconds < limit:
+            return name
+    return f"{buckets[-1][0] // 60}m+"
+
+
+def minutes(seconds: float) -> str:
+    return str(max(1, round(seconds / 60)))
+
+
+def close(state: Hotline, chat: Chat, reason: CloseReason, now: float) -> Result:
+    """The chat ends: the survivor is told, the case room too, and the erase starts."""
+    closing = replace(chat, phase=Phase.CLOSING)
+    notice = NotifySurvivor(chat.survivor_room, "wait_expired", (("minutes", minutes(now - chat.opened_at)),)) \
+        if reason is CloseReason.UNANSWERED else NotifySurvivor(chat.survivor_room, "chat_ended")
+    effects: list[Effect] = [notice]
+    if chat.case_room is not None:
+        effects.append(Reply(chat.case_room, f"closed_{reason}", (("ref", chat.ref),)))
+    effects += [SignalClosed(chat.survivor_room), EraseChat(closing), Count(f"closed_{reason}")]
+    if chat.phase is Phase.WAITING:
+        effects.append(Count("abandoned"))
+    if chat.claimed_at is not None:
+        effects.append(Count("duration", bucket(now - chat.claimed_at, DURATION_BUCKETS)))
+    return state.with_chat(closing), effects
+
+
+def disconnected_notice(state: Hotline, chat: Chat) -> Reply:
+    assert chat.case_room is not None
+    return Reply(chat.case_room, "survivor_disconnected", (("minutes", minutes(state.rules.reconnect_grace)),))
