@@ -261,6 +261,8 @@ CASES = [
      [(0, command(Service(True), DISPATCH, roles=ADMINS))], None, [Reply(DISPATCH, "not_admin")]),
     ("!stats for admins", [(0, command(Stats(30), ADMIN_ROOM, roles=ADMINS))], None, [ShowStats(ADMIN_ROOM, 30)]),
     ("!stats refused for advocates", [(0, command(Stats(7), DISPATCH))], None, [Reply(DISPATCH, "not_admin")]),
+    ("!stats refused outside the admin room, even for an admin (others read the dispatch room)",
+     [(0, command(Stats(7), DISPATCH, roles=ADMINS))], None, [Reply(DISPATCH, "not_admin")]),
     # Timers while waiting (opened at 0, bot joined at 1).
     ("reassurance with the place in line", OPEN + [(181, ClockTicked())], Phase.WAITING,
      [NotifySurvivor(SURVIVOR_ROOM, "still_waiting", (("place", "1"),))]),

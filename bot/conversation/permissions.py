@@ -117,7 +117,7 @@ PERMISSIONS: tuple[Permission, ...] = (
         (ADMIN, "!service close MESSAGE — stop new chats now; the page shows MESSAGE (admin room)"),
         (ADMIN, "!service open — take new chats again (admin room)"),
     ), "!service open"),
-    Permission("stats", Stats, _only(ADMIN), Where.ANYWHERE, "not_admin", (
+    Permission("stats", Stats, _only(ADMIN), Where.ADMIN_ROOM, "not_admin", (
         (ADMIN, "!stats [today|week|month|90d|year] — statistics without personal data (admin room)"),
     ), "!stats week"),
     Permission("devices", Devices, _only(ADMIN), Where.ADMIN_ROOM, "not_admin", (
