@@ -176,7 +176,8 @@ http://:{port} {{
 
 
 def caddyfile(domain: str, synapse: str, gateway: str, *, acme_email: str | None = None,
-              error_root: str = CADDY_ERROR_ROOT, workers: tuple[str, ...] = ()) -> str:
+              error_root: str = CADDY_ERROR_ROOT, workers: tuple[str, ...] = (),
+              internal_port: int = INTERNAL_PORT) -> str:
     """A Caddyfile; ``synapse`` and ``gateway`` are upstream ``host:port``; ``error_root`` holds
     ``unavailable.html``. With ``workers`` (Synapse's generic workers, ``host:port``), /sync and
     the client reads go to them, and an internal site (caddy_internal_site) is added."""
@@ -264,7 +265,7 @@ def caddyfile(domain: str, synapse: str, gateway: str, *, acme_email: str | None
 \t\t}}
 \t}}
 }}
-{caddy_internal_site(synapse, workers) if workers else ""}"""
+{caddy_internal_site(synapse, workers, port=internal_port) if workers else ""}"""
 
 
 def nginx_bootstrap_site(domain: str, *, http_port: int = 80, acme_root: str = "/var/www/letsencrypt") -> str:
