@@ -550,6 +550,12 @@ def check_homeserver_config(path: Path, result: CheckResult) -> None:
     for listener in config.get("listeners", []):
         names = {n for r in listener.get("resources", []) for n in r.get("names", [])}
         extra = names - {"client"}
+        if names == {"replication"} and listener.get("type") == "http" and config.get("worker_replication_secret"):
+            # Synapse's worker layout (hotline init --workers): the main process's replication
+            # listener, on loopback or the compose network, authenticated by the shared secret.
+            result.ok(f"homeserver.yaml listener on port {listener.get('port')}: replication between "
+                      "Synapse's processes (never public)")
+            continue
         if extra or listener.get("type") != "http":
             result.fail(f"homeserver.yaml listener on port {listener.get('port')} serves {sorted(names)} "
                         f"({listener.get('type')}): only the client API may be served (no federation)")

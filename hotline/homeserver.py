@@ -303,6 +303,9 @@ class EmbeddedHomeserver:
     database: dict[str, Any] | None = None
     # Synapse's worker layout (PostgreSQL and Redis needed); None: one process, as by default.
     workers: WorkerPlan | None = None
+    # With workers: the entrance (nginx, proxy.nginx_internal_site) that routes to the processes;
+    # ``url`` is then the entrance's, ``main_url`` the main process's.
+    entrance_port: int | None = None
 
     @property
     def config_path(self) -> Path:
@@ -318,6 +321,10 @@ class EmbeddedHomeserver:
 
     @property
     def url(self) -> str:
+        return f"http://127.0.0.1:{self.entrance_port or self.port}"
+
+    @property
+    def main_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def worker_config_path(self, name: str) -> Path:
@@ -463,7 +470,7 @@ class HomeserverProcess:
         self.process = self._spawn(
             "homeserver", ["synapse.app.homeserver", "-c", str(self.homeserver.config_path)]
         )
-        await self._wait_healthy("homeserver", self.process, self.homeserver.url, timeout)
+        await self._wait_healthy("homeserver", self.process, self.homeserver.main_url, timeout)
         plan = self.homeserver.workers
         if plan is None:
             return
@@ -497,6 +504,10 @@ class HomeserverProcess:
                 await asyncio.sleep(0.1)
         self.stop()
         raise RuntimeError(f"Synapse ({name}) did not answer on {url} in {timeout:.0f} s")
+
+    def all(self) -> dict[str, subprocess.Popen[bytes]]:
+        """Every Synapse process by name ("homeserver" for the main one)."""
+        return ({"homeserver": self.process} if self.process is not None else {}) | self.workers
 
     def stop(self) -> None:
         # The workers first, then the main process.
