@@ -135,16 +135,23 @@ def well_known_client(domain: str) -> str:
 
 
 def _caddy_worker_handles(workers: tuple[str, ...], headers: str) -> str:
-    """Caddy's routes to Synapse's generic workers: /sync by access token, reads round robin.
-    (Named matchers keep their order: these come before the catch-all client API handle.)"""
+    """Caddy's routes to Synapse's generic workers: /sync by user (the user's part of the access
+    token, `syt_<user>_…`, in a request header that only the choice of worker uses), reads round
+    robin. (Named matchers keep their order: these come before the catch-all client API handle.)"""
     upstreams = " ".join(workers)
     header_block = f"\t\theader {{\n{headers}\n\t\t}}\n" if headers else ""
+    by_user = """\t\tmap {http.request.header.Authorization} {hotline_sync_user} {
+\t\t\t"~^Bearer syt_([^_]+)_" "${1}"
+\t\t\tdefault "-"
+\t\t}
+\t\trequest_header X-Hotline-Sync-User {hotline_sync_user}
+"""
     out = ["\t# Synapse's generic workers: /sync and the client reads (hotline init --workers)."]
-    for name, pattern, policy in (("sync", WORKER_SYNC_PATHS, "header Authorization"),
+    for name, pattern, policy in (("sync", WORKER_SYNC_PATHS, "header X-Hotline-Sync-User"),
                                   ("reads", WORKER_READ_PATHS, "round_robin")):
         out.append(f"""\t@synapse_{name} path_regexp synapse_{name} {pattern}
 \thandle @synapse_{name} {{
-{header_block}\t\treverse_proxy {upstreams} {{
+{header_block}{by_user if name == "sync" else ""}\t\treverse_proxy {upstreams} {{
 \t\t\tlb_policy {policy}
 \t\t\theader_up X-Forwarded-For {{remote_host}}
 \t\t\ttransport http {{
