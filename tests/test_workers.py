@@ -90,6 +90,21 @@ def test_check_refuses_a_replication_listener_without_the_shared_secret(tmp_path
     assert any("replication" in text for kind, text in bad.lines if kind == "FAIL")
 
 
+def test_check_refuses_a_worker_with_federation_or_its_own_log_config(tmp_path):
+    directory = make(tmp_path, "systemd")
+    path = directory / "synapse/workers/generic_worker1.yaml"
+    worker = yaml.safe_load(path.read_text())
+    worker["worker_listeners"][0]["resources"][0]["names"].append("federation")
+    worker["worker_log_config"] = str(tmp_path / "chatty-log.yaml")
+    path.write_text(yaml.safe_dump(worker))
+    bad = CheckResult()
+    check_homeserver_config(directory / "synapse/homeserver.yaml", bad)
+    failures = "\n".join(text for kind, text in bad.lines if kind == "FAIL")
+    assert "generic_worker1.yaml: listener on port 8101 serves ['client', 'federation']" in failures
+    assert "generic_worker1.yaml: worker_log_config must be" in failures
+    assert "generic_worker2.yaml" not in failures
+
+
 def test_workers_count_is_bounded(tmp_path):
     make(tmp_path / "at", "systemd", workers=MAX_WORKERS)
     assert len(list((tmp_path / "at/systemd/synapse/workers").glob("generic_worker*.yaml"))) == MAX_WORKERS
