@@ -48,10 +48,18 @@ from testkit.clients import open_chat_count, until
 
 PACE_S = 10.0
 DRAIN_S = 15.0
+# HOTLINE_BENCH_WORKERS=N: the same ramp on Synapse's worker layout (`hotline init --workers N`:
+# main process, event persister, N generic workers, Redis, nginx as the entrance). Its figures go
+# under "capacity-workersN" (results.json, capacity-workersN.png); "synapse" is then the CPU of all
+# of Synapse's processes. HOTLINE_BENCH_STEPS=10,20,30 limits the ramp's steps.
+WORKERS = int(os.environ.get("HOTLINE_BENCH_WORKERS", "0"))
+SUFFIX = f"-workers{WORKERS}" if WORKERS else ""
 
 
 async def run(quick: bool = False) -> dict:
     steps = [4, 8] if quick else [10, 20, 30, 40, 50, 75, 100, 150, 200]
+    if os.environ.get("HOTLINE_BENCH_STEPS"):
+        steps = [int(n) for n in os.environ["HOTLINE_BENCH_STEPS"].split(",")]
     window = 20.0 if quick else 30.0
     per_advocate = 20
     advocates_n = -(-steps[-1] // per_advocate)  # enough to hold the last step's chats
@@ -68,7 +76,7 @@ async def run(quick: bool = False) -> dict:
         async with running_stack("capacity", advocates=advocates_n, postgres=pg,
                                  settings={"max_open_chats": "2000",
                                            "max_chats_per_advocate": str(per_advocate)},
-                                 relaxed_rate_limits=True) as stack:
+                                 relaxed_rate_limits=True, workers=WORKERS) as stack:
             pids = stack_pids(stack) | {"postgres": pg.pid}
             meter = ProcessMeter(pids)
             advocates = []
@@ -199,8 +207,8 @@ async def run(quick: bool = False) -> dict:
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="upper left")
-    ax.set_title(f"Capacity on 2 cores, Synapse on PostgreSQL: {best} chats pass")
-    savefig(fig, "capacity.png")
+    ax.set_title(f"Capacity on 2 cores, Synapse on PostgreSQL{' with workers' if WORKERS else ''}: {best} chats pass")
+    savefig(fig, f"capacity{SUFFIX}.png")
     fig, ax = pyplot.subplots(figsize=(6, 4))
     for name, label in (("webchat", "gateway"), ("bot", "bot"), ("synapse", "Synapse")):
         ax.plot([m["chats"] for m in memory], [m[name] for m in memory], "o-",
@@ -209,12 +217,12 @@ async def run(quick: bool = False) -> dict:
     ax.set_ylabel("RSS (MiB)")
     ax.set_title("Memory against open chats")
     ax.legend()
-    savefig(fig, "memory.png")
+    savefig(fig, f"memory{SUFFIX}.png")
     result = {"steps": results, "best": best, "memory": memory, "server_cpu_ms_per_msg_cheapest": cheapest,
               "cores_for_target": cores_for(TARGET_CHATS, cheapest),
               "memory_kib_per_chat": {k: v * 1024 for k, v in per_chat.items()},
               "profiles": profiles, "profile_text": prof_text, "table": text, "memory_table": mem_text}
-    save_result("capacity", result)
+    save_result(f"capacity{SUFFIX}", result)
     return result
 
 
@@ -293,6 +301,9 @@ async def load_window(chats, window: float, meter: ProcessMeter, stack, *, floor
             {n: profile_pids[n] for n in ("bot", "webchat", "synapse")}, seconds=max(5.0, window - 5)))
     await asyncio.gather(*tasks)
     cpu = meter.cpu_percent()
+    if any(name.startswith("synapse:") for name in cpu):  # the worker layout: all of Synapse
+        cpu["synapse_main"] = cpu["synapse"]
+        cpu["synapse"] = sum(v for name, v in cpu.items() if name == "synapse" or name.startswith("synapse:"))
     elapsed = now() - t_mark
     if profiling is not None:
         profiles.update(await profiling)

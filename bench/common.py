@@ -176,6 +176,8 @@ def stack_pids(stack: DevStack) -> dict[str, int]:
     pids = {name: p.pid for name, p in stack.processes.items()}
     assert stack.synapse.process is not None
     pids["synapse"] = stack.synapse.process.pid
+    for worker, process in stack.synapse.workers.items():  # Synapse's worker layout, if any
+        pids[f"synapse:{worker}"] = process.pid
     pids["driver"] = os.getpid()
     return pids
 
@@ -185,14 +187,15 @@ def stack_pids(stack: DevStack) -> dict[str, int]:
 @asynccontextmanager
 async def running_stack(name: str, *, advocates: int = 1, postgres: Any = None,
                         settings: dict[str, str] | None = None,
-                        relaxed_rate_limits: bool = False) -> AsyncIterator[DevStack]:
-    """A fresh DevStack in a temporary directory (Synapse on SQLite, or on ``postgres``).
+                        relaxed_rate_limits: bool = False, workers: int = 0) -> AsyncIterator[DevStack]:
+    """A fresh DevStack in a temporary directory (Synapse on SQLite, or on ``postgres``; with
+    ``workers``, Synapse's worker layout, every process on ``postgres``).
 
     Synapse's rate limits are the shipped ones unless the benchmark relaxes them, saying why
     (docs/performance.md lists which do)."""
     root = Path(tempfile.mkdtemp(prefix=f"hotline-bench-{name}-"))
     stack = DevStack(root / "stack", advocates=advocates, relaxed_rate_limits=relaxed_rate_limits,
-                     settings={"log_level": "WARNING"} | (settings or {}))
+                     settings={"log_level": "WARNING"} | (settings or {}), workers=workers)
     if postgres is not None:
         original = stack.synapse.start
 
@@ -291,10 +294,13 @@ class TimedAdvocate(Advocate):
     async def login(self) -> None:
         """As testkit.clients.Advocate.login, but long-polling /sync for 30 s instead of 1 s: an idle
         client then costs Synapse and the driver nothing, and new events still wake it at once."""
-        from nio import LoginResponse
+        from nio import AsyncClient, LoginResponse
 
-        from hotline_runtime.nio_sync import sync_loop
+        from hotline_runtime.nio_sync import client_config, sync_loop
 
+        # A crypto store of its own (testkit's Advocate makes one only in its own login).
+        self.store = tempfile.mkdtemp(prefix="bench-advocate-store-")
+        self.client = AsyncClient(self.homeserver, self.user_id, store_path=self.store, config=client_config())
         response = await self.client.login(self.password, device_name="bench client")
         assert isinstance(response, LoginResponse), response
         self._task = asyncio.create_task(sync_loop(self.client, self._on_sync, since=None, timeout_ms=30_000))

@@ -550,6 +550,12 @@ def check_homeserver_config(path: Path, result: CheckResult) -> None:
     for listener in config.get("listeners", []):
         names = {n for r in listener.get("resources", []) for n in r.get("names", [])}
         extra = names - {"client"}
+        if names == {"replication"} and listener.get("type") == "http" and config.get("worker_replication_secret"):
+            # Synapse's worker layout (hotline init --workers): the main process's replication
+            # listener, on loopback or the compose network, authenticated by the shared secret.
+            result.ok(f"homeserver.yaml listener on port {listener.get('port')}: replication between "
+                      "Synapse's processes (never public)")
+            continue
         if extra or listener.get("type") != "http":
             result.fail(f"homeserver.yaml listener on port {listener.get('port')} serves {sorted(names)} "
                         f"({listener.get('type')}): only the client API may be served (no federation)")
@@ -557,6 +563,7 @@ def check_homeserver_config(path: Path, result: CheckResult) -> None:
             result.ok(f"homeserver.yaml listener on port {listener.get('port')}: client API only")
         if listener.get("x_forwarded") and not all(a in ("127.0.0.1", "::1", "0.0.0.0") for a in listener.get("bind_addresses", [])):
             result.warn("homeserver.yaml: x_forwarded is on; make sure only the proxy can reach this listener")
+    check_worker_configs(path, config, result)
     modules = [m.get("module") for m in config.get("modules", []) or []]
     if INVITE_POLICY in modules:
         result.ok("homeserver.yaml invite policy module")
@@ -580,6 +587,27 @@ def check_homeserver_config(path: Path, result: CheckResult) -> None:
                         "user agents, URLs) would be written")
     if not result.failed:
         result.ok(f"{log_path.name}: access log off")
+
+
+def check_worker_configs(path: Path, config: dict[str, Any], result: CheckResult) -> None:
+    """Synapse's workers (hotline init --workers): each file in synapse/workers/ serves the client
+    API or replication only, and logs with homeserver.yaml's log config (no access log)."""
+    for worker_file in sorted((path.parent / "workers").glob("*.yaml")):
+        try:
+            worker = yaml.safe_load(worker_file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            result.fail(f"{worker_file.name}: cannot read it ({type(error).__name__})")
+            continue
+        for listener in worker.get("worker_listeners", []) or []:
+            names = {n for r in listener.get("resources", []) for n in r.get("names", [])}
+            if listener.get("type") != "http" or not (names <= {"client"} or names == {"replication"}):
+                result.fail(f"workers/{worker_file.name}: listener on port {listener.get('port')} serves "
+                            f"{sorted(names)} ({listener.get('type')}): only the client API or replication")
+        if worker.get("worker_log_config") != config.get("log_config"):
+            result.fail(f"workers/{worker_file.name}: worker_log_config must be homeserver.yaml's log_config "
+                        f"({config.get('log_config')}), which keeps the access log off")
+        else:
+            result.ok(f"workers/{worker_file.name}: client API or replication only, access log off")
 
 
 async def check(files: Files, *, public_url: str | None = None) -> CheckResult:

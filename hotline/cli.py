@@ -63,6 +63,7 @@ def run_init(args: argparse.Namespace) -> None:
         synapse_port=args.synapse_port, gateway_port=args.gateway_port, db_host=args.db_host,
         db_port=args.db_port, program_name=args.program_name, hotline_phone=args.phone,
         acme_email=args.acme_email, rights_url=args.rights_url, overwrite=args.overwrite,
+        workers=args.workers,
     )
     try:
         report = init(options)
@@ -234,6 +235,9 @@ def add_init_parser(commands: Any) -> None:
     init.add_argument("--rights-url", default=None,
                       help="your program's web page on rights and the limits of confidentiality (the rights notice links it)")
     init.add_argument("--overwrite", action="store_true", help="rewrite existing files (secrets are still kept)")
+    init.add_argument("--workers", type=int, default=0, metavar="N",
+                      help="Synapse's worker layout: N generic workers for /sync and client reads, an event "
+                           "persister and Redis (docs/scaling.md); default: one Synapse process")
 
 
 def add_admin_parser(commands: Any) -> None:

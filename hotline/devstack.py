@@ -25,13 +25,17 @@ import aiohttp
 from bot import identity
 from hotline_runtime.synapse_admin import SynapseAdmin
 from hotline.homeserver import (
+    EVENT_PERSISTER,
     SURVIVOR_LOCALPART_PREFIX,
     EmbeddedHomeserver,
     HomeserverProcess,
+    WorkerPlan,
+    generic_worker_names,
 )
 from hotline_runtime.nio_sync import MUTE_PUSH_PATH
 from hotline_runtime.wire import GATEWAY_SENDER_LOCALPART
 from hotline.postgres import ThrowawayPostgres, synapse_database
+from hotline.throwaway import LoopbackEntrance, ThrowawayRedis
 
 SERVER_NAME = "hotline.localhost"
 DATABASE_ENV = "HOTLINE_TEST_DATABASE"
@@ -173,21 +177,47 @@ class DevStack:
     database: str = field(default_factory=lambda: os.environ.get(DATABASE_ENV, "sqlite"))
     # The interpreter that runs the bot and the gateway (tests/test_install.py: an installed venv).
     python: str = sys.executable
+    # Synapse's worker layout (`hotline init --workers N`): N generic workers, an event persister,
+    # a throwaway Redis and nginx as the entrance on synapse_port (PostgreSQL: Synapse does not
+    # support workers on SQLite). 0: one Synapse process.
+    workers: int = 0
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
         if self.database not in ("sqlite", "postgres"):
             raise ValueError(f"{DATABASE_ENV} must be sqlite or postgres, not {self.database!r}")
+        if self.workers:
+            self.database = "postgres"
         self.postgres: ThrowawayPostgres | None = None
         database = None
         if self.database == "postgres":
             self.postgres = ThrowawayPostgres(free_port())
             database = synapse_database(self.postgres.port)
-        self.homeserver = EmbeddedHomeserver(self.root / "homeserver", SERVER_NAME, self.synapse_port,
-                                             database=database)
+        self.redis: ThrowawayRedis | None = None
+        self.entrance: LoopbackEntrance | None = None
+        if self.workers:
+            self.homeserver = self._worker_homeserver(database)
+        else:
+            self.homeserver = EmbeddedHomeserver(self.root / "homeserver", SERVER_NAME, self.synapse_port,
+                                                 database=database)
         self.synapse = HomeserverProcess(self.homeserver)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.accounts: Bootstrap | None = None
+
+    def _worker_homeserver(self, database: dict[str, Any] | None) -> EmbeddedHomeserver:
+        directory = self.root / "homeserver"
+        values = EmbeddedHomeserver(directory, SERVER_NAME, 0).secrets()
+        self.redis = ThrowawayRedis(values["redis_password"])
+        names = ["main", EVENT_PERSISTER, *generic_worker_names(self.workers)]
+        plan = WorkerPlan(workers=self.workers, bind_host="127.0.0.1", hosts={name: "127.0.0.1" for name in names},
+                          main_replication_port=free_port(), persister_port=free_port(),
+                          worker_ports=tuple(free_port() for _ in range(self.workers)),
+                          redis=self.redis.synapse_section(), replication_secret=values["worker_replication_secret"])
+        main_port = free_port()
+        self.entrance = LoopbackEntrance(self.root / "entrance", self.synapse_port, f"127.0.0.1:{main_port}",
+                                         tuple(f"127.0.0.1:{port}" for port in plan.worker_ports))
+        return EmbeddedHomeserver(directory, SERVER_NAME, main_port, database=database, workers=plan,
+                                  entrance_port=self.synapse_port)
 
     @property
     def logs(self) -> Path:
@@ -219,7 +249,11 @@ class DevStack:
             await self.postgres.start()  # a fresh cluster each start: forget earlier accounts
             state.unlink(missing_ok=True)
             shutil.rmtree(self.root / "bot", ignore_errors=True)
+        if self.redis is not None:
+            await self.redis.start()
         await self.synapse.start()
+        if self.entrance is not None:
+            await self.entrance.start()
         if state.exists():
             self.accounts = Bootstrap.from_json(json.loads(state.read_text()))
         else:
@@ -332,7 +366,11 @@ class DevStack:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        if self.entrance is not None:
+            self.entrance.stop()
         self.synapse.stop()
+        if self.redis is not None:
+            self.redis.stop()
         if self.postgres is not None:
             self.postgres.stop()
 

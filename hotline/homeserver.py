@@ -15,7 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 import yaml
@@ -177,6 +177,120 @@ def log_config(log_file: Path | None) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- workers
+# Synapse's worker layout (Synapse's docs/workers.md), the one `hotline init --workers N` writes
+# and tests/test_workers.py runs: the main process, one event persister (`stream_writers:
+# events`), N generic workers for /sync and client reads (the proxy routes those to them:
+# hotline/proxy.py), Redis for replication. Everything else, the admin API included, stays on the
+# main process.
+EVENT_PERSISTER = "event_persister1"
+GENERIC_WORKER_APP = "synapse.app.generic_worker"
+
+
+def generic_worker_names(count: int) -> list[str]:
+    return [f"generic_worker{i}" for i in range(1, count + 1)]
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """Where each of Synapse's processes listens and how the others reach it.
+
+    ``hosts`` maps a process name ("main", EVENT_PERSISTER, each generic worker) to the host the
+    others reach it at (the same 127.0.0.1 on one machine; a service name under compose).
+    ``redis`` is Synapse's ``redis:`` section without ``enabled``.
+    """
+
+    workers: int
+    bind_host: str
+    hosts: dict[str, str]
+    main_replication_port: int
+    persister_port: int
+    worker_ports: tuple[int, ...]
+    redis: dict[str, Any]
+    replication_secret: str
+
+    @property
+    def names(self) -> list[str]:
+        return generic_worker_names(self.workers)
+
+    def worker_url(self, name: str) -> str:
+        return f"http://{self.hosts[name]}:{self.worker_ports[self.names.index(name)]}"
+
+
+def _listener(port: int, bind_host: str, resource: str) -> dict[str, Any]:
+    return {
+        "port": port,
+        "bind_addresses": [bind_host],
+        "type": "http",
+        "tls": False,
+        # Client listeners sit behind the proxy, as the main one does (X-Forwarded-For overwritten).
+        "x_forwarded": resource == "client",
+        "resources": [{"names": [resource], "compress": False}],
+    }
+
+
+def shared_worker_settings(plan: WorkerPlan) -> dict[str, Any]:
+    """What homeserver.yaml (read by every process) gains for the worker layout."""
+    return {
+        "instance_map": {
+            "main": {"host": plan.hosts["main"], "port": plan.main_replication_port},
+            EVENT_PERSISTER: {"host": plan.hosts[EVENT_PERSISTER], "port": plan.persister_port},
+        },
+        "stream_writers": {"events": [EVENT_PERSISTER]},
+        "redis": {"enabled": True, **plan.redis},
+        # Replication is plain HTTP on loopback or the compose network: authenticate it anyway.
+        "worker_replication_secret": plan.replication_secret,
+    }
+
+
+def main_replication_listener(plan: WorkerPlan) -> dict[str, Any]:
+    """The main process's replication listener (never public: loopback or the compose network)."""
+    return _listener(plan.main_replication_port, plan.bind_host, "replication")
+
+
+def worker_configs(plan: WorkerPlan, log_config_path: Callable[[str], str]) -> dict[str, dict[str, Any]]:
+    """Each worker's own file (name → config), read after homeserver.yaml."""
+    configs: dict[str, dict[str, Any]] = {
+        EVENT_PERSISTER: {
+            "worker_app": GENERIC_WORKER_APP,
+            "worker_name": EVENT_PERSISTER,
+            # Replication only: it persists the events the other processes create.
+            "worker_listeners": [_listener(plan.persister_port, plan.bind_host, "replication")],
+            "worker_log_config": log_config_path(EVENT_PERSISTER),
+        }
+    }
+    for name, port in zip(plan.names, plan.worker_ports):
+        configs[name] = {
+            "worker_app": GENERIC_WORKER_APP,
+            "worker_name": name,
+            # The client API only (no federation: it is off on this homeserver).
+            "worker_listeners": [_listener(port, plan.bind_host, "client")],
+            "worker_log_config": log_config_path(name),
+        }
+    return configs
+
+
+def redis_conf(*, password: str, unix_socket: str | None = None, bind_host: str = "127.0.0.1",
+               port: int = 6379, directory: str = "/tmp") -> str:
+    """redis-server's configuration for Synapse's replication: pub/sub between Synapse's processes
+    and a small cache (which servers are in a room); nothing is ever written to disk."""
+    where = (f"port 0\nunixsocket {unix_socket}\nunixsocketperm 700\n" if unix_socket
+             else f"bind {bind_host}\nport {port}\n")
+    return ("# matrix-hotline: Redis for Synapse's workers (replication), written by `hotline init`.\n"
+            "# Nothing is saved to disk (no snapshots, no append-only file); a restart empties it.\n"
+            f"{where}"
+            "protected-mode yes\n"
+            f"requirepass {password}\n"
+            'save ""\n'
+            "appendonly no\n"
+            f"dir {directory}\n"
+            "daemonize no\n"
+            "supervised no\n"
+            'logfile ""\n'
+            "loglevel warning\n"
+            "databases 1\n")
+
+
 @dataclass(frozen=True)
 class EmbeddedHomeserver:
     """Files of an embedded (SQLite, loopback) Synapse in ``directory``."""
@@ -187,6 +301,11 @@ class EmbeddedHomeserver:
     bot_localpart: str = "hotline"
     # Synapse's ``database:`` section; None means SQLite in ``database_path``.
     database: dict[str, Any] | None = None
+    # Synapse's worker layout (PostgreSQL and Redis needed); None: one process, as by default.
+    workers: WorkerPlan | None = None
+    # With workers: the entrance (nginx, proxy.nginx_internal_site) that routes to the processes;
+    # ``url`` is then the entrance's, ``main_url`` the main process's.
+    entrance_port: int | None = None
 
     @property
     def config_path(self) -> Path:
@@ -202,7 +321,14 @@ class EmbeddedHomeserver:
 
     @property
     def url(self) -> str:
+        return f"http://127.0.0.1:{self.entrance_port or self.port}"
+
+    @property
+    def main_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def worker_config_path(self, name: str) -> Path:
+        return self.directory / "workers" / f"{name}.yaml"
 
     @property
     def bot_user_id(self) -> str:
@@ -237,19 +363,23 @@ class EmbeddedHomeserver:
     def secrets(self) -> dict[str, str]:
         """The config's secrets, made once and kept in ``secrets.yaml`` (mode 0600)."""
         path = self.directory / "secrets.yaml"
-        if path.exists():
-            return yaml.safe_load(path.read_text())
-        values = {
-            name: secrets.token_urlsafe(32)
+        values = yaml.safe_load(path.read_text()) if path.exists() else {}
+        missing = [
+            name
             for name in (
                 "registration_shared_secret",
                 "macaroon_secret_key",
                 "form_secret",
                 "as_token",
                 "hs_token",
+                "worker_replication_secret",
+                "redis_password",
             )
-        }
-        _write_private(path, yaml.safe_dump(values))
+            if not values.get(name)
+        ]
+        if missing:
+            values |= {name: secrets.token_urlsafe(32) for name in missing}
+            _write_private(path, yaml.safe_dump(values))
         return values
 
     def write_config(self, *, relaxed_rate_limits: bool) -> None:
@@ -293,6 +423,17 @@ class EmbeddedHomeserver:
             **privacy_settings(),
         }
         config.update(RELAXED_RATE_LIMITS if relaxed_rate_limits else PRODUCTION_RATE_LIMITS)
+        if self.workers is not None:
+            config["listeners"].append(main_replication_listener(self.workers))
+            config.update(shared_worker_settings(self.workers))
+
+            def worker_log(name: str) -> str:
+                path = self.directory / f"{name}.log.yaml"
+                path.write_text(yaml.safe_dump(log_config(self.directory / f"{name}.log")))
+                return str(path)
+
+            for name, worker in worker_configs(self.workers, worker_log).items():
+                _write_private(self.worker_config_path(name), yaml.safe_dump(worker, sort_keys=False))
         _write_private(self.config_path, yaml.safe_dump(config, sort_keys=False))
 
 
@@ -304,46 +445,85 @@ def _write_private(path: Path, text: str) -> None:
 
 
 class HomeserverProcess:
-    """Synapse as a child process in its own session, stopped with SIGTERM."""
+    """Synapse as child processes in their own sessions, stopped with SIGTERM: the main process,
+    then (with a worker layout) the event persister and the generic workers, each from its file."""
 
     def __init__(self, homeserver: EmbeddedHomeserver) -> None:
         self.homeserver = homeserver
         self.process: subprocess.Popen[bytes] | None = None
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        out = open(self.homeserver.directory / f"{name}.stdout", "ab")
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", *argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.homeserver.directory,
+            )
+        finally:
+            out.close()
 
     async def start(self, timeout: float = 60.0) -> None:
-        out = open(self.homeserver.directory / "homeserver.stdout", "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.homeserver.config_path)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=self.homeserver.directory,
+        self.process = self._spawn(
+            "homeserver", ["synapse.app.homeserver", "-c", str(self.homeserver.config_path)]
         )
-        out.close()
+        await self._wait_healthy("homeserver", self.process, self.homeserver.main_url, timeout)
+        plan = self.homeserver.workers
+        if plan is None:
+            return
+        # After the main process (it prepares the database), as Synapse's systemd units order them.
+        for name in [EVENT_PERSISTER, *plan.names]:
+            self.workers[name] = self._spawn(
+                name,
+                [GENERIC_WORKER_APP, "-c", str(self.homeserver.config_path),
+                 "-c", str(self.homeserver.worker_config_path(name))],
+            )
+        urls = {EVENT_PERSISTER: f"http://{plan.hosts[EVENT_PERSISTER]}:{plan.persister_port}"}
+        urls |= {name: plan.worker_url(name) for name in plan.names}
+        await asyncio.gather(
+            *(self._wait_healthy(name, self.workers[name], urls[name], timeout) for name in urls)
+        )
+
+    async def _wait_healthy(
+        self, name: str, process: subprocess.Popen[bytes], url: str, timeout: float
+    ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         async with aiohttp.ClientSession() as http:
             while loop.time() < deadline:
-                if self.process.poll() is not None:
+                if process.poll() is not None:
                     raise RuntimeError(
-                        f"Synapse exited with code {self.process.returncode}; "
-                        f"see {self.homeserver.directory / 'homeserver.log'}"
+                        f"Synapse ({name}) exited with code {process.returncode}; "
+                        f"see {self.homeserver.directory / name}.log and .stdout"
                     )
-                if await health_ok(http, self.homeserver.url):
+                if await health_ok(http, url):
                     return
                 await asyncio.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"Synapse did not answer on {self.homeserver.url} in {timeout:.0f} s")
+        raise RuntimeError(f"Synapse ({name}) did not answer on {url} in {timeout:.0f} s")
+
+    def all(self) -> dict[str, subprocess.Popen[bytes]]:
+        """Every Synapse process by name ("homeserver" for the main one)."""
+        return ({"homeserver": self.process} if self.process is not None else {}) | self.workers
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        # The workers first, then the main process.
+        for process in [*self.workers.values(), self.process]:
+            if process is None or process.poll() is not None:
+                continue
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in [*self.workers.values(), self.process]:
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.workers = {}
 
 
 async def health_ok(http: aiohttp.ClientSession, url: str) -> bool:

@@ -13,6 +13,14 @@ Layout of the directory (``/etc/hotline`` by default)::
     proxy/Caddyfile, proxy/nginx.conf   the reverse proxy (Caddy, or nginx with TLS)
     proxy/nginx-bootstrap.conf     nginx over plain HTTP, only until certbot has the certificate
     systemd/*.service              units for an install without containers
+
+With ``--workers N`` (Synapse's worker layout: docs/scaling.md) also::
+
+    synapse/workers/*.yaml         the event persister's and each generic worker's own file
+    redis/redis.conf               Redis for replication between Synapse's processes (0600)
+    proxy/nginx-internal.conf      (systemd) the loopback entrance for the bot, the gateway, admin
+    compose.workers.yml            (compose) the worker services, with deploy/docker-compose.yml
+    systemd/hotline-redis.service, systemd/hotline-synapse-worker@.service
     NEXT-STEPS.md                  what to do next, as commands to paste (docs/admin-guide.md "Files")
 
 Running it again keeps every file that exists (and says so); ``--overwrite`` rewrites the
@@ -33,12 +41,20 @@ import yaml
 
 from hotline import proxy
 from hotline.homeserver import (
+    EVENT_PERSISTER,
+    GENERIC_WORKER_APP,
     PRODUCTION_RATE_LIMITS,
     SURVIVOR_LOCALPART_PREFIX,
+    WorkerPlan,
     appservice_registration,
+    generic_worker_names,
     invite_policy_module,
     log_config,
+    main_replication_listener,
     privacy_settings,
+    redis_conf,
+    shared_worker_settings,
+    worker_configs,
 )
 from hotline.postgres import synapse_database
 from webchat.unavailable import PageFacts, unavailable_page
@@ -59,6 +75,18 @@ BOT_LOCALPART = "hotline"
 SERVICE_USERS = {"synapse": "hotline-synapse", "bot": "hotline", "webchat": "hotline-webchat"}
 DB_USER = "synapse"
 DB_NAME = "synapse"
+# The worker layout (--workers N): two more secrets, and where each process listens. The bot, the
+# gateway and `hotline admin` reach Synapse through the proxy's internal entrance on
+# --synapse-port (proxy.nginx_internal_site / caddy_internal_site); the main process's client
+# listener moves to MAIN_CLIENT_PORT.
+WORKER_SECRET_NAMES = ("worker_replication_secret", "redis_password")
+MAX_WORKERS = 16
+MAIN_CLIENT_PORT = 8100
+GENERIC_WORKER_PORT = 8101  # generic_worker1; the next ones on the next ports
+MAIN_REPLICATION_PORT = 9093
+PERSISTER_PORT = 9094
+REDIS_SOCKET = "/run/hotline-redis/redis.sock"  # systemd: hotline-redis.service's RuntimeDirectory
+REDIS_IMAGE = "docker.io/library/redis:7-bookworm"
 
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
@@ -96,6 +124,7 @@ class InitOptions:
     acme_email: str | None = None
     rights_url: str | None = None
     overwrite: bool = False
+    workers: int = 0  # Synapse's generic workers (0: one Synapse process, as by default)
     python_prefix: Path = field(default_factory=lambda: Path(sys.prefix))
 
     def resolve(self) -> Target:
@@ -104,6 +133,8 @@ class InitOptions:
                             "(lower case, no scheme, no port)")
         if self.rights_url is not None and not re.fullmatch(r"https?://\S+", self.rights_url):
             raise InitError(f"--rights-url must be a web address (https://…), not {self.rights_url!r}")
+        if not 0 <= self.workers <= MAX_WORKERS:
+            raise InitError(f"--workers must be between 1 and {MAX_WORKERS} (or left out), not {self.workers}")
         if self.target == "compose":
             # Paths inside the containers: the compose file mounts --dir and --state-dir there
             # (HOTLINE_CONFIG, HOTLINE_STATE), whatever they are on the host.
@@ -122,12 +153,14 @@ class InitReport:
     secrets_reused: bool = False
 
 
-def load_or_make_secrets(directory: Path) -> tuple[dict[str, str], bool]:
-    """The directory's secrets: the existing ones if any (True), else fresh ones (False)."""
+def load_or_make_secrets(directory: Path, extra: tuple[str, ...] = ()) -> tuple[dict[str, str], bool]:
+    """The directory's secrets: the existing ones if any (True), else fresh ones (False).
+    ``extra``: more names this configuration needs (the worker layout's)."""
+    names = SECRET_NAMES + extra
     path = directory / "secrets.yaml"
     if path.exists():
         values = yaml.safe_load(path.read_text()) or {}
-        missing = [name for name in SECRET_NAMES if not values.get(name)]
+        missing = [name for name in names if not values.get(name)]
         if missing:
             # Add only what is missing (a newer version may need more); never replace.
             for name in missing:
@@ -138,7 +171,7 @@ def load_or_make_secrets(directory: Path) -> tuple[dict[str, str], bool]:
         raise InitError(f"{directory} has a homeserver.yaml but no secrets.yaml: refusing to make new "
                         "secrets that would not match the existing database and registration. Restore "
                         "secrets.yaml from your backup, or start in an empty directory.")
-    values = {name: secrets.token_urlsafe(32) for name in SECRET_NAMES}
+    values = {name: secrets.token_urlsafe(32) for name in names}
     write_private(path, _secrets_text(values))
     return values, False
 
@@ -149,7 +182,43 @@ def _secrets_text(values: dict[str, str]) -> str:
             + yaml.safe_dump(values, sort_keys=True))
 
 
+def compose_service(process: str) -> str:
+    """The compose service (and host name) of one of Synapse's processes."""
+    return "synapse" if process == "main" else "synapse-" + process.replace("_", "-")
+
+
+def worker_plan(options: InitOptions, target: Target, values: dict[str, str]) -> WorkerPlan | None:
+    """Synapse's worker layout for --workers N (None without it)."""
+    if not options.workers:
+        return None
+    processes = ["main", EVENT_PERSISTER, *generic_worker_names(options.workers)]
+    if target.name == "compose":
+        hosts = {name: compose_service(name) for name in processes}
+        redis: dict[str, Any] = {"host": "redis", "port": 6379}
+    else:
+        hosts = {name: "127.0.0.1" for name in processes}
+        redis = {"path": REDIS_SOCKET}
+    return WorkerPlan(
+        workers=options.workers, bind_host=target.bind_host, hosts=hosts,
+        main_replication_port=MAIN_REPLICATION_PORT, persister_port=PERSISTER_PORT,
+        worker_ports=tuple(GENERIC_WORKER_PORT + i for i in range(options.workers)),
+        redis=redis | {"password": values["redis_password"]},
+        replication_secret=values["worker_replication_secret"])
+
+
 def homeserver_config(options: InitOptions, target: Target, values: dict[str, str]) -> dict[str, Any]:
+    config = _homeserver_config(options, target, values)
+    plan = worker_plan(options, target, values)
+    if plan is not None:
+        # The main process's client listener moves off --synapse-port, which the proxy's internal
+        # entrance takes (the bot and the gateway reach every process through it).
+        config["listeners"][0]["port"] = MAIN_CLIENT_PORT
+        config["listeners"].append(main_replication_listener(plan))
+        config.update(shared_worker_settings(plan))
+    return config
+
+
+def _homeserver_config(options: InitOptions, target: Target, values: dict[str, str]) -> dict[str, Any]:
     synapse_state = target.state_root / "synapse"
     config_dir = target.config_root / "synapse"
     return {
@@ -209,8 +278,10 @@ def quote_env(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def systemd_units(target: Target, prefix: Path) -> dict[str, str]:
-    """Units for an install without containers; ``prefix`` is the Python environment (venv)."""
+def systemd_units(target: Target, prefix: Path, workers: int = 0) -> dict[str, str]:
+    """Units for an install without containers; ``prefix`` is the Python environment (venv).
+    With ``workers``, also Redis and a template for Synapse's workers (one instance per file in
+    synapse/workers/)."""
     hardening = """NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
@@ -225,12 +296,13 @@ RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
 UMask=0077"""
     config = target.config_root
     state = target.state_root
-    return {
+    redis = " hotline-redis.service" if workers else ""
+    units = {
         "hotline-synapse.service": f"""[Unit]
 Description=matrix-hotline homeserver (Synapse on PostgreSQL)
 Documentation=file://{config}/NEXT-STEPS.md
-After=network-online.target postgresql.service
-Wants=network-online.target postgresql.service
+After=network-online.target postgresql.service{redis}
+Wants=network-online.target postgresql.service{redis}
 
 [Service]
 Type=simple
@@ -282,13 +354,100 @@ RestartSec=2
 WantedBy=multi-user.target
 """,
     }
+    if not workers:
+        return units
+    units["hotline-redis.service"] = f"""[Unit]
+Description=matrix-hotline Redis (replication between Synapse's processes; nothing on disk)
+Documentation=file://{config}/NEXT-STEPS.md
+Before=hotline-synapse.service
+
+[Service]
+Type=simple
+User={SERVICE_USERS["synapse"]}
+Group={SERVICE_USERS["synapse"]}
+# Debian's redis-server binary with the hotline's own configuration: a Unix socket in this
+# runtime directory only (no TCP port), a password, no snapshots.
+RuntimeDirectory=hotline-redis
+RuntimeDirectoryMode=0700
+ExecStart=/usr/bin/redis-server {config}/redis/redis.conf
+Restart=on-failure
+RestartSec=2
+{hardening}
+
+[Install]
+WantedBy=multi-user.target
+"""
+    units["hotline-synapse-worker@.service"] = f"""[Unit]
+Description=matrix-hotline homeserver worker %i (Synapse)
+Documentation=file://{config}/NEXT-STEPS.md
+AssertPathExists={config}/synapse/workers/%i.yaml
+# Restarted with the main process; started after it (it prepares the database).
+PartOf=hotline-synapse.service
+After=hotline-synapse.service hotline-redis.service
+Wants=hotline-redis.service
+
+[Service]
+Type=simple
+User={SERVICE_USERS["synapse"]}
+Group={SERVICE_USERS["synapse"]}
+WorkingDirectory={state}/synapse
+ExecStart={prefix}/bin/python -m {GENERIC_WORKER_APP} --config-path {config}/synapse/homeserver.yaml --config-path {config}/synapse/workers/%i.yaml
+Restart=on-failure
+RestartSec=5
+ReadWritePaths={state}/synapse
+{hardening}
+
+[Install]
+WantedBy=multi-user.target
+"""
+    return units
+
+
+def compose_workers(options: InitOptions, target: Target) -> str:
+    """compose.workers.yml: Redis and Synapse's workers, added to deploy/docker-compose.yml."""
+    config, state = "${HOTLINE_CONFIG:-/etc/hotline}", "${HOTLINE_STATE:-/var/lib/hotline}"
+    synapse_volumes = [f"{config}/synapse:/etc/hotline/synapse:ro", f"{state}/synapse:/var/lib/hotline/synapse"]
+    services: dict[str, Any] = {
+        "redis": {
+            "image": REDIS_IMAGE,
+            "user": "10001:10001",
+            "command": ["redis-server", "/etc/hotline/redis/redis.conf"],
+            "read_only": True,
+            "tmpfs": ["/tmp"],
+            "volumes": [f"{config}/redis/redis.conf:/etc/hotline/redis/redis.conf:ro"],
+            "networks": ["hotline"],
+            "restart": "unless-stopped",
+        },
+        "synapse": {"depends_on": {"redis": {"condition": "service_started"}}},
+    }
+    for name in [EVENT_PERSISTER, *generic_worker_names(options.workers)]:
+        services[compose_service(name)] = {
+            "image": "matrix-hotline-synapse:latest",
+            "user": "10001:10001",
+            "entrypoint": ["python", "-m", GENERIC_WORKER_APP, "--config-path", "/etc/hotline/synapse/homeserver.yaml",
+                           "--config-path", f"/etc/hotline/synapse/workers/{name}.yaml"],
+            "volumes": list(synapse_volumes),
+            "networks": ["hotline"],
+            "restart": "unless-stopped",
+            "depends_on": {"synapse": {"condition": "service_started"}, "redis": {"condition": "service_started"}},
+        }
+    return ("# matrix-hotline: Synapse's worker layout (written by `hotline init --workers "
+            f"{options.workers}`).\n"
+            "# Use it together with the main file, in every compose command:\n"
+            "#   docker compose -f deploy/docker-compose.yml -f $HOTLINE_CONFIG/compose.workers.yml ...\n"
+            "# Redis (replication, nothing on disk) sees only its own configuration; each worker the same\n"
+            "# mounts as the main Synapse process.\n"
+            + yaml.safe_dump({"services": services}, sort_keys=False))
 
 
 def render(options: InitOptions, values: dict[str, str]) -> dict[str, tuple[str, bool]]:
     """Every file: relative path → (text, private)."""
     target = options.resolve()
     domain = options.domain
+    plan = worker_plan(options, target, values)
     synapse_url = f"http://{target.synapse_host}:{options.synapse_port}"
+    if plan is not None and target.name == "compose":
+        synapse_url = f"http://caddy:{options.synapse_port}"  # Caddy's internal entrance
     bot_user = f"@{BOT_LOCALPART}:{domain}"
     files: dict[str, tuple[str, bool]] = {}
     files["synapse/homeserver.yaml"] = (
@@ -336,13 +495,30 @@ def render(options: InitOptions, values: dict[str, str]) -> dict[str, tuple[str,
     files["postgres-setup.sql"] = (postgres_setup_sql(values["postgres_password"]), True)
     synapse_upstream = f"{target.synapse_host}:{options.synapse_port}"
     gateway_upstream = f"{target.gateway_host}:{options.gateway_port}"
+    workers: tuple[str, ...] = ()
+    if plan is not None:
+        synapse_upstream = f"{plan.hosts['main']}:{MAIN_CLIENT_PORT}"
+        workers = tuple(f"{plan.hosts[name]}:{port}" for name, port in zip(plan.names, plan.worker_ports))
+        log_path = str(target.config_root / "synapse" / "log.yaml")
+        for name, worker in worker_configs(plan, lambda _name: log_path).items():
+            files[f"synapse/workers/{name}.yaml"] = (yaml.safe_dump(worker, sort_keys=False), False)
+        if target.name == "compose":
+            redis = redis_conf(password=values["redis_password"], bind_host="0.0.0.0")
+            files["compose.workers.yml"] = (compose_workers(options, target), False)
+        else:
+            redis = redis_conf(password=values["redis_password"], unix_socket=REDIS_SOCKET,
+                               directory=str(Path(REDIS_SOCKET).parent))
+            files["proxy/nginx-internal.conf"] = (
+                proxy.nginx_internal_site(synapse_upstream, workers, listen=f"127.0.0.1:{options.synapse_port}"), False)
+        files["redis/redis.conf"] = (redis, True)
     files["proxy/Caddyfile"] = (proxy.caddyfile(domain, synapse_upstream, gateway_upstream,
-                                                acme_email=options.acme_email), False)
-    files["proxy/nginx.conf"] = (proxy.nginx_site(domain, synapse_upstream, gateway_upstream), False)
+                                                acme_email=options.acme_email, workers=workers,
+                                                internal_port=options.synapse_port), False)
+    files["proxy/nginx.conf"] = (proxy.nginx_site(domain, synapse_upstream, gateway_upstream, workers=workers), False)
     files["proxy/nginx-bootstrap.conf"] = (proxy.nginx_bootstrap_site(domain), False)
     files[f"proxy/{proxy.ERROR_PAGE}"] = (unavailable_page(page_facts(options)), False)
     if target.name == "systemd":
-        for name, text in systemd_units(target, options.python_prefix).items():
+        for name, text in systemd_units(target, options.python_prefix, options.workers).items():
             files[f"systemd/{name}"] = (text, False)
     files["NEXT-STEPS.md"] = (next_steps(options, target), False)
     return files
@@ -410,6 +586,30 @@ def systemd_next_steps(options: InitOptions, target: Target) -> str:
     hotline = f"runuser -u {bot_user} -- {options.python_prefix}/bin/hotline admin --dir {config}"
     packages = "nginx certbot" if target.db_host not in LOCAL_HOSTS else "postgresql nginx certbot"
     email = f"-m {options.acme_email}" if options.acme_email else "--register-unsafely-without-email"
+    workers = generic_worker_names(options.workers)
+    units = "hotline-synapse.service hotline-bot.service hotline-webchat.service"
+    redis_packages = redis_users = synapse_start = redis_note = ""
+    if workers:
+        packages += " redis-server"
+        units += " hotline-redis.service hotline-synapse-worker@.service"
+        redis_note = f"""
+Synapse runs as {2 + len(workers)} processes (--workers {len(workers)}; docs/scaling.md): the main one,
+an event persister and {len(workers)} generic worker(s) for /sync and client reads, with Redis
+for replication. Debian's redis-server package gives the program; the hotline runs its own
+instance (hotline-redis: a Unix socket, a password, nothing on disk), so Debian's default one is
+stopped. nginx's loopback entrance (proxy/nginx-internal.conf, 127.0.0.1:{options.synapse_port})
+routes the bot's, the gateway's and `hotline admin`'s requests to the right process.
+"""
+        redis_packages = "\nsystemctl disable --now redis-server"
+        redis_users = (f"\nchown -R {synapse_user}:{synapse_user} {config}/redis\n"
+                       f"chmod 0700 {config}/redis\nchmod 0600 {config}/redis/redis.conf")
+        instances = " ".join(f"hotline-synapse-worker@{name}" for name in [EVENT_PERSISTER, *workers])
+        synapse_start = (f"\nsystemctl enable --now hotline-redis\n"
+                         f"systemctl enable --now hotline-synapse\n"
+                         f"systemctl enable --now {instances}\n"
+                         "cp " + f"{config}/proxy/nginx-internal.conf /etc/nginx/sites-available/hotline-internal.conf\n"
+                         "ln -sf /etc/nginx/sites-available/hotline-internal.conf /etc/nginx/sites-enabled/hotline-internal.conf\n"
+                         "nginx -t && systemctl reload nginx")
     return f"""# Next steps for {domain} (systemd, nginx)
 
 Written by `hotline init`. Run each block as root (`su -` first), in this order, on Debian 12 or
@@ -420,9 +620,9 @@ a similar system. The admin guide (docs/admin-guide.md) explains each step and t
 Point DNS for {domain} at this machine; open ports 80 and 443 only. Then:
 
 ```sh
-apt-get install -y {packages}
+apt-get install -y {packages}{redis_packages}
 ```
-
+{redis_note}
 ## 2. The service users, their directories and the database
 
 Each service runs as its own system user and can read only its own files: Synapse
@@ -448,16 +648,15 @@ chmod -R u=rwX,g=rX,o= {config}/synapse
 chown {bot_user}:{bot_user} {config}/bot.env
 chmod 0600 {config}/bot.env
 chown {bot_user}:{webchat_user} {config}/webchat.env
-chmod 0640 {config}/webchat.env
+chmod 0640 {config}/webchat.env{redis_users}
 {psql_command(target, config)}
 ```
 
 ## 3. Synapse
 
 ```sh
-cp {config}/systemd/hotline-synapse.service {config}/systemd/hotline-bot.service {config}/systemd/hotline-webchat.service /etc/systemd/system/
-systemctl daemon-reload
-systemctl enable --now hotline-synapse
+cp {" ".join(f"{config}/systemd/{unit}" for unit in units.split())} /etc/systemd/system/
+systemctl daemon-reload{synapse_start or chr(10) + "systemctl enable --now hotline-synapse"}
 ```
 
 ## 4. The bot account and the staff rooms
@@ -525,6 +724,12 @@ def compose_next_steps(options: InitOptions, target: Target) -> str:
     host_config = options.directory.resolve()
     host_state = (options.state_dir or Path("/var/lib/hotline")).resolve()
     compose = "docker compose -f deploy/docker-compose.yml"
+    first = "postgres synapse"
+    if options.workers:
+        compose += f" -f {host_config}/compose.workers.yml"
+        processes = [EVENT_PERSISTER, *generic_worker_names(options.workers)]
+        # Caddy too: the bot, the gateway and `admin` reach Synapse's processes through it.
+        first = "postgres redis synapse " + " ".join(compose_service(name) for name in processes) + " caddy"
     return f"""# Next steps for {domain} (docker compose)
 
 Written by `hotline init`. Run the commands from the matrix-hotline checkout (for
@@ -547,7 +752,7 @@ export HOTLINE_CONFIG={host_config} HOTLINE_STATE={host_state}
 ```sh
 mkdir -p {host_state}/synapse {host_state}/bot
 chown -R 10001:10001 {host_config} {host_state}
-{compose} up -d postgres synapse
+{compose} up -d {first}
 ```
 
 4. Create the bot, the rooms and the bot's cross-signing identity (fills in the room IDs and the
@@ -579,7 +784,7 @@ def init(options: InitOptions) -> InitReport:
     directory = options.directory
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     report = InitReport()
-    values, report.secrets_reused = load_or_make_secrets(directory)
+    values, report.secrets_reused = load_or_make_secrets(directory, WORKER_SECRET_NAMES if options.workers else ())
     for relative, (text, private) in render(options, values).items():
         path = directory / relative
         if path.exists() and not options.overwrite:

@@ -43,6 +43,86 @@ API_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
+# Synapse's worker layout (`hotline init --workers N`; Synapse's docs/workers.md): the proxy sends
+# these to the generic workers, everything else to the main process: sending, joins, media, and
+# the admin API (room delete with purge, deactivate), which the bot's erase uses. /sync goes by
+# user (Synapse: "more efficient if all requests from a particular user are routed to a single
+# instance"). Room pagination (/messages) stays on the main process: Synapse asks that a room's
+# pagination not run on a worker while the room is purged, and every chat ends in a purge.
+WORKER_SYNC_PATHS = (r"^/_matrix/client/((r0|v3)/sync|(api/v1|r0|v3)/(events|initialSync)"
+                     r"|(api/v1|r0|v3)/rooms/[^/]+/initialSync)$")
+WORKER_READ_PATHS = (r"^/_matrix/client/((api/v1|r0|v3|unstable)/(joined_rooms|rooms/[^/]+/(joined_members|members"
+                     r"|state|context/.+|event/.+))|(r0|v3|unstable)/(account/whoami|capabilities|keys/query"
+                     r"|keys/changes)|versions)$")
+# Where `hotline init --workers N` has the bot, the gateway and `hotline admin` reach Synapse: an
+# entrance on the proxy that routes as the public site does, plus the admin API to the main process.
+INTERNAL_PORT = 8008
+
+
+def _nginx_worker_upstreams(prefix: str, main: str, workers: tuple[str, ...]) -> str:
+    """Upstreams for Synapse's processes, and the /sync key: the user's part of the access token
+    (`syt_<user>_…`), else the whole header. Kept in memory only, like every nginx variable."""
+    servers = "\n".join(f"    server {worker};" for worker in workers)
+    return f"""# Synapse's processes (hotline init --workers {len(workers)}): /sync by user, client reads round robin.
+map $http_authorization ${prefix}_sync_user {{
+    default $http_authorization;
+    "~^Bearer syt_(?<user>[^_]+)_" $user;
+}}
+upstream {prefix}_sync {{
+    hash ${prefix}_sync_user consistent;
+{servers}
+}}
+upstream {prefix}_reads {{
+{servers}
+}}
+upstream {prefix}_main {{
+    server {main};
+}}
+"""
+
+
+def _nginx_synapse_location(selector: str, upstream: str, extra: str = "") -> str:
+    return f"""    location {selector} {{
+        proxy_pass http://{upstream};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        # Overwrite, never append: Synapse trusts this header (x_forwarded).
+        proxy_set_header X-Forwarded-For $remote_addr;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_read_timeout 300s;
+        client_max_body_size 50m;
+{extra}    }}"""
+
+
+def _nginx_worker_locations(prefix: str, headers: str) -> str:
+    return "\n".join((
+        "    # Synapse's generic workers: /sync and the client reads (hotline init --workers).",
+        _nginx_synapse_location(f'~ "{WORKER_SYNC_PATHS}"', f"{prefix}_sync", headers),
+        _nginx_synapse_location(f'~ "{WORKER_READ_PATHS}"', f"{prefix}_reads", headers),
+    )) + "\n"
+
+
+def nginx_internal_site(main: str, workers: tuple[str, ...], *, listen: str = f"127.0.0.1:{INTERNAL_PORT}",
+                        error_log: str = "/var/log/nginx/hotline-error.log") -> str:
+    """The loopback entrance to Synapse's processes for the bot, the gateway and `hotline admin`
+    (their HOTLINE_HOMESERVER_URL): /sync and the reads to the workers, everything else (sending,
+    the admin API) to the main process. Plain HTTP on loopback, no access log."""
+    prefix = "hotline_internal"
+    return f"""# matrix-hotline: the loopback entrance to Synapse's processes (written by `hotline init --workers`).
+# The bot, the gateway and `hotline admin` use it (HOTLINE_HOMESERVER_URL). Never public.
+{_nginx_worker_upstreams(prefix, main, workers)}
+server {{
+    listen {listen};
+    server_tokens off;
+    access_log off;
+    error_log {error_log} crit;
+
+{_nginx_worker_locations(prefix, "")}
+    # Everything else, the admin API included, goes to the main process.
+{_nginx_synapse_location("/", f"{prefix}_main")}
+}}
+"""
+
 
 def page_headers() -> dict[str, str]:
     from webchat.app import SECURITY_HEADERS
@@ -54,10 +134,60 @@ def well_known_client(domain: str) -> str:
     return '{"m.homeserver": {"base_url": "https://%s"}}' % domain
 
 
+def _caddy_worker_handles(workers: tuple[str, ...], headers: str) -> str:
+    """Caddy's routes to Synapse's generic workers: /sync by user (the user's part of the access
+    token, `syt_<user>_…`, in a request header that only the choice of worker uses), reads round
+    robin. (Named matchers keep their order: these come before the catch-all client API handle.)"""
+    upstreams = " ".join(workers)
+    header_block = f"\t\theader {{\n{headers}\n\t\t}}\n" if headers else ""
+    by_user = """\t\tmap {http.request.header.Authorization} {hotline_sync_user} {
+\t\t\t"~^Bearer syt_([^_]+)_" "${1}"
+\t\t\tdefault "-"
+\t\t}
+\t\trequest_header X-Hotline-Sync-User {hotline_sync_user}
+"""
+    out = ["\t# Synapse's generic workers: /sync and the client reads (hotline init --workers)."]
+    for name, pattern, policy in (("sync", WORKER_SYNC_PATHS, "header X-Hotline-Sync-User"),
+                                  ("reads", WORKER_READ_PATHS, "round_robin")):
+        out.append(f"""\t@synapse_{name} path_regexp synapse_{name} {pattern}
+\thandle @synapse_{name} {{
+{header_block}{by_user if name == "sync" else ""}\t\treverse_proxy {upstreams} {{
+\t\t\tlb_policy {policy}
+\t\t\theader_up X-Forwarded-For {{remote_host}}
+\t\t\ttransport http {{
+\t\t\t\tread_timeout 5m
+\t\t\t}}
+\t\t}}
+\t}}""")
+    return "\n".join(out) + "\n\n"
+
+
+def caddy_internal_site(main: str, workers: tuple[str, ...], *, port: int = INTERNAL_PORT) -> str:
+    """Caddy's entrance to Synapse's processes for the bot, the gateway and `hotline admin` (on the
+    compose network only, never published): as nginx_internal_site."""
+    return f"""
+# The entrance to Synapse's processes for the bot, the gateway and `hotline admin`
+# (HOTLINE_HOMESERVER_URL): plain HTTP on the compose network; this port is never published.
+http://:{port} {{
+{_caddy_worker_handles(workers, "")}\t# Everything else, the admin API included, goes to the main process.
+\thandle {{
+\t\treverse_proxy {main} {{
+\t\t\theader_up X-Forwarded-For {{remote_host}}
+\t\t\ttransport http {{
+\t\t\t\tread_timeout 5m
+\t\t\t}}
+\t\t}}
+\t}}
+}}
+"""
+
+
 def caddyfile(domain: str, synapse: str, gateway: str, *, acme_email: str | None = None,
-              error_root: str = CADDY_ERROR_ROOT) -> str:
+              error_root: str = CADDY_ERROR_ROOT, workers: tuple[str, ...] = (),
+              internal_port: int = INTERNAL_PORT) -> str:
     """A Caddyfile; ``synapse`` and ``gateway`` are upstream ``host:port``; ``error_root`` holds
-    ``unavailable.html``."""
+    ``unavailable.html``. With ``workers`` (Synapse's generic workers, ``host:port``), /sync and
+    the client reads go to them, and an internal site (caddy_internal_site) is added."""
     page = "\n".join(f'\t\t\t{name} "{value}"' for name, value in page_headers().items())
     error_page_headers = "\n".join("\t" + line for line in page.splitlines())
     api = "\n".join(f'\t\t\t{name} "{value}"' for name, value in API_HEADERS.items())
@@ -77,7 +207,7 @@ def caddyfile(domain: str, synapse: str, gateway: str, *, acme_email: str | None
 \theader Strict-Transport-Security "{HSTS}"
 \theader -Server
 
-\t# The staff's Matrix clients: client and media API only.
+{_caddy_worker_handles(workers, api) if workers else ""}\t# The staff's Matrix clients: client and media API only.
 \t@matrix path {matrix}
 \thandle @matrix {{
 \t\theader {{
@@ -142,7 +272,7 @@ def caddyfile(domain: str, synapse: str, gateway: str, *, acme_email: str | None
 \t\t}}
 \t}}
 }}
-"""
+{caddy_internal_site(synapse, workers, port=internal_port) if workers else ""}"""
 
 
 def nginx_bootstrap_site(domain: str, *, http_port: int = 80, acme_root: str = "/var/www/letsencrypt") -> str:
@@ -172,9 +302,11 @@ server {{
 
 def nginx_site(domain: str, synapse: str, gateway: str, *, certificate: str | None = None,
                key: str | None = None, http_port: int = 80, https_port: int = 443,
-               acme_root: str = "/var/www/letsencrypt", error_root: str = ERROR_ROOT) -> str:
+               acme_root: str = "/var/www/letsencrypt", error_root: str = ERROR_ROOT,
+               workers: tuple[str, ...] = ()) -> str:
     """An nginx ``server`` configuration (for ``sites-available``); TLS from certbot by default;
-    ``error_root`` holds ``unavailable.html``."""
+    ``error_root`` holds ``unavailable.html``. With ``workers`` (Synapse's generic workers,
+    ``host:port``), /sync and the client reads go to them."""
     certificate = certificate or f"/etc/letsencrypt/live/{domain}/fullchain.pem"
     key = key or f"/etc/letsencrypt/live/{domain}/privkey.pem"
     hsts = f'add_header Strict-Transport-Security "{HSTS}" always;'
@@ -210,7 +342,7 @@ limit_conn_zone $binary_remote_addr zone=hotline_conn:10m;
 limit_req_zone $binary_remote_addr zone=hotline_page:10m rate={PAGE_RATE};
 limit_req_zone $binary_remote_addr zone=hotline_socket:10m rate={SOCKET_RATE};
 limit_req_zone $binary_remote_addr zone=hotline_answers:10m rate={ANSWERS_RATE};
-
+{("" if not workers else chr(10) + _nginx_worker_upstreams("hotline_public", synapse, workers))}
 server {{
     listen {http_port};
     listen [::]:{http_port};
@@ -240,7 +372,7 @@ server {{
 
 {headers({}, "    ")}
 
-    # The staff's Matrix clients: client and media API only.
+{_nginx_worker_locations("hotline_public", headers(API_HEADERS, "        ") + chr(10)) if workers else ""}    # The staff's Matrix clients: client and media API only.
 {matrix_locations}
 
     location = /.well-known/matrix/client {{

@@ -44,7 +44,7 @@ def canaries() -> Iterator[list[str]]:
     texts: list[str] = []
     yield texts
     logs = [path for hotline in STACKS
-            for path in [*hotline.logs.glob("*.log"), hotline.homeserver.directory / "homeserver.log"]]
+            for path in [*hotline.logs.glob("*.log"), *hotline.homeserver.directory.glob("*.log")]]  # every Synapse process
     for path in logs:
         if not path.exists():
             continue
