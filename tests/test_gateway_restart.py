@@ -157,3 +157,57 @@ async def test_a_tampered_or_foreign_state_is_refused_and_a_page_that_never_retu
     await until(lambda: page.first("ended"), 30, "a late resume of an erased chat")
     assert not page.first("resumed")
     await page.close()
+
+
+async def test_the_page_says_the_service_is_restarting_and_the_chat_continues(restart_stack, staff, canaries):
+    """The real page in Debian's chromium: told calmly, the hotline number in view, back in the same
+    chat after the restart with what the advocate wrote meanwhile; nothing stored on the device."""
+    from playwright.async_api import expect
+
+    from tests.test_page import assert_nothing_stored, open_browser, start_chat
+    from testkit.clients import alerts_in, new_alert
+
+    stack = restart_stack
+    canaries += ["typed before the restart 3e9a", "written while the gateway restarted 3e9a",
+                 "typed after the restart 3e9a"]
+    async with open_browser() as (page, problems):
+        await page.goto(stack.page_url)
+        before = len(alerts_in(stack, staff))
+        await start_chat(page)
+        ref = await new_alert(stack, staff, before)
+        await staff.say(stack.accounts.dispatch_room, f"!claim {ref}")
+        case_room = await until(lambda: staff.find_room_with(f"Case room for ref {ref}"), 30, "case room")
+        log = page.get_by_role("log")
+        await expect(log).to_contain_text("An advocate has joined the chat.", timeout=30_000)
+        message = page.get_by_role("textbox", name="Message")
+        await message.fill("typed before the restart 3e9a")
+        await message.press("Enter")
+        await expect(log.locator(".msg.you", has_text="typed before the restart 3e9a")).to_contain_text(
+            "Delivered", timeout=30_000)
+
+        await asyncio.to_thread(stack.stop_gateway)  # SIGTERM
+        status = page.get_by_role("status").first
+        await expect(status).to_have_text(
+            "The chat service is restarting. Your chat should continue here in a moment; please keep this "
+            "window open. If you need help right now, you can call the hotline.", timeout=10_000)
+        await expect(page.get_by_role("link", name="+1 555 0100")).to_be_visible()
+        await expect(log).to_contain_text("typed before the restart 3e9a")  # the conversation stays
+        # Held in a variable of the page's script only: nothing in any storage of the browser.
+        await assert_nothing_stored(page)
+        await staff.say(case_room, "written while the gateway restarted 3e9a")
+        stack.start_gateway()
+        await expect(status).to_have_text("Reconnected. You are back in the same chat.", timeout=60_000)
+        await expect(log).to_contain_text("written while the gateway restarted 3e9a", timeout=30_000)
+        await message.fill("typed after the restart 3e9a")
+        await message.press("Enter")
+        await expect(log.locator(".msg.you", has_text="typed after the restart 3e9a")).to_contain_text(
+            "Delivered", timeout=30_000)
+        await until(lambda: "Survivor: typed after the restart 3e9a" in staff.bodies(case_room), 30, "relay")
+        assert staff.bodies(case_room).count("Survivor: typed before the restart 3e9a") == 1
+        await page.get_by_role("button", name="End chat").click()
+        await page.get_by_role("group").get_by_role("button", name="End chat").click()
+        await expect(page.get_by_role("heading", name="Chat ended")).to_be_visible(timeout=20_000)
+        await assert_nothing_stored(page)
+        # While the gateway was down the browser could not connect: that is all it reported.
+        assert [p for p in problems if "WebSocket connection" not in p] == []
+    await assert_erased(stack, ref, case_room)
