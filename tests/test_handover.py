@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import struct
 import time
+import zlib
 
 import pytest
 from nio import AsyncClient
@@ -61,6 +63,26 @@ def test_a_state_that_cannot_be_used_is_refused(state: str, chat: str, secret: s
                                                  now: float, why: str) -> None:
     with pytest.raises(handover.BadState, match=why):
         handover.unseal(state, chat, secret, root, now=now, max_age=150)
+
+
+def sealed_plain(plain: bytes) -> str:
+    """Authentic bytes that are not a state (what a gateway with a bug could seal)."""
+    import nacl.secret
+    box = nacl.secret.SecretBox(handover._chat_key(ROOT, "chat-id-1", "secret-1"))
+    return handover.PREFIX + base64.urlsafe_b64encode(bytes(box.encrypt(plain))).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("plain", [
+    b"not zlib",
+    zlib.compress(b""),
+    zlib.compress(struct.pack(">I", 500) + b"{}"),  # a header longer than what follows
+    zlib.compress(struct.pack(">I", 2) + b"[]" + b"store"),  # not an object
+    zlib.compress(struct.pack(">I", 2) + b"{}" + b"store"),  # fields missing
+    zlib.compress(bytes(handover.MAX_PLAIN_BYTES + 1)),  # opens to too much
+])
+def test_authentic_bytes_that_are_not_a_state_are_refused(plain: bytes) -> None:
+    with pytest.raises(handover.BadState):
+        handover.unseal(sealed_plain(plain), "chat-id-1", "secret-1", ROOT, now=NOW, max_age=150)
 
 
 def test_age_at_the_limit_opens() -> None:

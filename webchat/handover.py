@@ -24,6 +24,7 @@ import binascii
 import hashlib
 import json
 import sqlite3
+import struct
 import zlib
 from typing import Any
 
@@ -67,7 +68,7 @@ class Snapshot(BaseModel):
     seq: int = Field(ge=0)  # the last frame number the page was sent
     delivered: tuple[str, ...] = Field(max_length=MAX_DELIVERED)  # ids of survivor messages delivered
     sealed_at: float  # Unix time, to refuse a state older than the bot's reconnect grace
-    store: bytes = Field(repr=False)  # the key store's SQLite database (sqlite3 serialize)
+    store: bytes = Field(min_length=1, repr=False)  # the key store's SQLite database (sqlite3 serialize)
 
 
 def root_key(server_secret: str) -> bytes:
@@ -85,10 +86,9 @@ def _chat_key(root: bytes, chat: str, secret: str) -> bytes:
 
 def seal(snapshot: Snapshot, root: bytes) -> str:
     """The page's opaque string for ``snapshot`` (raises BadState if over MAX_STATE_CHARS)."""
-    body = snapshot.model_dump(mode="python")
-    body["store"] = base64.b64encode(snapshot.store).decode()
-    body["delivered"] = list(snapshot.delivered)
-    plain = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 9)
+    # The fields as JSON, then the store's bytes as they are: 4 bytes of header length first.
+    header = json.dumps(snapshot.model_dump(mode="json", exclude={"store"}), separators=(",", ":")).encode()
+    plain = zlib.compress(struct.pack(">I", len(header)) + header + snapshot.store, 9)
     box = nacl.secret.SecretBox(_chat_key(root, snapshot.chat, snapshot.secret))
     sealed = PREFIX + base64.urlsafe_b64encode(bytes(box.encrypt(plain))).decode().rstrip("=")
     if len(sealed) > MAX_STATE_CHARS:
@@ -116,12 +116,14 @@ def unseal(state: str, chat: str, secret: str, root: bytes, *, now: float, max_a
         plain = inflate.decompress(compressed, MAX_PLAIN_BYTES)
         if inflate.unconsumed_tail or not inflate.eof:
             raise BadState("the state opens to too much")
-        body: Any = json.loads(plain)
-        if not isinstance(body, dict) or not isinstance(body.get("store"), str):
+        (length,) = struct.unpack_from(">I", plain)
+        if length > len(plain) - 4:
             raise BadState("malformed")
-        body["store"] = base64.b64decode(body["store"], validate=True)
-        snapshot = Snapshot.model_validate(body)
-    except (zlib.error, ValueError, binascii.Error, ValidationError):
+        body: Any = json.loads(plain[4:4 + length])
+        if not isinstance(body, dict):
+            raise BadState("malformed")
+        snapshot = Snapshot.model_validate({**body, "store": plain[4 + length:]})
+    except (zlib.error, ValueError, struct.error, ValidationError):
         raise BadState("malformed") from None
     if snapshot.chat != chat or snapshot.secret != secret:  # cannot happen with the chat's own key
         raise BadState("for another chat")
