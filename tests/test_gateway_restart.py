@@ -120,6 +120,7 @@ async def test_a_tampered_or_foreign_state_is_refused_and_a_page_that_never_retu
     await page.say("before the refused restart 7c1e")
     await stack.restart_gateway()
     state = await until(lambda: page.state, 30, "the state handed over")
+    print(f"sealed state of a chat with 4 messages: {len(state)} characters")
 
     # One bit changed: refused, and that page's chat ends there.
     forged = Survivor(stack.page_url)
