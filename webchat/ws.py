@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from hotline_runtime.nio_sync import SessionGone
 from webchat import handover, keys
 from webchat.chats import LET_GO_MARGIN_SECONDS
 from webchat.protocol import (
@@ -23,7 +24,6 @@ from webchat.protocol import (
     error,
     parse,
 )
-from hotline_runtime.nio_sync import SessionGone
 from webchat.session import ChatSession, ChatUnavailable, SendFailed
 
 log = logging.getLogger(__name__)
