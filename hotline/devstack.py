@@ -329,6 +329,13 @@ class DevStack:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
 
+    async def restart_gateway(self) -> None:
+        """SIGTERM the gateway (it hands open chats to their pages), start it again, wait for it.
+        The stop waits in a thread: the pages' sockets on this loop answer the gateway's close."""
+        await asyncio.to_thread(self.stop_gateway)
+        self.start_gateway()
+        await self._wait_for_gateway()
+
     async def wait_until_serving(self) -> None:
         await self._wait_for_gateway()
 

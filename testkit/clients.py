@@ -64,6 +64,9 @@ class Survivor:
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.chat: str | None = None
         self.secret: str | None = None
+        # The chat, sealed by a gateway that is restarting (``restarting``): kept, as the page keeps
+        # it in a variable, until a restarted gateway has answered ``resumed``.
+        self.state: str | None = None
         self._reader: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -75,7 +78,12 @@ class Survivor:
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for message in ws:
             if message.type == aiohttp.WSMsgType.TEXT:
-                self.frames.append(json.loads(message.data))
+                frame = json.loads(message.data)
+                self.frames.append(frame)
+                if frame.get("type") == "restarting" and isinstance(frame.get("state"), str):
+                    self.state = frame["state"]
+                elif frame.get("type") == "resumed":
+                    self.state = None
 
     async def send(self, frame: dict[str, Any]) -> None:
         assert self.ws is not None
@@ -101,9 +109,31 @@ class Survivor:
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
 
-    async def resume(self) -> None:
+    async def resume(self, state: str | None = None) -> None:
+        """Resume the chat, with the state a restarting gateway handed over if there is one
+        (``state`` to send another, e.g. a tampered one)."""
         await self.connect()
-        await self.send({"type": "resume", "chat": self.chat, "secret": self.secret, "seen": self.seen})
+        frame: dict[str, Any] = {"type": "resume", "chat": self.chat, "secret": self.secret, "seen": self.seen}
+        if state or self.state:
+            frame["state"] = state or self.state
+        await self.send(frame)
+
+    async def reconnect(self, timeout: float = 60.0, state: str | None = None) -> None:
+        """As the page does after a dropped connection: try again with back-off (1, 2, 4… s)
+        until the gateway answers, then resume."""
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        deadline, delay = loop.time() + timeout, 1.0
+        while True:
+            try:
+                await self.resume(state)
+                return
+            except aiohttp.ClientError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     @property
     def seen(self) -> int:

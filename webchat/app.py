@@ -16,6 +16,7 @@ from aiolimiter import AsyncLimiter
 from webchat import keys
 from webchat.answers import MAX_BODY_BYTES, AnswerPool, BadAnswers
 from webchat.chats import Chats
+from webchat.handover import root_key
 from webchat.limits import AddressLimits, parse_networks
 from webchat.page import Texts
 from webchat.service import Service
@@ -143,6 +144,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await app[keys.CHATS].end_all()
 
 
+async def _hand_over(app: web.Application) -> None:
+    """Stopping (SIGTERM): each open chat's page gets its chat, sealed, to resume on the restarted
+    gateway (webchat/handover.py), before the sockets close."""
+    await app[keys.CHATS].hand_over_all(root_key(app[keys.SETTINGS].as_token.get_secret_value()))
+
+
 async def _close_sockets(app: web.Application) -> None:
     for ws in list(app[keys.SOCKETS]):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
@@ -159,6 +166,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
         parse_networks(settings.trusted_proxies), settings.max_sockets_per_address,
         settings.max_starts_per_address, settings.max_answers_per_address, settings.address_limit_minutes * 60)
     app.cleanup_ctx.append(_resources)
+    app.on_shutdown.append(_hand_over)
     app.on_shutdown.append(_close_sockets)
     base = settings.chat_path
     app.router.add_get(base, index)

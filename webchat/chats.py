@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import logging
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hotline_runtime.wire import Control
@@ -27,6 +28,11 @@ class Chats:
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._every: weakref.WeakSet[ChatSession] = weakref.WeakSet()  # open or still closing
+        # Chats handed over by the gateway before a restart (webchat/handover.py): those being
+        # restored now, and the ids of every chat this gateway has had, so that a state for a chat
+        # that is open here is only a resume, and one for a chat that ended here is refused.
+        self._restoring: dict[str, asyncio.Future[ChatSession | None]] = {}
+        self._known: set[str] = set()
 
     def __len__(self) -> int:
         """Chats held, counting those still opening: each already has (or is getting) an account."""
@@ -51,6 +57,7 @@ class Chats:
         """A reserved chat has opened."""
         self._opening -= 1
         self._open[session.chat_id] = session
+        self._known.add(session.chat_id)
         self._every.add(session)
         self._spawn(self._forget_when_ended(session))
 
@@ -61,6 +68,42 @@ class Chats:
         if not hmac.compare_digest(session.secret.encode(), secret.encode()):
             return None
         return session
+
+    async def restore(self, chat_id: str, secret: str,
+                      make: Callable[[], Awaitable[ChatSession]]) -> ChatSession | None:
+        """A page resumes with a handed-over state: the chat if it is open here (or once ``make``
+        has restored it), None if it ended here. ``make`` raises as ChatSession.restore does."""
+        pending = self._restoring.get(chat_id)
+        if pending is not None:
+            await asyncio.shield(pending)
+        if chat_id in self._known:
+            return self.find(chat_id, secret)
+        future: asyncio.Future[ChatSession | None] = asyncio.get_running_loop().create_future()
+        self._restoring[chat_id] = future
+        self._known.add(chat_id)  # once tried, never again from a state: it is open, or over
+        try:
+            session = await make()
+        except BaseException:
+            future.set_result(None)
+            raise
+        finally:
+            self._restoring.pop(chat_id, None)
+        self._open[chat_id] = session
+        self._every.add(session)
+        self._spawn(self._forget_when_ended(session))
+        self._spawn(self._signal(session, Control.RECONNECTED))
+        future.set_result(session)
+        return session
+
+    async def hand_over_all(self, root: bytes) -> None:
+        """Shutting down: each chat with a page attached is handed to that page to resume on the
+        restarted gateway (ChatSession.hand_over); the others end as before (``end_all``)."""
+        sessions = list(self._open.values())
+        if not sessions:
+            return
+        results = await asyncio.gather(*(s.hand_over(root) for s in sessions), return_exceptions=True)
+        handed = sum(1 for result in results if result is True)
+        log.info("%d of %d open chats handed over to their pages for the restart", handed, len(sessions))
 
     def disconnected(self, session: ChatSession) -> None:
         """The page's socket closed without "End chat": wait for it to come back."""

@@ -43,6 +43,9 @@ class Resume(_Frame):
     chat: str = Field(min_length=1, max_length=128)
     secret: str = Field(min_length=1, max_length=128)
     seen: int = Field(ge=0)
+    # The sealed state the gateway sent before it restarted (``restarting``); checked by
+    # webchat/handover.py, bounded by the frame's own limit.
+    state: str | None = Field(default=None, repr=False)
 
 
 class Say(_Frame):

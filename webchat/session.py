@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -45,6 +46,7 @@ from hotline_runtime.nio_sync import (
     sync_loop,
 )
 from hotline_runtime.wire import CONTROL_EVENT, ROLE_FIELD, Control, Role
+from webchat import handover
 from webchat.bot_identity import PinnedBot
 from webchat.settings import GatewaySettings
 
@@ -90,6 +92,11 @@ class ChatSession:
         self._send_lock = asyncio.Lock()
         self._closing: asyncio.Future[None] | None = None
         self.advocate_typing = False
+        # Handing over across a restart (webchat/handover.py): the sync position after the last
+        # response handled in full, and a lock that keeps a stop from cutting a response in half.
+        self._position: str | None = None
+        self._handling = asyncio.Lock()
+        self.handed_over = False
 
     # ------------------------------------------------------------------ set-up
 
@@ -176,10 +183,16 @@ class ChatSession:
                 raise ChatUnavailable(f"registration refused ({data.get('errcode')})")
         return data["user_id"], data["device_id"], data["access_token"]
 
-    async def _sync(self) -> None:
+    async def _sync(self, since: str | None = None) -> None:
         assert self.client is not None
+
+        async def handle(response: SyncResponse) -> None:
+            async with self._handling:  # a hand-over waits for a response to be handled in full
+                await self._on_sync(response)
+                self._position = response.next_batch
+
         try:
-            await sync_loop(self.client, self._on_sync, since=None)
+            await sync_loop(self.client, handle, since=since)
         except SessionGone:
             await self._closed_by_hotline()
 
@@ -406,3 +419,109 @@ class ChatSession:
                 await client.close()
         self._frames.clear()
         self._delivered.clear()
+
+    # ------------------------------------------------------------------ across a gateway restart
+
+    async def hand_over(self, root: bytes, timeout: float = 10.0) -> bool:
+        """The gateway is stopping: hand this chat to its page (webchat/handover.py).
+
+        Stops the sync between two responses, tells the bot the page is disconnected (its
+        reconnect grace runs: a page that never comes back is closed and erased as before), seals
+        the chat's whole client state and sends it to the attached page in a ``restarting`` frame,
+        then lets the client go without logging out or leaving the room. Nothing more is sent from
+        this process afterwards: the send lock stays held, so the sealed keys are the last word.
+        False (and the chat untouched apart from its sync) when there is no page to hand it to or
+        it cannot be handed over; such a chat then ends as before.
+        """
+        client, task = self.client, self._sync_task
+        if client is None or task is None or self.room_id is None or self.ended.is_set() or self._sink is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._handling:
+                    task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                if self._position is None or self._sink is None:
+                    return False
+                await self.signal(Control.DISCONNECTED)
+                await self._send_lock.acquire()
+        except (TimeoutError, SendFailed) as why:
+            log.warning("a chat could not be handed over (%s)", type(why).__name__)
+            return False
+        try:
+            snapshot = handover.Snapshot(
+                chat=self.chat_id, secret=self.secret, user_id=client.user_id, device_id=client.device_id,
+                access_token=client.access_token, room_id=self.room_id, position=self._position,
+                seq=self._seq, delivered=tuple(sorted(self._delivered)), sealed_at=time.time(),
+                store=handover.store_image(client.store.database.connection()),
+            )
+            state = handover.seal(snapshot, root)
+        except Exception as why:  # e.g. over the size limit: the chat ends as before
+            log.warning("a chat could not be handed over (%s)", why if isinstance(why, handover.BadState)
+                        else type(why).__name__)
+            self._send_lock.release()
+            return False
+        sink = self._sink
+        self.handed_over = True
+        self.client = None
+        self._closing = asyncio.get_running_loop().create_future()
+        self._closing.set_result(None)  # nothing to leave or log out: the chat goes on elsewhere
+        try:
+            if sink is not None:
+                await sink({"type": "restarting", "state": state})
+        except Exception:
+            pass  # the page is gone with the state: the bot's grace closes the chat
+        finally:
+            self.ended.set()  # for this process only: the page resumes it on the next gateway
+            self._frames.clear()
+            self._delivered.clear()
+            await client.close()
+        return True
+
+    @classmethod
+    async def restore(cls, settings: GatewaySettings, http: aiohttp.ClientSession,
+                      snapshot: handover.Snapshot) -> ChatSession:
+        """A chat handed over by the gateway before a restart, on this gateway now. Raises
+        SessionGone if its account is gone (the chat is over), ChatUnavailable if it cannot
+        continue (the homeserver cannot be reached, or no answer from the bot in time)."""
+        self = cls(settings, http)
+        self.chat_id, self.secret, self.room_id = snapshot.chat, snapshot.secret, snapshot.room_id
+        self._seq, self._delivered, self._position = snapshot.seq, set(snapshot.delivered), snapshot.position
+        # Any path will do: nio builds every store class but its own SqliteMemoryStore only when
+        # given one. The restored store keeps its database in memory.
+        client = AsyncClient(settings.homeserver, snapshot.user_id, device_id=snapshot.device_id,
+                             store_path="memory",
+                             config=client_config(store=handover.restoring_store(snapshot.store)))
+        self.client = client
+        try:
+            client.restore_login(snapshot.user_id, snapshot.device_id, snapshot.access_token)
+            if client.olm is None or not client.olm.account.shared:  # a new account: not the chat's keys
+                raise ChatUnavailable("the restored keys could not be loaded")
+            whoami = await client.whoami()
+            if getattr(whoami, "status_code", None) in ("M_UNKNOWN_TOKEN", "M_USER_DEACTIVATED", "M_FORBIDDEN"):
+                raise SessionGone(whoami.status_code)
+            if getattr(whoami, "user_id", None) != snapshot.user_id:
+                raise ChatUnavailable("the homeserver did not confirm the account")
+            self._sync_task = asyncio.create_task(self._sync(snapshot.position), name="chat sync")
+            # The room's state comes with the first sync (in full, from the saved position).
+            joined = asyncio.ensure_future(self._bot_joined.wait())
+            ended = asyncio.ensure_future(self.ended.wait())
+            try:
+                await asyncio.wait({joined, ended}, timeout=settings.bot_join_timeout_seconds,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                joined.cancel()
+                ended.cancel()
+            if not self._bot_joined.is_set() and not self.ended.is_set():
+                raise ChatUnavailable("the chat's room did not come back in time")
+        except BaseException:
+            self._closing = asyncio.get_running_loop().create_future()
+            self._closing.set_result(None)  # never leave the room: the bot closes the chat
+            if self._sync_task is not None:
+                self._sync_task.cancel()
+                await asyncio.gather(self._sync_task, return_exceptions=True)
+            self.client = None
+            self.ended.set()
+            await client.close()
+            raise
+        return self

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from webchat import keys
+from hotline_runtime.nio_sync import SessionGone
+from webchat import handover, keys
+from webchat.chats import LET_GO_MARGIN_SECONDS
 from webchat.protocol import (
     MAX_FRAME_BYTES,
     Answer,
@@ -104,6 +107,8 @@ class Conversation:
         except FrameError as problem:
             await self.send(problem.frame())
             return
+        if self.session is not None and self.session.handed_over:
+            return  # the gateway is restarting: the page sends it again after ``resumed``
         if isinstance(frame, Start):
             await self.on_start(frame)
         elif isinstance(frame, Resume):
@@ -170,6 +175,10 @@ class Conversation:
             await self.send(error("already_started", "this socket has a chat already"))
             return
         session = self.chats.find(frame.chat, frame.secret)
+        if session is None and frame.state is not None:
+            session = await self._restore(frame)
+            if self.finished:
+                return
         if session is None:
             await self.send({"type": "ended", "seq": 0})
             return
@@ -182,6 +191,35 @@ class Conversation:
         if session.advocate_typing:
             await self.send({"type": "typing", "active": True})
         self.chats.reconnected(session)
+
+    async def _restore(self, frame: Resume) -> ChatSession | None:
+        """A chat this gateway does not know, handed over by the gateway before a restart
+        (webchat/handover.py): open its sealed state and carry on with it. A state that cannot be
+        used is refused (``bad_state``, then ``ended``): the bot closes that chat after its grace."""
+        assert frame.state is not None
+        try:
+            snapshot = handover.unseal(
+                frame.state, frame.chat, frame.secret,
+                handover.root_key(self.settings.as_token.get_secret_value()),
+                now=time.time(), max_age=self.settings.reconnect_grace_seconds + LET_GO_MARGIN_SECONDS)
+        except handover.BadState as why:
+            log.warning("a handed-over chat was refused: %s", why)
+            await self.send(error("bad_state", "the chat's state could not be used; the chat cannot continue"))
+            await self.send({"type": "ended", "seq": 0})
+            return None
+        try:
+            session = await self.chats.restore(
+                snapshot.chat, snapshot.secret,
+                lambda: ChatSession.restore(self.settings, self.app[keys.HTTP], snapshot))
+        except SessionGone:
+            return None  # the chat is over (its account is gone)
+        except Exception as why:
+            log.warning("a handed-over chat could not continue: %s", type(why).__name__)
+            await self._unavailable("chat is not available right now")
+            return None
+        if session is not None:
+            log.info("a chat handed over before a restart continues (%d open)", len(self.chats))
+        return session
 
     async def on_say(self, frame: Say) -> None:
         assert self.session is not None

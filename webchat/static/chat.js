@@ -34,6 +34,9 @@
   let screen = "welcome"; // what the notice shows: welcome | ended | unavailable | displaced
   let attached = false; // the current socket is attached to our chat
   let chat = null, secret = null, lastSeq = 0, endRequested = false, surveyDone = false;
+  // The chat, sealed by the gateway before it restarted ("restarting"): opaque to the page, kept
+  // in this variable only (never in storage) until the restarted gateway has taken it back.
+  let handover = null;
   let retry = 0, retryTimer = 0, openTimer = 0, pollTimer = 0, typingSaid = 0, typingTimer = 0;
   let paused = false, pauseTimer = 0; // after rate_limited: messages wait until the gateway takes them
   let answer = null; // the answer to an ask, until the gateway says "answered"
@@ -245,7 +248,9 @@
     sock.onopen = () => {
       if (ws !== sock) return;
       clearTimeout(openTimer);
-      send(chat ? { type: "resume", chat, secret, seen: lastSeq } : startFrame);
+      const resume = { type: "resume", chat, secret, seen: lastSeq };
+      if (handover) resume.state = handover;
+      send(chat ? resume : startFrame);
     };
     sock.onmessage = (ev) => {
       let f;
@@ -264,7 +269,7 @@
   function dropped() {
     if (state === "active") {
       setTyping(false);
-      setStatus(T("reconnecting"));
+      setStatus(T(handover ? "restarting" : "reconnecting"));
       retryTimer = setTimeout(openSocket, Math.min(10000, 1000 * 2 ** retry)); // 1, 2, 4, 8, 10 s
       retry = Math.min(retry + 1, 10);
     } else if (state === "connecting") {
@@ -283,7 +288,7 @@
         break;
       case "resumed":
         if (!chat) return;
-        attached = true; retry = 0;
+        attached = true; retry = 0; handover = null;
         clearTimeout(pauseTimer); paused = false; // a new socket: its own frame budget
         if (endRequested) { send({ type: "end" }); return; }
         setStatus(T("reconnected"));
@@ -300,6 +305,15 @@
           if (f.role !== "hotline") setTyping(false);
           addMessage(f.role, f.text);
         }
+        break;
+      case "restarting":
+        // The chat service is restarting: keep the chat's state and resume on the new gateway
+        // (the socket closes now; the page reconnects as after a dropped connection).
+        if (state !== "active" || typeof f.state !== "string") return;
+        handover = f.state;
+        attached = false;
+        setTyping(false);
+        setStatus(T("restarting"));
         break;
       case "typing":
         if (state === "active" && !endRequested) setTyping(f.active === true);
@@ -505,7 +519,7 @@
   function start(language) {
     clearTimeout(pollTimer);
     state = "connecting";
-    chat = secret = null;
+    chat = secret = handover = null;
     lastSeq = 0;
     endRequested = false;
     surveyDone = false;
@@ -530,7 +544,7 @@
     state = kind === "welcome" ? "idle" : kind;
     screen = kind;
     attached = false;
-    chat = secret = null;
+    chat = secret = handover = null;
     retry = 0;
     wipe();
     setComposer(false);
