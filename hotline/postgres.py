@@ -72,12 +72,21 @@ class ThrowawayPostgres:
         # Synapse needs UTF8 and the C collation.
         await self._run(server_binary("initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust",
                         "-E", "UTF8", "--locale=C", "--no-sync")
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} "
-                   "-c fsync=off -c full_page_writes=off -c synchronous_commit=off")
-        await self._run(server_binary("pg_ctl"), "-D", str(self.data), "-l", str(self.directory / "server.log"),
-                        "-o", options, "-w", "-t", "60", "start")
+        await self._run(*self._pg_ctl("start"))
         await self._run(server_binary("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, DB_NAME)
         return synapse_database(self.port, user=self.user)
+
+    def _pg_ctl(self, action: str, *extra: str) -> list[str]:
+        assert self.directory is not None
+        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.directory} "
+                   "-c fsync=off -c full_page_writes=off -c synchronous_commit=off")
+        return [server_binary("pg_ctl"), "-D", str(self.data), "-l", str(self.directory / "server.log"),
+                "-o", options, *extra, "-w", "-t", "60", action]
+
+    async def restart(self) -> None:
+        """``pg_ctl restart -m fast``, as an upgrade or a configuration change would: every open
+        connection is closed at once and the server is back a moment later on the same port."""
+        await self._run(*self._pg_ctl("restart", "-m", "fast"))
 
     def stop(self) -> None:
         if self.directory is None:
