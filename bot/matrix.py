@@ -13,9 +13,11 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
+
+import aiohttp
 
 from nio import (
-    AsyncClient,
     JoinError,
     LoginResponse,
     MegolmEvent,
@@ -33,8 +35,9 @@ from nio.crypto import OlmDevice
 from nio.exceptions import OlmTrustError
 from nio.store.models import MegolmInboundSessions
 
-from hotline_runtime.errors import EncryptionUnavailable, MatrixError
-from hotline_runtime.cross_signing import KeysApi, master_key, signed_devices
+from hotline_runtime.errors import EncryptionUnavailable, HotlineError, MatrixError
+from hotline_runtime.cross_signing import CrossSigningError, KeysApi, master_key, signed_devices
+from hotline_runtime.nio_client import HotlineClient, KeyShareFailed
 from hotline_runtime.nio_sync import KeysUnavailable, client_config, members_and_keys, olm_sessions, sending_device
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,19 @@ ENCRYPTION_STATE = {
 }
 DEVICE_NAME = "hotline-bot"
 REDACT_CONCURRENCY = 16  # redactions in flight at once while erasing
+# A send that fails for a reason the homeserver recovers from is tried again for this long (a
+# PostgreSQL restart makes Synapse answer 500 for a few seconds); after that it fails as before.
+SEND_RETRY_SECONDS = 60.0
+SEND_RETRY_FIRST_DELAY = 0.5
+SEND_RETRY_MAX_DELAY = 5.0
+
+
+class _Transient(Exception):
+    """A send that failed in a way that may succeed if tried again; carries the error to raise."""
+
+    def __init__(self, error: HotlineError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def txn_id_for(source_event: str, purpose: str) -> str:
@@ -61,7 +77,7 @@ class BotMatrix:
     def __init__(self, homeserver: str, user_id: str, store_dir: Path) -> None:
         store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.user_id = user_id
-        self.client = AsyncClient(
+        self.client = HotlineClient(
             homeserver, user_id, store_path=str(store_dir), config=client_config()
         )
 
@@ -195,7 +211,32 @@ class BotMatrix:
         txn_id: str | None = None,
         trust: TrustPolicy,
     ) -> str:
-        """Send encrypted; never in clear. Raises EncryptionUnavailable or MatrixError."""
+        """Send encrypted; never in clear. Raises EncryptionUnavailable or MatrixError.
+
+        A failure the homeserver recovers from by itself (an answer 5xx, as while its database
+        restarts; no connection; a timeout) is tried again with capped backoff for up to
+        SEND_RETRY_SECONDS: no person stands behind the bot's sends to press "resend". Every
+        attempt uses the same transaction id, so the message is delivered once however many
+        attempts it took."""
+        txn_id = txn_id or f"bot-{uuid4().hex}"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SEND_RETRY_SECONDS
+        delay, attempt = SEND_RETRY_FIRST_DELAY, 0
+        while True:
+            attempt += 1
+            try:
+                return await self._send_once(room_id, content, event_type, txn_id, trust)
+            except _Transient as failure:
+                if loop.time() + delay > deadline:
+                    raise failure.error from failure
+                log.warning("sending to a room failed (%s, attempt %d); trying again in %.1f s",
+                            failure.error, attempt, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, SEND_RETRY_MAX_DELAY)
+
+    async def _send_once(self, room_id: str, content: dict[str, Any], event_type: str, txn_id: str,
+                         trust: TrustPolicy) -> str:
+        """One attempt; raises _Transient for what may succeed on the next one."""
         room = self.client.rooms.get(room_id)
         if room is None:
             raise MatrixError("send", "unknown room", "not synced yet")
@@ -203,21 +244,24 @@ class BotMatrix:
             raise EncryptionUnavailable("the room is not encrypted; refusing to send")
         try:
             await members_and_keys(self.client, room_id)
-        except KeysUnavailable as error:
-            raise MatrixError("preparing encryption", None, str(error)) from error
-        await trust.apply(self, room_id)
-        try:
+            await trust.apply(self, room_id)
             # A survivor's one device must get the key, or the page could not read the bot; staff
             # have other devices and clients that ask for missing keys, so theirs are best effort.
             await olm_sessions(self.client, room_id, {u for u in room.users if trust.is_survivor(u)})
-        except KeysUnavailable as error:
-            raise MatrixError("preparing encryption", None, str(error)) from error
+        except (KeysUnavailable, CrossSigningError) as error:
+            raise _Transient(MatrixError("preparing encryption", None, str(error))) from error
         try:
             response = await self.client.room_send(room_id, event_type, content, tx_id=txn_id)
         except (OlmTrustError, OlmUnverifiedDeviceError) as error:
             raise EncryptionUnavailable(str(error)) from error
+        except (aiohttp.ClientError, TimeoutError, KeyShareFailed) as error:  # (after nio's own retries)
+            raise _Transient(MatrixError("send", type(error).__name__)) from error
         if isinstance(response, RoomSendError):
-            raise MatrixError("send", response.status_code)
+            status = getattr(response.transport_response, "status", None)
+            error = MatrixError("send", response.status_code)
+            if status is None or status >= 500 or status == 429:
+                raise _Transient(error)
+            raise error
         return response.event_id
 
     def devices_of(self, user_id: str) -> list[OlmDevice]:

@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 from nio import (
-    AsyncClient,
     InviteMemberEvent,
     LoginResponse,
     MegolmEvent,
@@ -27,6 +26,7 @@ from bot.routing_view import RoutingView
 from hotline_runtime.cross_signing import Identity, KeysApi
 from hotline.devstack import DevStack
 from hotline.homeserver import EmbeddedHomeserver
+from hotline_runtime.nio_client import HotlineClient
 from hotline_runtime.nio_sync import client_config, sync_loop
 
 
@@ -184,7 +184,7 @@ class Advocate:
         self.user_id = user_id
         self.cross_signed = cross_signed
         self.store = ""
-        self.client = AsyncClient(homeserver, user_id, config=client_config())
+        self.client = HotlineClient(homeserver, user_id, config=client_config())
         self.password = password
         self.messages: dict[str, list[tuple[str, str, str]]] = defaultdict(list)  # room → (sender, type, body)
         self.left: set[str] = set()
@@ -199,11 +199,11 @@ class Advocate:
             # On from where the session's last user stopped (with the rooms' full state): a fresh
             # initial sync of the same device could be Synapse's cached answer, minutes old.
             device_id, token, self.store, since = free.pop()
-            self.client = AsyncClient(self.homeserver, self.user_id, store_path=self.store, config=client_config())
+            self.client = HotlineClient(self.homeserver, self.user_id, store_path=self.store, config=client_config())
             self.client.restore_login(self.user_id, device_id, token)
         else:
             self.store = tempfile.mkdtemp(prefix="advocate-store-")
-            self.client = AsyncClient(self.homeserver, self.user_id, store_path=self.store, config=client_config())
+            self.client = HotlineClient(self.homeserver, self.user_id, store_path=self.store, config=client_config())
             response = await self.client.login(self.password, device_name="test client")
             assert isinstance(response, LoginResponse), response
             if self.cross_signed:

@@ -34,6 +34,7 @@ from nio import (
 from nio.exceptions import OlmTrustError
 from nio.store import SqliteMemoryStore
 
+from hotline_runtime.nio_client import HotlineClient, KeyShareFailed
 from hotline_runtime.nio_sync import (
     sending_device,
     KeysUnavailable,
@@ -108,7 +109,7 @@ class ChatSession:
         """
         try:
             user_id, device_id, token = await self._register()
-            client = AsyncClient(
+            client = HotlineClient(
                 self.settings.homeserver,
                 user_id,
                 device_id=device_id,
@@ -338,6 +339,8 @@ class ChatSession:
                 response = await client.room_send(room_id, event_type, content, tx_id=txn_id)
             except OlmTrustError as error:
                 raise SendFailed("encryption refused") from error
+            except KeyShareFailed as error:  # nothing sent; the next try shares a new room key
+                raise SendFailed(str(error)) from error
             if isinstance(response, RoomSendError):
                 raise SendFailed(f"send ({response.status_code})")
 
