@@ -444,7 +444,9 @@
     b.type = "button";
     b.addEventListener("click", () => {
       b.remove();
-      const q = { id: newId(), text: p.text, el: p.el }; // a fresh id: the failed one may be remembered
+      // The same id: a message the homeserver stored before failing to answer (as while its
+      // database restarts) is not delivered a second time.
+      const q = { id: p.id, text: p.text, el: p.el };
       pending.set(q.id, q);
       setMsgState(q.el, "sending");
       sendSay(q);
