@@ -17,8 +17,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from nio import AsyncClient, ShareGroupSessionError, ShareGroupSessionResponse
 
-from hotline.devstack import DevStack
+from hotline.devstack import DevStack, free_port
+from hotline_runtime.nio_client import HotlineClient
 from tests.conftest import running
 from testkit.clients import Advocate, Survivor, assert_erased, chat_row_exists, claim_new_chat, login, until
 
@@ -133,3 +136,31 @@ async def test_postgres_restarted_under_live_chats_loses_and_duplicates_nothing(
         await until(lambda ref=ref: not chat_row_exists(pg_stack, ref), 240, "the bot to erase the chat")
     for ref, case_room in chats:
         await assert_erased(pg_stack, ref, case_room)
+
+
+@pytest.mark.parametrize(("client_class", "stays_logged_in"), [(AsyncClient, False), (HotlineClient, True)])
+async def test_a_refused_room_key_share_does_not_sign_the_client_out(client_class, stays_logged_in):
+    """What a 500 to a room-key share's to-device request does to a client (a real HTTP answer
+    from a loopback server, as Synapse gives it while its database restarts): matrix-nio alone
+    forgets its access token; HotlineClient keeps it and notes the room for a new share."""
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response({"errcode": "M_UNKNOWN", "error": "Internal server error"}, status=500)
+
+    app = web.Application()
+    app.router.add_put("/{tail:.*}", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    client = client_class(f"http://127.0.0.1:{port}", "@hotline:example.org")
+    client.restore_login("@hotline:example.org", "DEVICE", "token")
+    try:
+        response = await client._send(ShareGroupSessionResponse, "PUT", "/_matrix/client/v3/sendToDevice/x/1", "{}",
+                                      response_data=("!room:example.org", {("@survivor:example.org", "PHONE")}))
+        assert isinstance(response, ShareGroupSessionError)
+        assert client.logged_in is stays_logged_in
+        if stays_logged_in:
+            assert response.room_id == "!room:example.org" and response.retry_after_ms is None
+    finally:
+        await client.close()
+        await runner.cleanup()
