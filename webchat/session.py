@@ -492,9 +492,9 @@ class ChatSession:
         self._seq, self._delivered, self._position = snapshot.seq, set(snapshot.delivered), snapshot.position
         # Any path will do: nio builds every store class but its own SqliteMemoryStore only when
         # given one. The restored store keeps its database in memory.
-        client = AsyncClient(settings.homeserver, snapshot.user_id, device_id=snapshot.device_id,
-                             store_path="memory",
-                             config=client_config(store=handover.restoring_store(snapshot.store)))
+        client = HotlineClient(settings.homeserver, snapshot.user_id, device_id=snapshot.device_id,
+                               store_path="memory",
+                               config=client_config(store=handover.restoring_store(snapshot.store)))
         self.client = client
         try:
             client.restore_login(snapshot.user_id, snapshot.device_id, snapshot.access_token)
