@@ -18,12 +18,12 @@ from typing import Any
 
 import aiohttp
 
-from bot import identity
 from bot.conversation import ClockTicked, Effect, Event, Hotline, IllegalTransition, Reply, RelayToSurvivor, apply, recover
 from bot.effects import Effects
 from bot.erase import Eraser
 from bot.ids import RoomId
 from bot.inbound import Inbound
+from bot.login import sign_in
 from bot.matrix import BotMatrix
 from bot.outbox import Outbox
 from bot.settings import BotSettings
@@ -41,7 +41,7 @@ TICK_SECONDS = 1.0
 
 
 class HotlineBot:
-    """The loop: log in, sync, hand each event to the rules, carry out what they decide.
+    """The loop: sign in (bot/login.py), sync, hand each event to the rules, carry out what they decide.
 
     Its parts are built by bot/app.py and attached with ``attach`` (they call back into
     ``handle``, so they are made after the service)."""
@@ -67,18 +67,16 @@ class HotlineBot:
     # ------------------------------------------------------------------ running
 
     async def run(self) -> None:
-        saved = await self._saved_login()
-        device_id, token = await self.matrix.login(self.settings.bot_password.get_secret_value(), saved)
-        if saved is None:
-            await self.store.set_meta("device_id", device_id)
-            await self.store.set_meta("access_token", token)
-        await self.matrix.mute_push()
-        await self._cross_sign(device_id, token)
-        # The bot is a server admin: its own token serves the admin API (purge, erase).
-        self.eraser.admin = SynapseAdmin(self.http, self.settings.homeserver, token)
+        signed_in = await sign_in(self.settings, self.store, self.matrix, self.http)
+        # Staff identities are checked, and the admin API served, with the bot's own token (it is
+        # a server admin: purge, erase).
+        self.trust.keys = KeysApi(self.http, self.settings.homeserver, signed_in.token)
+        self.eraser.admin = SynapseAdmin(self.http, self.settings.homeserver, signed_in.token)
+        if signed_in.identity_restored and self.settings.admin_room:
+            self._announce_later(Reply(RoomId(self.settings.admin_room), "bot_identity_restored"))
         self.state = Hotline(rules=self.state.rules, chats=await self.store.load_chats())
         since = await self.outbox.position()
-        log.info("bot started: device %s, %d open chats", device_id, len(self.state.chats))
+        log.info("bot started: device %s, %d open chats", signed_in.device_id, len(self.state.chats))
         self.inbound.first_sync = since is None
         recovered = False
 
@@ -100,18 +98,6 @@ class HotlineBot:
         finally:
             await self.tasks.cancel_all()
 
-    async def _cross_sign(self, device_id: str, token: str) -> None:
-        """The bot's identity on the homeserver, and this device signed by it (today's Element
-        trusts only devices their owner cross-signed). Staff identities are checked with this token."""
-        hs, password = self.settings.homeserver, self.settings.bot_password.get_secret_value()
-        own = await identity.load_or_create(self.http, hs, token, self.settings.data_dir, self.settings.bot_user_id)
-        await self.matrix.upload_keys_if_needed()
-        if await identity.publish(self.http, hs, token, password, own) and self.settings.admin_room:
-            self._announce_later(Reply(RoomId(self.settings.admin_room), "bot_identity_restored"))
-        await identity.sign_device(self.http, hs, token, own, device_id)
-        self.trust.keys = KeysApi(self.http, hs, token)
-        log.info("the bot's device is cross-signed")
-
     def _announce_later(self, reply: Reply) -> None:
         """A notice for a staff room that may not be synced yet: sent once the room is known."""
         async def send() -> None:
@@ -120,11 +106,6 @@ class HotlineBot:
             await self.effects.reply(reply)
 
         self.tasks.spawn(send(), "a notice for a staff room")
-
-    async def _saved_login(self) -> tuple[str, str] | None:
-        device_id = await self.store.get_meta("device_id")
-        token = await self.store.get_meta("access_token")
-        return (device_id, token) if device_id and token else None
 
     async def _ticker(self) -> None:
         while True:
