@@ -328,7 +328,7 @@ class TimedAdvocate(Advocate):
         """room_send (encrypt + PUT); returns the time just before it started."""
         t = now()
         # A simulated staff client, as in testkit/clients.py: it trusts the bot; the product's trust
-        # policy is the bot's (bot/matrix.py TrustPolicy), never this.
+        # policy is the bot's (bot/trust.py TrustPolicy), never this.
         response = await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": text},
                                                ignore_unverified_devices=True)
         if not hasattr(response, "event_id"):

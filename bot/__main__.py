@@ -1,4 +1,4 @@
-"""The bot's composition root: settings, logging, store, Matrix adapter, service."""
+"""The bot's entry point: settings, logging, store, Matrix adapter; bot/app.py wires the rest."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import sys
 
 import aiohttp
 
+from bot.app import build
 from bot.matrix import BotMatrix
 from bot.messages import Catalog
-from bot.service import HotlineBot
 from bot.settings import BotSettings
 from bot.store import Store
 from hotline_runtime.logs import setup_logging
@@ -30,7 +30,7 @@ async def run(settings: BotSettings, catalog: Catalog) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with aiohttp.ClientSession() as http:
-            bot = HotlineBot(settings, store, matrix, http, catalog)
+            bot = build(settings, store, matrix, http, catalog)
             running = asyncio.create_task(bot.run())
             stopping = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -1,8 +1,10 @@
 """The bot's Matrix adapter: the only bot module that imports matrix-nio.
 
-It logs in once and keeps its device (so keys and the device survive restarts), sends only
-encrypted messages to encrypted rooms, applies the device trust policy before sharing keys,
-reads room history, redacts, and forgets a room's Megolm sessions.
+It logs in once and keeps its device (so keys and the device survive restarts), runs the sync
+loop, sends only encrypted messages to encrypted rooms, applies the device trust policy before
+sharing keys, reads room history, redacts, and forgets a room's Megolm sessions. Its device part
+(the devices the bot knows and their trust marks) is bot/devices.py. The inbound translator
+(bot/inbound.py) sees nio's event classes only through the names exported here.
 """
 
 from __future__ import annotations
@@ -10,15 +12,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import aiohttp
-
 from nio import (
+    InviteMemberEvent,
     JoinError,
+    KeyVerificationCancel,
+    KeyVerificationEvent,
+    KeyVerificationKey,
+    KeyVerificationMac,
+    KeyVerificationStart,
     LoginResponse,
     MegolmEvent,
     OlmUnverifiedDeviceError,
@@ -26,19 +33,37 @@ from nio import (
     RoomInviteError,
     RoomKickError,
     RoomLeaveResponse,
+    RoomMemberEvent,
+    RoomMessageEmote,
+    RoomMessageNotice,
     RoomMessagesError,
+    RoomMessageText,
     RoomRedactError,
     RoomSendError,
     RoomVisibility,
+    SyncResponse,
+    TypingNoticeEvent,
+    UnknownEvent,
 )
-from nio.crypto import OlmDevice
 from nio.exceptions import OlmTrustError
 from nio.store.models import MegolmInboundSessions
 
+from bot.devices import Devices
+from hotline_runtime.cross_signing import CrossSigningError
 from hotline_runtime.errors import EncryptionUnavailable, HotlineError, MatrixError
-from hotline_runtime.cross_signing import CrossSigningError, KeysApi, master_key, signed_devices
 from hotline_runtime.nio_client import HotlineClient, KeyShareFailed
-from hotline_runtime.nio_sync import KeysUnavailable, client_config, members_and_keys, olm_sessions, sending_device
+from hotline_runtime.nio_sync import KeysUnavailable, client_config, members_and_keys, mute_push, olm_sessions, sync_loop
+
+if TYPE_CHECKING:
+    from bot.trust import TrustPolicy
+
+# nio's event classes, for the inbound translator (bot/inbound.py) and the verification code.
+__all__ = [
+    "TEXT_EVENTS", "BotMatrix", "InviteMemberEvent", "KeyVerificationCancel", "KeyVerificationEvent",
+    "KeyVerificationKey", "KeyVerificationMac", "KeyVerificationStart", "MegolmEvent", "RoomMemberEvent",
+    "SyncResponse", "TypingNoticeEvent", "UnknownEvent", "txn_id_for",
+]
+TEXT_EVENTS = (RoomMessageText, RoomMessageNotice, RoomMessageEmote)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +105,7 @@ class BotMatrix:
         self.client = HotlineClient(
             homeserver, user_id, store_path=str(store_dir), config=client_config()
         )
+        self.devices = Devices(self.client, user_id)
 
     @property
     def access_token(self) -> str:
@@ -107,6 +133,18 @@ class BotMatrix:
     async def close(self) -> None:
         await self.client.close()
 
+    async def mute_push(self) -> None:
+        await mute_push(self.client)
+
+    async def upload_keys_if_needed(self) -> None:
+        if self.client.should_upload_keys:
+            await self.client.keys_upload()
+
+    async def sync_forever(self, on_response: Callable[[SyncResponse], Awaitable[None]], *, since: str | None,
+                           save_position: Callable[[str], Awaitable[None]]) -> None:
+        """The sync loop of hotline_runtime.nio_sync (raises SessionGone when the login is refused)."""
+        await sync_loop(self.client, on_response, since=since, save_position=save_position)
+
     # ------------------------------------------------------------------ rooms
 
     async def join(self, room_id: str) -> None:
@@ -123,35 +161,6 @@ class BotMatrix:
         response = await self.client.room_kick(room_id, user_id)
         if isinstance(response, RoomKickError):
             raise MatrixError("kick", response.status_code)
-
-    def held_back_devices(self, users: set[str]) -> list[tuple[str, str]]:
-        olm = self.client.olm
-        return sorted((user, device.id) for user in users for device in self.devices_of(user)
-                      if olm.is_device_blacklisted(device))
-
-    def decide_device(self, user_id: str, device_id: str, *, approve: bool) -> bool:
-        """Approve (verify) or revoke (hold back) a staff device; False if there is no such device."""
-        device = next((d for d in self.devices_of(user_id) if d.id == device_id), None)
-        if device is None:
-            return False
-        if approve:
-            self.client.unblacklist_device(device)
-            self.client.verify_device(device)
-        else:
-            self.client.unverify_device(device)
-            self.client.blacklist_device(device)
-        # New room keys everywhere that user is, so the decision holds from the next message on.
-        for room_id, room in self.client.rooms.items():
-            if user_id in room.users:
-                self.client.olm.outbound_group_sessions.pop(room_id, None)
-        return True
-
-    def find_verification(self, user_id: str, device_id: str) -> Any | None:
-        for sas in self.client.key_verifications.values():
-            other = sas.other_olm_device
-            if other.user_id == user_id and other.id == device_id and not sas.canceled:
-                return sas
-        return None
 
     async def leave(self, room_id: str) -> None:
         response = await self.client.room_leave(room_id)
@@ -197,8 +206,18 @@ class BotMatrix:
             return set()
         return {user for user in room.users if user not in room.invited_users}
 
+    def room_users(self, room_id: str) -> list[str]:
+        """Everyone in the room, the invited too (they get the room keys)."""
+        return list(self.client.rooms[room_id].users)
+
     def knows_room(self, room_id: str) -> bool:
         return room_id in self.client.rooms
+
+    async def typing(self, room_id: str, typing: bool, timeout_ms: int | None = None) -> None:
+        if timeout_ms is None:
+            await self.client.room_typing(room_id, typing_state=typing)
+        else:
+            await self.client.room_typing(room_id, typing_state=typing, timeout=timeout_ms)
 
     # ------------------------------------------------------------------ sending
 
@@ -263,50 +282,6 @@ class BotMatrix:
                 raise _Transient(error)
             raise error
         return response.event_id
-
-    def devices_of(self, user_id: str) -> list[OlmDevice]:
-        return [
-            device
-            for device in self.client.device_store.active_user_devices(user_id)
-            if not (user_id == self.user_id and device.id == self.client.device_id)
-        ]
-
-    def is_decided(self, device: OlmDevice) -> bool:
-        olm = self.client.olm
-        return olm.is_device_verified(device) or olm.is_device_blacklisted(device)
-
-    def verify(self, device: OlmDevice) -> None:
-        self.client.verify_device(device)
-
-    def hold_back(self, device: OlmDevice) -> None:
-        self.client.blacklist_device(device)
-
-    def approve(self, device: OlmDevice) -> None:
-        """Trust a device that was held back, with new room keys from the next message on."""
-        self.decide_device(device.user_id, device.id, approve=True)
-
-    def revoke(self, device: OlmDevice) -> None:
-        """Hold back a device that may have been trusted, with new room keys from the next message on."""
-        self.decide_device(device.user_id, device.id, approve=False)
-
-    async def refresh_devices(self, user_id: str) -> None:
-        """Fetch a user's device keys now (a message came from a device the bot does not know yet)."""
-        self.client.olm.users_for_key_query.add(user_id)
-        await self.client.keys_query()
-
-    def device_by_key(self, user_id: str, curve25519: str | None) -> OlmDevice | None:
-        return next((d for d in self.devices_of(user_id) if d.curve25519 == curve25519), None)
-
-    def is_trusted(self, device: OlmDevice) -> bool:
-        return bool(self.client.olm.is_device_verified(device))
-
-    def is_held_back(self, device: OlmDevice) -> bool:
-        return bool(self.client.olm.is_device_blacklisted(device))
-
-    def sending_device(self, room_id: str, event: Any) -> OlmDevice | None:
-        """The device that sent a decrypted event, found by the Megolm session's keys (the event's
-        own ``device_id`` field is optional and not to be relied on). None if unknown or forwarded."""
-        return sending_device(self.client, room_id, event)
 
     # ------------------------------------------------------------------ history
 
@@ -396,145 +371,12 @@ class BotMatrix:
             if curve_keys:
                 OlmSessions.delete().where(OlmSessions.sender_key.in_(curve_keys)).execute()
 
+    async def request_room_key(self, event: MegolmEvent) -> None:
+        """Ask the sender's devices for the room key of an event the bot could not decrypt."""
+        await self.client.request_room_key(event)
+
     def decrypt(self, event: MegolmEvent) -> Any | None:
         try:
             return self.client.decrypt_event(event)
         except Exception:
             return None
-
-
-HOLD_NOT_CROSS_SIGNED = "not_cross_signed"  # the device is not signed by its owner's identity
-HOLD_IDENTITY_CHANGED = "identity_changed"  # the owner's identity is not the one the bot pinned
-HOLD_IDENTITY_UNVERIFIED = "identity_unverified"  # strict policy: no identity pinned on first sight
-HOLD_SURVIVOR_DEVICES = "survivor_devices"  # a survivor account with more than one device
-PINNED = "identity:"  # store meta key prefix: a staff member's pinned master key
-REVOKED = "revoked:"  # store meta key prefix: a device an admin revoked by hand (user and device)
-
-
-class TrustPolicy:
-    """Who gets the bot's room keys, and whose messages the bot acts on (privacy rule 4).
-
-    Cross-signing is the basis, as in today's Element (MSC4153):
-    - Staff: each staff member's master key is pinned when the bot first sees it (trust on first
-      use), or by an admin (``!trust``). A staff device is trusted when it is signed by the pinned
-      identity's self-signing key. A device that is not cross-signed, or any device of an identity
-      that changed, gets no keys and is announced to the admins, who can still decide by hand
-      (``!approve`` / ``!revoke``). ``trust_unsigned`` (demos only) also trusts devices that are
-      not cross-signed. ``strict``: no identity is pinned on first sight except admins'; the others
-      wait for ``!trust`` or a device's emoji verification confirmed by an admin.
-    - A survivor account: its single device, trusted on first sight; an account with more than
-      one device gets no keys at all (the gateway makes exactly one).
-    - Anyone else, and the bot's own other devices: held back.
-    """
-
-    def __init__(self, store: Any, is_survivor_account: Any, trust_unsigned: bool,
-                 on_held_back: Any = None, *, strict: bool = False, is_admin: Any = None) -> None:
-        self._store = store
-        self._is_survivor = is_survivor_account
-        self._trust_unsigned = trust_unsigned
-        self._on_held_back = on_held_back
-        self._strict = strict
-        self._is_admin = is_admin or (lambda user_id: False)
-        self.keys: KeysApi | None = None  # set once the bot has logged in
-        self._seen_masters: dict[str, str | None] = {}  # the master key last seen per staff member
-
-    def is_survivor(self, user_id: str) -> bool:
-        return bool(self._is_survivor(user_id))
-
-    async def apply(self, matrix: BotMatrix, room_id: str) -> None:
-        await self.review(matrix, list(matrix.client.rooms[room_id].users))
-
-    async def pinned(self, user_id: str) -> str | None:
-        return await self._store.get_meta(PINNED + user_id)
-
-    async def pin(self, matrix: BotMatrix, user_id: str) -> str | None:
-        """An admin's ``!trust``: pin the user's current identity and decide their devices again.
-        Returns the pinned master key, or None if the user has no cross-signing identity."""
-        assert self.keys is not None
-        query = await self.keys.query([user_id])
-        current = master_key(query, user_id)
-        if current is None:
-            return None
-        await self._store.set_meta(PINNED + user_id, current)
-        self._seen_masters[user_id] = current
-        signed = signed_devices(query, user_id, current)
-        for device in matrix.devices_of(user_id):
-            if signed.get(device.id) == device.ed25519:
-                matrix.approve(device)
-        return current
-
-    async def decide(self, matrix: BotMatrix, user_id: str, device_id: str, *, approve: bool) -> bool:
-        """An admin's ``!approve`` / ``!revoke``: kept, so that a revoked device stays revoked
-        even when it is cross-signed later. False if the user has no such device."""
-        if not matrix.decide_device(user_id, device_id, approve=approve):
-            return False
-        key = f"{REVOKED}{user_id} {device_id}"
-        await self._store.set_meta(key, "" if approve else "revoked")
-        return True
-
-    async def review(self, matrix: BotMatrix, user_ids: list[str], changed: frozenset[str] = frozenset()) -> None:
-        """Decide every undecided device of these users, and look again at the identities of the
-        users in ``changed`` (their device lists changed: a new device, or an identity reset)."""
-        staff = []
-        for user_id in user_ids:
-            devices = matrix.devices_of(user_id)
-            undecided = [d for d in devices if not matrix.is_decided(d)]
-            if user_id == matrix.user_id or (self._is_survivor(user_id) and len(devices) > 1):
-                reason = "" if user_id == matrix.user_id else HOLD_SURVIVOR_DEVICES
-                await self._hold_back(matrix, user_id, undecided, reason, None)
-            elif self._is_survivor(user_id):
-                for device in undecided:
-                    matrix.verify(device)
-            elif undecided or user_id in changed:
-                staff.append(user_id)
-        if not staff:
-            return
-        assert self.keys is not None, "the trust policy needs the bot's login"
-        query = await self.keys.query(staff)
-        for user_id in staff:
-            await self._decide_staff(matrix, user_id, query)
-
-    async def _decide_staff(self, matrix: BotMatrix, user_id: str, query: dict[str, Any]) -> None:
-        current = master_key(query, user_id)
-        pinned = await self.pinned(user_id)
-        if pinned is None and current is not None and (not self._strict or self._is_admin(user_id)):
-            await self._store.set_meta(PINNED + user_id, current)
-            log.info("pinned the cross-signing identity of a staff member on first sight")
-            pinned = current
-        devices = matrix.devices_of(user_id)
-        first_look = user_id not in self._seen_masters
-        if pinned is not None and current != pinned and (first_look or self._seen_masters[user_id] != current):
-            # An identity reset (or a new one): every device is held back, also those trusted
-            # before, until an admin trusts the new identity or approves a device by hand.
-            self._seen_masters[user_id] = current
-            await self._hold_back(matrix, user_id, devices, HOLD_IDENTITY_CHANGED, current, everything=True)
-            return
-        self._seen_masters[user_id] = current
-        signed = signed_devices(query, user_id, pinned) if pinned is not None and current == pinned else {}
-        # A session is cross-signed a moment after its keys appear (Element signs it right after
-        # sign-in): a device held back for that reason gets keys once it is signed, unless an
-        # admin revoked it.
-        for device in devices:
-            if (matrix.is_held_back(device) and signed.get(device.id) == device.ed25519
-                    and not await self._store.get_meta(f"{REVOKED}{user_id} {device.id}")):
-                matrix.approve(device)
-                log.info("a staff device that was held back is cross-signed now and gets keys")
-        for device in [d for d in devices if not matrix.is_decided(d)]:
-            if signed.get(device.id) == device.ed25519:
-                matrix.verify(device)
-            elif self._trust_unsigned and (pinned is None or current == pinned):
-                matrix.verify(device)
-            else:
-                reason = HOLD_IDENTITY_UNVERIFIED if pinned is None and current is not None else HOLD_NOT_CROSS_SIGNED
-                await self._hold_back(matrix, user_id, [device], reason, current)
-
-    async def _hold_back(self, matrix: BotMatrix, user_id: str, devices: list[OlmDevice], reason: str,
-                         master: str | None, *, everything: bool = False) -> None:
-        for device in devices:
-            if everything:
-                matrix.revoke(device)
-            else:
-                matrix.hold_back(device)
-            log.warning("held back keys from a device (%s)", reason or "the bot's own other device")
-            if self._on_held_back is not None and reason:
-                await self._on_held_back(user_id, device.id, reason, master)
