@@ -21,6 +21,8 @@ from pathlib import Path
 from bench.common import log, machine
 
 BENCHMARKS = ["page", "latency", "first_contact", "erase", "capacity"]
+# What --source unpacks: every package the benchmarks import from the product and the test clients.
+PACKAGES = ["hotline_runtime", "bot", "webchat", "hotline", "testkit"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small parameters: a smoke test of every benchmark")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=BENCHMARKS)
     parser.add_argument("--source", metavar="REV",
-                        help="measure the product code (bot, webchat, hotline, tests) of this git revision "
+                        help="measure the product code (hotline_runtime, bot, webchat, hotline, testkit) of this git revision "
                              "instead of the working tree, e.g. HEAD while others edit the tree")
     args = parser.parse_args(argv)
     if args.source and not os.environ.get("HOTLINE_BENCH_SOURCE"):
@@ -59,7 +61,7 @@ def _reexec_on(rev: str, argv: list[str]) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", rev], cwd=root, check=True,
                             capture_output=True, text=True).stdout.strip()
     target = Path(tempfile.mkdtemp(prefix=f"hotline-bench-src-{commit}-"))
-    archive = subprocess.run(["git", "archive", commit, "bot", "webchat", "hotline", "tests"], cwd=root,
+    archive = subprocess.run(["git", "archive", commit, *PACKAGES], cwd=root,
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
     log(f"measuring the product code of {commit} (unpacked in {target})")

@@ -34,7 +34,6 @@ from bench.common import (
     log,
     now,
     plt,
-    register_user,
     running_stack,
     save_result,
     savefig,
@@ -44,7 +43,7 @@ from bench.common import (
     table,
 )
 from bench.postgres import Postgres
-from testkit.clients import open_chat_count, until
+from testkit.clients import open_chat_count, register_user, until
 
 PACE_S = 10.0
 DRAIN_S = 15.0

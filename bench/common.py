@@ -25,7 +25,6 @@ import aiohttp
 import psutil
 from nio import RoomMessageNotice, RoomMessageText, SyncResponse
 
-from hotline_runtime.synapse_admin import SynapseAdmin
 from hotline.devstack import DevStack
 from testkit.clients import Advocate, Survivor
 
@@ -217,14 +216,6 @@ async def running_stack(name: str, *, advocates: int = 1, postgres: Any = None,
         stack.stop()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
-
-
-async def register_user(stack: DevStack, localpart: str, password: str, *, admin: bool = False) -> str:
-    """A plain account (server admins may invite anyone: the hotline's invite policy allows no one else)."""
-    secret = stack.homeserver.secrets()["registration_shared_secret"]
-    async with aiohttp.ClientSession() as http:
-        data = await SynapseAdmin(http, stack.homeserver.url, None).register(secret, localpart, password, admin=admin)
-    return data["user_id"]
 
 
 # ---------------------------------------------------------------- timed clients

@@ -25,14 +25,13 @@ from bench.common import (
     now,
     pct,
     plt,
-    register_user,
     running_stack,
     save_result,
     savefig,
     summary_ms,
     table,
 )
-from testkit.clients import until
+from testkit.clients import register_user, until
 
 WARMUP = 5
 

@@ -395,3 +395,14 @@ def alerted_refs(bodies: list[str]) -> list[str]:
             listed = re.search(r"· refs (.*?) ·", body).group(1)
             refs += re.findall(r"\b([A-Z0-9]{4})\b(?! more)", listed)
     return refs
+
+
+async def register_user(stack: DevStack, localpart: str, password: str, *, admin: bool = False) -> str:
+    """A plain account through Synapse's shared-secret registration; returns its user id (server
+    admins may invite anyone: the hotline's invite policy allows no one else)."""
+    from hotline_runtime.synapse_admin import SynapseAdmin
+
+    secret = stack.homeserver.secrets()["registration_shared_secret"]
+    async with aiohttp.ClientSession() as http:
+        data = await SynapseAdmin(http, stack.homeserver.url, None).register(secret, localpart, password, admin=admin)
+    return data["user_id"]
