@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.common import log, machine
+from bench.common import QUICK, log, machine, summary_of_targets
 
 BENCHMARKS = ["page", "latency", "first_contact", "erase", "capacity"]
 # What --source unpacks: every package the benchmarks import from the product and the test clients.
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.source and not os.environ.get("HOTLINE_BENCH_SOURCE"):
         return _reexec_on(args.source, argv if argv is not None else sys.argv[1:])
+    QUICK["on"] = args.quick
     info = machine()
     log(f"machine: {info['nproc']} cores ({info['cpu']}), {info['memory_gib']} GiB, load {info['load_average']}")
     failed = []
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             failed.append(name)
         log(f"=== {name} took {time.monotonic() - started:.0f} s")
+    print("\n" + summary_of_targets(), flush=True)
     if failed:
         log(f"failed: {', '.join(failed)}")
         return 1

@@ -26,11 +26,9 @@ import random
 import secrets
 
 from bench import profile
+from bench.clients import Team, TimedAdvocate, TimedSurvivor
 from bench.common import (
     ProcessMeter,
-    Team,
-    TimedAdvocate,
-    TimedSurvivor,
     log,
     now,
     plt,

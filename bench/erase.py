@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import asyncio
 
+from bench.clients import Team, TimedAdvocate
 from bench.common import (
-    Team,
-    TimedAdvocate,
     log,
     now,
     plt,

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 
+from bench.clients import TimedAdvocate, TimedSurvivor
 from bench.common import (
-    TimedAdvocate,
-    TimedSurvivor,
     log,
     now,
     plt,

@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 
+from bench.clients import Team, TimedAdvocate, close_chat
 from bench.common import (
-    Team,
-    TimedAdvocate,
-    close_chat,
     log,
     now,
     pct,
