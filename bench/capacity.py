@@ -223,27 +223,6 @@ async def run(quick: bool = False) -> dict:
     return result
 
 
-async def floor_pair(stack) -> tuple[TimedAdvocate, TimedAdvocate, str]:
-    """Two plain nio users in one encrypted room: the one-hop floor, measured under the same load."""
-    password = secrets.token_urlsafe(12)
-    a_id = await register_user(stack, "floor_a", password, admin=True)  # admins may invite (invite policy)
-    b_id = await register_user(stack, "floor_b", password)
-    a, b = TimedAdvocate(stack.homeserver.url, a_id, password), TimedAdvocate(stack.homeserver.url, b_id, password)
-    await a.login()
-    await b.login()
-    created = await a.client.room_create(invite=[b_id], initial_state=[
-        {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}])
-    room = created.room_id
-    await until(lambda: room in b.client.rooms and room in a.client.rooms
-                and b_id in a.client.rooms[room].users and b_id not in a.client.rooms[room].invited_users,
-                30, "the floor room")
-    for sender, receiver in ((a, b), (b, a)):  # Olm and Megolm set-up out of the way
-        text = f"warm {secrets.token_hex(4)}"
-        await sender.send_text(room, text)
-        await receiver.wait_text(text, 30)
-    return a, b, room
-
-
 async def load_window(chats, window: float, meter: ProcessMeter, stack, *, floor=None, profile_pids=None,
                       profiles=None) -> dict:
     sent: dict[str, tuple[str, float, object]] = {}  # text → (direction, t0, receiver)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,7 @@ from nio import RoomMessageNotice, RoomMessageText, SyncResponse
 
 from bench.common import now
 from hotline.devstack import DevStack
-from testkit.clients import Advocate, Survivor
+from testkit.clients import Advocate, Survivor, register_user, until
 
 
 class TimedSurvivor(Survivor):
@@ -219,3 +220,23 @@ async def close_chat(advocate: TimedAdvocate, survivor: TimedSurvivor, case_room
         advocate.forget(case_room)
 
 
+async def floor_pair(stack) -> tuple[TimedAdvocate, TimedAdvocate, str]:
+    """Two plain nio users in one encrypted room, Olm and Megolm set up both ways: the one-hop floor
+    (``floor_a`` is a server admin only because the hotline's invite policy lets nobody else invite)."""
+    password = secrets.token_urlsafe(12)
+    a_id = await register_user(stack, "floor_a", password, admin=True)
+    b_id = await register_user(stack, "floor_b", password)
+    a, b = TimedAdvocate(stack.homeserver.url, a_id, password), TimedAdvocate(stack.homeserver.url, b_id, password)
+    await a.login()
+    await b.login()
+    created = await a.client.room_create(invite=[b_id], initial_state=[
+        {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}])
+    room = created.room_id
+    await until(lambda: room in b.client.rooms and room in a.client.rooms
+                and b_id in a.client.rooms[room].users and b_id not in a.client.rooms[room].invited_users,
+                30, "the floor room")
+    for sender, receiver in ((a, b), (b, a)):  # Olm and Megolm set-up out of the way
+        text = f"warm {secrets.token_hex(4)}"
+        await sender.send_text(room, text)
+        await receiver.wait_text(text, 30)
+    return a, b, room
