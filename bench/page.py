@@ -18,7 +18,7 @@ from __future__ import annotations
 import shutil
 import statistics
 
-from bench.common import log, plt, running_stack, save_result, savefig, table
+from bench.common import check, log, plt, running_stack, save_result, savefig, table, target_lines
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -83,6 +83,10 @@ async def run(quick: bool = False) -> dict:
                 log(f"page: {loads} cold loads, network profile {name}")
                 results[name] = [await one_load(browser, stack.page_url, profile) for _ in range(loads)]
             await browser.close()
+    return report(results)
+
+
+def report(results: dict[str, list[dict]]) -> dict:
     rows = []
     for name, runs in results.items():
         rows.append([name, len(runs), runs[0]["bytes"], runs[0]["requests"],
@@ -92,7 +96,23 @@ async def run(quick: bool = False) -> dict:
     text = table("Chat page, first load (cold cache) in Chromium",
                  ["network", "loads", "bytes on wire", "requests", "Start works p50 (ms)", "max (ms)",
                   "chat started p50 (ms)"], rows)
+    slow = statistics.median(r["ready_ms"] for r in results["slow-3g"])
+    targets = [check("page", "\"Start chat\" works on slow 3G, p50", slow, "<", 2000, " ms"),
+               check("page", "bytes on the wire, first load", results["none"][0]["bytes"], "<", 30_000, " B"),
+               check("page", "requests, first load", results["none"][0]["requests"], "≤", 4)]
+    text += "\n" + target_lines(targets) + "\n"
     log(f"page: files loaded: {', '.join(results['none'][0]['files'])}")
+    plot(results)
+    result = {name: {"bytes": runs[0]["bytes"], "requests": runs[0]["requests"], "files": runs[0]["files"],
+                     "ready_ms_p50": statistics.median(r["ready_ms"] for r in runs),
+                     "ready_ms_max": max(r["ready_ms"] for r in runs),
+                     "chat_started_ms_p50": statistics.median(r["chat_started_ms"] for r in runs)}
+              for name, runs in results.items()} | {"table": text}
+    save_result("page", result, targets)
+    return result
+
+
+def plot(results: dict[str, list[dict]]) -> None:
     pyplot = plt()
     fig, ax = pyplot.subplots(figsize=(7, 3.6))
     names = list(results)
@@ -107,10 +127,3 @@ async def run(quick: bool = False) -> dict:
                  f"{results['none'][0]['requests']} requests")
     ax.legend(fontsize=8, loc="lower right")
     savefig(fig, "page.png")
-    result = {name: {"bytes": runs[0]["bytes"], "requests": runs[0]["requests"], "files": runs[0]["files"],
-                     "ready_ms_p50": statistics.median(r["ready_ms"] for r in runs),
-                     "ready_ms_max": max(r["ready_ms"] for r in runs),
-                     "chat_started_ms_p50": statistics.median(r["chat_started_ms"] for r in runs)}
-              for name, runs in results.items()} | {"table": text}
-    save_result("page", result)
-    return result
