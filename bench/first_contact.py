@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from bench.clients import TimedAdvocate, TimedSurvivor
 from bench.common import (
+    ONE_ADDRESS,
     check,
     log,
     now,
@@ -42,8 +43,6 @@ from testkit.clients import open_chat_count, until
 
 SETTLE_S = 2.0
 BURST = 10
-# Every survivor here connects from 127.0.0.1: the gateway's per-address limits are raised.
-ONE_ADDRESS = {"max_starts_per_address": "10000", "max_sockets_per_address": "1000"}
 
 
 async def run(quick: bool = False) -> dict:
