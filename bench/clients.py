@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import tempfile
 from typing import Any
 
 import aiohttp
-from nio import RoomMessageNotice, RoomMessageText, SyncResponse
+from nio import AsyncClient, LoginResponse, RoomMessageNotice, RoomMessageText, SyncResponse
 
 from bench.common import now
 from hotline.devstack import DevStack
-from testkit.clients import Advocate, Survivor, register_user, until
+from hotline_runtime.nio_sync import client_config, sync_loop
+from testkit.clients import Advocate, Survivor, cross_sign, register_user, until
 
 
 class TimedSurvivor(Survivor):
@@ -81,15 +83,19 @@ class TimedAdvocate(Advocate):
         self.on_text: Any = None  # optional callback(room, body, t)
 
     async def login(self) -> None:
-        """As testkit.clients.Advocate.login, but long-polling /sync for 30 s instead of 1 s: an idle
-        client then costs Synapse and the driver nothing, and new events still wake it at once."""
-        from nio import LoginResponse
-
-        from hotline_runtime.nio_sync import sync_loop
-
+        """As testkit.clients.Advocate.login (a new session with its own nio store, cross-signed
+        like an Element session), but long-polling /sync for 30 s instead of 1 s: an idle client
+        then costs Synapse and the driver nothing, and new events still wake it at once."""
+        self.store = tempfile.mkdtemp(prefix="hotline-bench-advocate-store-")
+        self.client = AsyncClient(self.homeserver, self.user_id, store_path=self.store, config=client_config())
         response = await self.client.login(self.password, device_name="bench client")
         assert isinstance(response, LoginResponse), response
+        if self.cross_signed:
+            await self.client.keys_upload()
+            await cross_sign(self.homeserver, self.client.user_id, self.password, response.access_token,
+                             response.device_id)
         self._task = asyncio.create_task(sync_loop(self.client, self._on_sync, since=None, timeout_ms=30_000))
+        await asyncio.wait_for(self._caught_up.wait(), 30)
 
     async def _on_sync(self, response: SyncResponse) -> None:
         t = now()
