@@ -89,7 +89,9 @@ async def one_chat(stack, team: Team, advocate: TimedAdvocate, size: int) -> dic
     times = await erase_times(stack, t0, case_room, survivor_room, survivor_user)
     await survivor.close()
     advocate.forget(case_room)
-    log(f"erase: {size} messages: purged and erased after {times['purged_and_erased_s']} s")
+    done = times["purged_and_erased_s"]
+    log(f"erase: {size} messages: " + (f"purged and erased after {done:.2f} s" if done is not None
+                                       else "not purged and erased within 900 s"))
     return {"messages": size, "not_relayed": missing, "events_before": events, "ended_s": t_ended} | times
 
 
