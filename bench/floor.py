@@ -33,13 +33,18 @@ async def server_floor(stack, meter: ProcessMeter, *, rounds: int, pairs: int) -
             t0 = now()
             for _ in range(2 * pairs):
                 await sender.send()
-            per_round.append({"cpu_s": meter.cpu_seconds(HOMESERVER), "elapsed_s": now() - t0})
+            per_round.append({"cpu_s": meter.cpu_seconds(homeserver_processes(meter)), "elapsed_s": now() - t0})
     ms = [r["cpu_s"] / pairs * 1000 for r in per_round]
     floor = {"ms_per_relayed_message": statistics.median(ms), "rounds_ms": ms, "events_per_round": 2 * pairs,
              "rounds": per_round}
     log(f"capacity: homeserver floor {floor['ms_per_relayed_message']:.0f} ms of Synapse + PostgreSQL CPU "
         f"per relayed message (two events; rounds {', '.join(f'{m:.0f}' for m in ms)} ms)")
     return floor
+
+
+def homeserver_processes(meter: ProcessMeter) -> list[str]:
+    """PostgreSQL and every Synapse process (the main one, and its workers in the worker layout)."""
+    return [n for n in meter.pids if n in HOMESERVER or n.startswith("synapse:")]
 
 
 class SoloSender:
