@@ -18,7 +18,7 @@ from __future__ import annotations
 import shutil
 import statistics
 
-from bench.common import check, log, plt, running_stack, save_result, savefig, table, target_lines
+from bench.common import ONE_ADDRESS, check, log, plt, running_stack, save_result, savefig, table, target_lines
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -75,7 +75,8 @@ async def run(quick: bool = False) -> dict:
 
     loads = 2 if quick else 5
     results: dict[str, list[dict]] = {}
-    async with running_stack("page", advocates=1) as stack:
+    # 16 chats from 127.0.0.1 in a full run: more than one address may start (ONE_ADDRESS).
+    async with running_stack("page", advocates=1, settings=ONE_ADDRESS) as stack:
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             await one_load(browser, stack.page_url, None)  # warm-up: browser, gateway and bot caches
