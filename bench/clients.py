@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import shutil
 import tempfile
 from typing import Any
 
@@ -96,6 +97,11 @@ class TimedAdvocate(Advocate):
                              response.device_id)
         self._task = asyncio.create_task(sync_loop(self.client, self._on_sync, since=None, timeout_ms=30_000))
         await asyncio.wait_for(self._caught_up.wait(), 30)
+
+    async def close(self) -> None:
+        """As testkit's, then the session's nio store removed: a benchmark never signs it in again."""
+        await super().close()
+        shutil.rmtree(self.store, ignore_errors=True)
 
     async def _on_sync(self, response: SyncResponse) -> None:
         t = now()
