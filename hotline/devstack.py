@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import signal
+import sqlite3
 import socket
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from typing import Any
 import aiohttp
 
 from bot import identity
+from bot.routing_view import FILE_NAME as ROUTING_FILE
+from bot.routing_view import RoutingView
 from hotline_runtime.synapse_admin import SynapseAdmin
 from hotline.homeserver import (
     EVENT_PERSISTER,
@@ -263,6 +266,7 @@ class DevStack:
         self.start_bot()
         self.start_gateway()
         await self._wait_for_gateway()
+        await self._wait_for_bot()
         _write_private_json(self.root / "credentials.json", self.credentials())
 
     def _write_settings(self) -> None:
@@ -361,6 +365,26 @@ class DevStack:
                     pass
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"the web chat gateway did not answer on {self.page_url}")
+
+    async def _wait_for_bot(self, timeout: float = 60.0) -> None:
+        """Until the bot has signed in and saved its login in its routing database (what a test that
+        reads the database first, or a person who writes at once, needs)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        path = self.root / "bot" / ROUTING_FILE
+        while loop.time() < deadline:
+            bot = self.processes.get("bot")
+            if bot is not None and bot.poll() is not None:
+                raise RuntimeError(f"bot exited with code {bot.returncode}; see {self.logs / 'bot'}.log")
+            if path.exists():
+                try:
+                    with RoutingView(path) as view:
+                        if view.login()[0] is not None:
+                            return
+                except sqlite3.Error:
+                    pass  # made a moment ago, its tables not there yet
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"the bot did not sign in within {timeout:.0f} s; see {self.logs / 'bot'}.log")
 
     def stop(self) -> None:
         for name in ("webchat", "bot"):
