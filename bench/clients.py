@@ -17,7 +17,7 @@ from nio import AsyncClient, LoginResponse, RoomMessageNotice, RoomMessageText, 
 
 from bench.common import now
 from hotline.devstack import DevStack
-from hotline_runtime.nio_sync import client_config, sync_loop
+from hotline_runtime.matrix_sync import client_config, sync_loop
 from testkit.clients import Advocate, Survivor, cross_sign, register_user, until
 
 

@@ -43,7 +43,7 @@ from hotline_runtime.errors import AdminApiError
 from bot.settings import BotSettings
 from hotline_runtime.cross_signing import CrossSigningError, KeysApi
 from hotline.homeserver import health_ok, privacy_settings
-from hotline_runtime.nio_sync import MUTE_PUSH_PATH
+from hotline_runtime.matrix_sync import MUTE_PUSH_PATH
 from hotline_runtime.settings_util import describe
 from hotline_runtime.wire import GATEWAY_SENDER_LOCALPART, SERVICE_STATE
 from webchat.settings import GatewaySettings

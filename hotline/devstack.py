@@ -35,7 +35,7 @@ from hotline.homeserver import (
     WorkerPlan,
     generic_worker_names,
 )
-from hotline_runtime.nio_sync import MUTE_PUSH_PATH
+from hotline_runtime.matrix_sync import MUTE_PUSH_PATH
 from hotline_runtime.wire import GATEWAY_SENDER_LOCALPART
 from hotline.postgres import ThrowawayPostgres, synapse_database
 from hotline.throwaway import LoopbackEntrance, ThrowawayRedis

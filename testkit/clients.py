@@ -26,8 +26,8 @@ from bot.routing_view import RoutingView
 from hotline_runtime.cross_signing import Identity, KeysApi
 from hotline.devstack import DevStack
 from hotline.homeserver import EmbeddedHomeserver
+from hotline_runtime.matrix_sync import client_config, sync_loop
 from hotline_runtime.nio_client import HotlineClient
-from hotline_runtime.nio_sync import client_config, sync_loop
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

@@ -16,14 +16,8 @@ import aiohttp
 import pytest
 from nio import AsyncClient, LoginResponse
 
-from hotline_runtime.nio_sync import (
-    KeysUnavailable,
-    client_config,
-    keep_keys,
-    members_and_keys,
-    note_one_time_keys,
-    olm_sessions,
-)
+from hotline_runtime.e2ee import KeysUnavailable, members_and_keys, olm_sessions
+from hotline_runtime.matrix_sync import client_config, keep_keys, note_one_time_keys
 
 
 async def signed_in(stack, account) -> AsyncClient:
