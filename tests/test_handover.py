@@ -11,7 +11,7 @@ import pytest
 from nio import AsyncClient
 from nio.store import SqliteMemoryStore
 
-from hotline_runtime.nio_sync import client_config
+from hotline_runtime.matrix_sync import client_config
 from webchat import handover
 
 ROOT = handover.root_key("as-token-of-this-hotline")

@@ -15,7 +15,7 @@ from hotline.devstack import free_port
 from testkit.clients import alerts_in, new_alert, until
 from tests.test_page import assert_nothing_stored, open_browser, start_chat
 from tests.test_webchat_service import answer_counts, closed_days, closure, gateway
-from webchat import keys
+from webchat import app_keys
 from webchat.app import create_app
 from webchat.i18n import load_catalogs
 from webchat.settings import GatewaySettings
@@ -36,7 +36,7 @@ async def test_a_dropped_connection_reconnects_to_the_same_chat(stack, advocate,
         case_room = await until(lambda: advocate.find_room_with(f"Case room for ref {ref}"), 30, "case room")
         status = page.get_by_role("status").first
         # The gateway drops every socket, as a proxy restart or a phone network change would.
-        for ws in list(app[keys.SOCKETS]):
+        for ws in list(app[app_keys.SOCKETS]):
             await ws.close()
         await expect(status).to_have_text("Connection lost. Trying to reconnect to the same chat…", timeout=5_000)
         await advocate.say(case_room, "sent while the page was away 4d1f")
@@ -45,7 +45,7 @@ async def test_a_dropped_connection_reconnects_to_the_same_chat(stack, advocate,
         await expect(log).to_contain_text("sent while the page was away 4d1f", timeout=20_000)
         # And while the browser itself is offline, a message waits and goes once it is back.
         await page.context.set_offline(True)
-        for ws in list(app[keys.SOCKETS]):
+        for ws in list(app[app_keys.SOCKETS]):
             await ws.close()
         await expect(status).to_have_text("Connection lost. Trying to reconnect to the same chat…", timeout=5_000)
         message = page.get_by_role("textbox", name="Message")
@@ -120,7 +120,7 @@ async def test_optional_questions_language_to_the_advocate_the_rest_only_counted
         await expect(page.get_by_role("heading", name="Chat ended")).to_be_visible(timeout=20_000)
         await page.get_by_role("button", name="Skip").click()
         await expect(page.get_by_role("region", name="How was this chat?")).to_be_hidden()
-        assert app[keys.SERVICE].pool.pooled == 0
+        assert app[app_keys.ANSWERS].pool.pooled == 0
         assert problems == []
 
 

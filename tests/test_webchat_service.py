@@ -22,7 +22,7 @@ from hotline.devstack import DevStack, free_port
 from hotline_runtime.hours import ALWAYS, Schedule
 from hotline_runtime.wire import SERVICE_STATE
 from testkit.clients import Survivor, alerts_in, assert_erased, claim_new_chat, new_alert, routing, until
-from webchat import keys
+from webchat import app_keys
 from webchat.app import create_app
 from webchat.service import Closure, page_status
 from webchat.settings import GatewaySettings
@@ -266,7 +266,7 @@ async def post_answers(url: str, body: Any, origin: str | None = None) -> tuple[
 async def test_answers_are_pooled_and_reach_the_bot_only_as_encrypted_counts(stack):
     before = answer_counts(stack)
     async with gateway(stack, answers_pool_min=3) as (url, app):
-        pool = app[keys.SERVICE].pool
+        pool = app[app_keys.ANSWERS].pool
         # Bad submissions are refused with a reason and counted nowhere.
         assert (await post_answers(url, {"answers": {"age": "18_24"}}, "https://evil.example"))[0] == 403
         assert (await post_answers(url, "not json"))[0] == 400
@@ -314,7 +314,7 @@ async def test_a_stopping_gateway_closes_every_chat_client_even_when_the_bot_is_
         before = len(alerts_in(stack, advocate))
         await page.start()
         ref = await new_alert(stack, advocate, before)
-        session = app[keys.CHATS].find(page.chat, page.secret)
+        session = app[app_keys.CHATS].find(page.chat, page.secret)
         assert session.client is not None and session.client.client_session is not None
         connections = session.client.client_session
 

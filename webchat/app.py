@@ -13,13 +13,14 @@ import aiohttp
 from aiohttp import WSCloseCode, web
 from aiolimiter import AsyncLimiter
 
-from webchat import keys
+from webchat import app_keys
 from webchat.answers import MAX_BODY_BYTES, AnswerPool, BadAnswers
-from webchat.chats import Chats
+from webchat.answer_sender import AnswerSender
+from webchat.chats import ChatRegistry
 from webchat.handover import root_key
 from webchat.limits import AddressLimits, parse_networks
 from webchat.page import Texts
-from webchat.service import Service
+from webchat.service import ServiceStatus
 from webchat.settings import GatewaySettings
 from webchat.ws import chat_socket
 
@@ -60,9 +61,9 @@ async def security_headers(request: web.Request, handler: web.RequestHandler) ->
 
 
 async def index(request: web.Request) -> web.Response:
-    texts = request.app[keys.TEXTS]
+    texts = request.app[app_keys.TEXTS]
     tag = texts.pick(request.headers.get("Accept-Language", ""))
-    body = texts.render(tag, request.app[keys.SERVICE].status())
+    body = texts.render(tag, request.app[app_keys.STATUS].status())
     response = web.Response(body=body, content_type="text/html", charset="utf-8")
     response.headers["Vary"] = "Accept-Language"
     response.headers["Content-Language"] = tag
@@ -71,11 +72,11 @@ async def index(request: web.Request) -> web.Response:
 
 
 async def service_status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[keys.SERVICE].status())
+    return web.json_response(request.app[app_keys.STATUS].status())
 
 
 async def catalog(request: web.Request) -> web.Response:
-    texts = request.app[keys.TEXTS]
+    texts = request.app[app_keys.TEXTS]
     tag = request.match_info["tag"]
     if tag not in texts.offered:
         raise web.HTTPNotFound(text="no such language")
@@ -86,14 +87,14 @@ async def catalog(request: web.Request) -> web.Response:
 
 async def answers(request: web.Request) -> web.Response:
     """Optional answers, on their own: no chat id, no cookie, nothing that ties them to a chat."""
-    settings = request.app[keys.SETTINGS]
+    settings = request.app[app_keys.SETTINGS]
     if request.headers.get("Origin") != settings.origin:
         return web.Response(status=403, text="Answers are only taken from the chat page.")
     if not settings.service_room:
         return web.Response(status=404, text="This program does not collect answers.")
     if request.content_length is None or request.content_length > MAX_BODY_BYTES:
         return web.Response(status=413, text=f"At most {MAX_BODY_BYTES} bytes.")
-    limits = request.app[keys.LIMITS]
+    limits = request.app[app_keys.LIMITS]
     if not await limits.take_answers(limits.key(request)):
         return web.Response(status=429, text="Too many answers from this connection; they were not counted.")
     limiter = request.app[ANSWERS_LIMIT]
@@ -102,13 +103,12 @@ async def answers(request: web.Request) -> web.Response:
     await limiter.acquire()
     try:
         data = json.loads(await request.text())
-        pool = request.app[keys.SERVICE].pool
+        pool = request.app[app_keys.ANSWERS].pool
         checked = pool.check(data)
     except (ValueError, BadAnswers) as problem:
         message = str(problem) if isinstance(problem, BadAnswers) else "not JSON"
         return web.Response(status=400, text=message)
-    service = request.app[keys.SERVICE]
-    pool.add(service.today(), checked)
+    pool.add(request.app[app_keys.STATUS].today(), checked)
     return web.Response(status=204)
 
 
@@ -125,12 +125,12 @@ async def static_file(request: web.Request) -> web.Response:
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.SETTINGS]
+    settings = app[app_keys.SETTINGS]
     async with aiohttp.ClientSession() as http:
-        app[keys.HTTP] = http
-        pool = AnswerPool(app[keys.TEXTS].questions, settings.answers_pool_min)
-        service = Service(settings, http, pool)
-        app[keys.SERVICE] = service
+        app[app_keys.HTTP] = http
+        pool = AnswerPool(app[app_keys.TEXTS].questions, settings.answers_pool_min)
+        app[app_keys.ANSWERS] = answers = AnswerSender(settings, http, pool)
+        app[app_keys.STATUS] = service = ServiceStatus(settings, http, answers)
         if settings.service_room:
             await service.refresh()  # the first page already knows about a closure
         task = asyncio.create_task(service.run(), name="service status")
@@ -141,28 +141,28 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         if pool.pooled:
             # Fewer than the minimum: sending them now could tie them to a few chats.
             log.info("%d pooled answer submissions dropped at shutdown", pool.pooled)
-        await app[keys.CHATS].end_all()
+        await app[app_keys.CHATS].end_all()
 
 
 async def _hand_over(app: web.Application) -> None:
     """Stopping (SIGTERM): each open chat's page gets its chat, sealed, to resume on the restarted
     gateway (webchat/handover.py), before the sockets close."""
-    await app[keys.CHATS].hand_over_all(root_key(app[keys.SETTINGS].as_token.get_secret_value()))
+    await app[app_keys.CHATS].hand_over_all(root_key(app[app_keys.SETTINGS].as_token.get_secret_value()))
 
 
 async def _close_sockets(app: web.Application) -> None:
-    for ws in list(app[keys.SOCKETS]):
+    for ws in list(app[app_keys.SOCKETS]):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
     app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
-    app[keys.SETTINGS] = settings
-    app[keys.CHATS] = Chats(settings.reconnect_grace_seconds, settings.max_open_chats)
-    app[keys.SOCKETS] = weakref.WeakSet()
-    app[keys.TEXTS] = Texts(settings)
+    app[app_keys.SETTINGS] = settings
+    app[app_keys.CHATS] = ChatRegistry(settings.reconnect_grace_seconds, settings.max_open_chats)
+    app[app_keys.SOCKETS] = weakref.WeakSet()
+    app[app_keys.TEXTS] = Texts(settings)
     app[ANSWERS_LIMIT] = AsyncLimiter(ANSWERS_PER_MINUTE, 60)
-    app[keys.LIMITS] = AddressLimits(
+    app[app_keys.LIMITS] = AddressLimits(
         parse_networks(settings.trusted_proxies), settings.max_sockets_per_address,
         settings.max_starts_per_address, settings.max_answers_per_address, settings.address_limit_minutes * 60)
     app.cleanup_ctx.append(_resources)

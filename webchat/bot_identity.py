@@ -17,12 +17,15 @@ from nio import AsyncClient
 from nio.crypto import OlmDevice
 
 from hotline_runtime.cross_signing import CrossSigningError, KeysApi, signed_devices
+from hotline_runtime.e2ee import approve_device, other_devices
+from hotline_runtime.retry import Backoff
 
 log = logging.getLogger(__name__)
 
 
 RECHECK_SECONDS = 2.0  # how often an unsigned device of the bot is looked at again
-SIGNED_RETRY_DELAYS = (0.3, 0.7, 1.5)  # the bot signs a new session a moment after it appears
+# The bot signs a new session a moment after it appears: looked at again three times, once per recheck.
+SIGNED_RETRY = Backoff(RECHECK_SECONDS, cap=RECHECK_SECONDS, factor=1.0, tries=3)
 
 
 class PinnedBot:
@@ -56,9 +59,7 @@ class PinnedBot:
         assert olm is not None
         trusted = 0
         for user_id in users:
-            for device in client.device_store.active_user_devices(user_id):
-                if user_id == client.user_id and device.id == client.device_id:
-                    continue
+            for device in other_devices(client, user_id):
                 if olm.is_device_verified(device):
                     trusted += user_id == self.user_id
                 elif user_id != self.user_id:
@@ -66,9 +67,9 @@ class PinnedBot:
                         client.blacklist_device(device)
                 elif await self.trusts(http, homeserver, client.access_token, device):
                     if olm.is_device_blacklisted(device):
-                        client.unblacklist_device(device)
-                        olm.outbound_group_sessions.clear()  # a new room key, shared with it too
-                    client.verify_device(device)
+                        approve_device(client, device)  # with a new room key, shared with it too
+                    else:
+                        client.verify_device(device)
                     trusted += 1
                 elif not olm.is_device_blacklisted(device):
                     client.blacklist_device(device)
@@ -79,9 +80,9 @@ class PinnedBot:
     async def decide_until_trusted(self, client: AsyncClient, http: aiohttp.ClientSession, homeserver: str,
                                    users: list[str]) -> int:
         """``decide``, waiting a little for a device of the bot to be signed if none is yet."""
-        for delay in (*SIGNED_RETRY_DELAYS, None):
+        for delay in (*SIGNED_RETRY.delays(), None):
             trusted = await self.decide(client, http, homeserver, users)
             if trusted or delay is None:
                 return trusted
-            await asyncio.sleep(max(delay, RECHECK_SECONDS))
+            await asyncio.sleep(delay)
         return 0

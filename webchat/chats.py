@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 LET_GO_MARGIN_SECONDS = 30.0
 
 
-class Chats:
+class ChatRegistry:
     def __init__(self, grace_seconds: float, limit: int | None = None) -> None:
         self._grace = grace_seconds
         self._limit = limit

@@ -25,27 +25,19 @@ from nio import (
     RoomCreateError,
     RoomMessageNotice,
     RoomMessageText,
-    RoomSendError,
     RoomVisibility,
     SyncResponse,
     TypingNoticeEvent,
     UnknownEvent,
 )
-from nio.exceptions import OlmTrustError
 from nio.store import SqliteMemoryStore
 
-from hotline_runtime.nio_client import HotlineClient, KeyShareFailed
-from hotline_runtime.nio_sync import (
-    sending_device,
-    KeysUnavailable,
-    SessionGone,
-    client_config,
-    keep_keys,
-    members_and_keys,
-    mute_push,
-    olm_sessions,
-    sync_loop,
-)
+from hotline_runtime.client_api import ClientApi, ClientApiError
+from hotline_runtime.e2ee import send_encrypted, sending_device
+from hotline_runtime.errors import EncryptionUnavailable, MatrixError
+from hotline_runtime.matrix_sync import SessionGone, client_config, keep_keys, mute_push, sync_loop
+from hotline_runtime.nio_client import HotlineClient
+from hotline_runtime.retry import Backoff
 from hotline_runtime.wire import CONTROL_EVENT, ROLE_FIELD, Control, Role
 from webchat import handover
 from webchat.bot_identity import PinnedBot
@@ -54,6 +46,8 @@ from webchat.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 BUFFER_FRAMES = 1000
+# Telling the bot that the survivor ended the chat: eight tries, 1 s apart at first, at most 30 s.
+END_SIGNAL_RETRY = Backoff(1.0, cap=30.0, jitter=0.1, tries=7)
 
 Sink = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -174,14 +168,13 @@ class ChatSession:
     async def _register(self) -> tuple[str, str, str]:
         """A new survivor account in the application service's namespace: no password."""
         localpart = self.settings.survivor_prefix + secrets.token_hex(12)
-        url = f"{self.settings.homeserver.rstrip('/')}/_matrix/client/v3/register"
-        headers = {"Authorization": f"Bearer {self.settings.as_token.get_secret_value()}"}
+        api = ClientApi(self._http, self.settings.homeserver, self.settings.as_token.get_secret_value(), timeout=30)
         body = {"type": "m.login.application_service", "username": localpart}
-        async with self._http.post(url, json=body, headers=headers,
-                                   timeout=aiohttp.ClientTimeout(total=30)) as response:
-            data = await response.json(content_type=None)
-            if response.status != 200:
-                raise ChatUnavailable(f"registration refused ({data.get('errcode')})")
+        try:
+            _, data = await api.call("POST", "/_matrix/client/v3/register", body)
+        except ClientApiError as error:
+            raise ChatUnavailable(f"registration refused ({error.errcode or error.status})" if error.answered
+                                  else f"the homeserver did not answer ({error.cause})") from None
         return data["user_id"], data["device_id"], data["access_token"]
 
     async def _sync(self, since: str | None = None) -> None:
@@ -323,34 +316,22 @@ class ChatSession:
         if client is None or room_id is None or (self.ended.is_set() and not after_end):
             raise SendFailed("the chat is over")
         async with self._send_lock:
-            room = client.rooms.get(room_id)
-            if room is None or not room.encrypted:
-                raise SendFailed("the room is not ready for encrypted messages")
             try:
-                await members_and_keys(client, room_id)
-            except KeysUnavailable as error:
+                # The bot's devices must be able to read it: their Olm sessions are made sure of.
+                await send_encrypted(client, room_id, content, event_type=event_type, txn_id=txn_id,
+                                     trust=self._apply_trust, must_read=self._is_bot)
+            except (EncryptionUnavailable, MatrixError) as error:
                 raise SendFailed(str(error)) from error
-            await self._apply_trust()
-            try:
-                await olm_sessions(client, room_id, {self.settings.bot_user_id})
-            except KeysUnavailable as error:
-                raise SendFailed(str(error)) from error
-            try:
-                response = await client.room_send(room_id, event_type, content, tx_id=txn_id)
-            except OlmTrustError as error:
-                raise SendFailed("encryption refused") from error
-            except KeyShareFailed as error:  # nothing sent; the next try shares a new room key
-                raise SendFailed(str(error)) from error
-            if isinstance(response, RoomSendError):
-                raise SendFailed(f"send ({response.status_code})")
 
-    async def _apply_trust(self) -> None:  # raises SendFailed
+    def _is_bot(self, user_id: str) -> bool:
+        return user_id == self.settings.bot_user_id
+
+    async def _apply_trust(self, users: list[str]) -> None:
         """Keys go to the bot's devices signed by its pinned identity only; any other device is held back."""
         client = self.client
-        assert client is not None and self.room_id is not None
-        users = list(client.rooms[self.room_id].users)
+        assert client is not None
         if not await self._bot.decide_until_trusted(client, self._http, self.settings.homeserver, users):
-            raise SendFailed("no device of the bot is signed by its pinned identity")
+            raise EncryptionUnavailable("no device of the bot is signed by its pinned identity")
 
     async def _from_pinned_bot(self, event: Any) -> bool:
         """Whether a decrypted event came from a bot device signed by the pinned identity."""
@@ -379,15 +360,17 @@ class ChatSession:
             self._spawn(self._signal_end_then_close())
 
     async def _signal_end_then_close(self) -> None:
-        delay = 1.0
-        for _ in range(8):
+        for delay in (*END_SIGNAL_RETRY.delays(), None):
             try:
                 await self.signal(Control.END)
                 break
             except Exception as error:
+                if delay is None:
+                    log.warning("could not tell the bot that a chat ended (%s); it closes the chat later",
+                                type(error).__name__)
+                    break
                 log.warning("could not tell the bot that a chat ended (%s); retrying", type(error).__name__)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
         await self.close()
 
     # ------------------------------------------------------------------ the end

@@ -9,8 +9,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from hotline_runtime.nio_sync import SessionGone
-from webchat import handover, keys
+from hotline_runtime.matrix_sync import SessionGone
+from webchat import app_keys, handover
 from webchat.chats import LET_GO_MARGIN_SECONDS
 from webchat.protocol import (
     MAX_FRAME_BYTES,
@@ -36,10 +36,10 @@ _closing: set[asyncio.Task[None]] = set()
 
 
 async def chat_socket(request: web.Request) -> web.StreamResponse:
-    settings = request.app[keys.SETTINGS]
+    settings = request.app[app_keys.SETTINGS]
     if request.headers.get("Origin") != settings.origin:
         return web.Response(status=403, text="This chat only works from its own page.")
-    limits = request.app[keys.LIMITS]
+    limits = request.app[app_keys.LIMITS]
     address = limits.key(request)  # in memory only, for the limits; never logged
     if not limits.open_socket(address):
         return web.Response(status=429, text="Too many chat connections from this network. "
@@ -53,34 +53,34 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
 async def _serve(request: web.Request, address: str | None) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=MAX_FRAME_BYTES)
     await ws.prepare(request)
-    request.app[keys.SOCKETS].add(ws)
-    conversation = Conversation(request.app, ws, address)
+    request.app[app_keys.SOCKETS].add(ws)
+    page = PageSocket(request.app, ws, address)
     try:
         async for message in ws:
-            if conversation.finished:  # e.g. displaced while waiting: nothing more is handled
+            if page.finished:  # e.g. displaced while waiting: nothing more is handled
                 break
-            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY) and await conversation.admit():
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY) and await page.admit():
                 if message.type == WSMsgType.TEXT:
-                    await conversation.on_text(message.data)
+                    await page.on_text(message.data)
                 else:
-                    await conversation.send(error("bad_frame", "frames are JSON text"))
-            if conversation.finished:
+                    await page.send(error("bad_frame", "frames are JSON text"))
+            if page.finished:
                 break
     finally:
-        conversation.on_socket_closed()
+        page.on_socket_closed()
         await ws.close()
     return ws
 
 
-class Conversation:
-    """One socket's view of its chat."""
+class PageSocket:
+    """One page's WebSocket and the chat it speaks for (the chat itself is a ChatSession)."""
 
     def __init__(self, app: web.Application, ws: web.WebSocketResponse, address: str | None = None) -> None:
         self.app = app
         self.ws = ws
         self.address = address  # the client's limit key (webchat/limits.py): memory only
-        self.settings = app[keys.SETTINGS]
-        self.chats = app[keys.CHATS]
+        self.settings = app[app_keys.SETTINGS]
+        self.chats = app[app_keys.CHATS]
         self.session: ChatSession | None = None
         self.finished = False
         self._budget = FrameBudget(FRAMES_PER_WINDOW, WINDOW_SECONDS)
@@ -129,20 +129,20 @@ class Conversation:
         if frame.language and frame.language not in self.settings.chat_language_list:
             await self.send(error("bad_frame", "language: not one of the chat languages"))
             return
-        status = self.app[keys.SERVICE].status()
+        status = self.app[app_keys.STATUS].status()
         if not status["accepting"]:
             # Outside opening hours or closed by the program: chats already open continue.
             await self.send({**error("closed", "chat is not taking new chats now"), "status": status})
             self.finished = True
             return
-        if not await self.app[keys.LIMITS].take_start(self.address):
+        if not await self.app[app_keys.LIMITS].take_start(self.address):
             log.info("a chat start was refused: too many from one address")
             await self._unavailable("too many chats started from this network; please try again later")
             return
         if not self.chats.reserve():
             await self._unavailable("the gateway is at its limit of open chats")
             return
-        session = ChatSession(self.settings, self.app[keys.HTTP])
+        session = ChatSession(self.settings, self.app[app_keys.HTTP])
         try:
             await session.open(frame.language)
         except BaseException as why:
@@ -210,7 +210,7 @@ class Conversation:
         try:
             session = await self.chats.restore(
                 snapshot.chat, snapshot.secret,
-                lambda: ChatSession.restore(self.settings, self.app[keys.HTTP], snapshot))
+                lambda: ChatSession.restore(self.settings, self.app[app_keys.HTTP], snapshot))
         except SessionGone:
             return None  # the chat is over (its account is gone)
         except Exception as why:

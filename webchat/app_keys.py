@@ -1,4 +1,4 @@
-"""Typed keys of the gateway's aiohttp application."""
+"""Typed keys of the gateway's aiohttp application (``app[app_keys.SETTINGS]`` …)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ import weakref
 import aiohttp
 from aiohttp import web
 
-from webchat.chats import Chats
+from webchat.answer_sender import AnswerSender
+from webchat.chats import ChatRegistry
 from webchat.limits import AddressLimits
 from webchat.page import Texts
-from webchat.service import Service
+from webchat.service import ServiceStatus
 from webchat.settings import GatewaySettings
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
-CHATS = web.AppKey("chats", Chats)
+CHATS = web.AppKey("chats", ChatRegistry)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 TEXTS = web.AppKey("texts", Texts)
-SERVICE = web.AppKey("service", Service)
+STATUS = web.AppKey("status", ServiceStatus)
+ANSWERS = web.AppKey("answers", AnswerSender)
 LIMITS = web.AppKey("limits", AddressLimits)
