@@ -34,16 +34,19 @@ from urllib.parse import quote
 import aiohttp
 import yaml
 from dotenv import dotenv_values
+from nio import AsyncClient
 from pydantic import ValidationError
 
 from bot import identity as bot_identity
 from bot.routing_view import RoutingView
-from hotline_runtime.synapse_admin import SynapseAdmin
-from hotline_runtime.errors import AdminApiError
 from bot.settings import BotSettings
-from hotline_runtime.cross_signing import CrossSigningError, KeysApi
 from hotline.homeserver import health_ok, privacy_settings
-from hotline_runtime.matrix_sync import MUTE_PUSH_PATH
+from hotline_runtime.client_api import ClientApi, ClientApiError
+from hotline_runtime.cross_signing import CrossSigningError, KeysApi
+from hotline_runtime.erase import redact_all, shred_room_sessions
+from hotline_runtime.errors import AdminApiError, MatrixError
+from hotline_runtime.matrix_sync import MUTE_PUSH_PATH, client_config
+from hotline_runtime.synapse_admin import SynapseAdmin
 from hotline_runtime.settings_util import describe
 from hotline_runtime.wire import GATEWAY_SENDER_LOCALPART, SERVICE_STATE
 from webchat.settings import GatewaySettings
@@ -152,34 +155,30 @@ def parse_staff_id(user_id: str, server: str) -> str:
 # --------------------------------------------------------------------------- HTTP
 
 class Api:
-    """The client and admin API with one token (the bot's)."""
+    """The client and admin API with one token (the bot's); failures as AdminError."""
 
     def __init__(self, http: aiohttp.ClientSession, homeserver: str, token: str | None) -> None:
+        self.client_api = ClientApi(http, homeserver, token)
         self.http = http
-        self.base = homeserver.rstrip("/")
+        self.base = self.client_api.base
         self.token = token
         self.admin = SynapseAdmin(http, homeserver, token)
 
     async def call(self, method: str, path: str, body: Any = None, *, token: str | None = None,
                    ok: tuple[int, ...] = ()) -> tuple[int, dict[str, Any]]:
-        headers = {}
-        if token or self.token:
-            headers["Authorization"] = f"Bearer {token or self.token}"
         try:
-            async with self.http.request(method, self.base + path, json=body, headers=headers,
-                                         timeout=aiohttp.ClientTimeout(total=60)) as response:
-                try:
-                    data = await response.json(content_type=None) or {}
-                except ValueError:  # not JSON (a proxy's HTML error page, say)
-                    data = {}
-                if not isinstance(data, dict):
-                    data = {}
-                if response.status >= 400 and response.status not in ok:
-                    raise AdminError(f"{method} {path.split('?')[0]} → {response.status} {data.get('errcode', '')}"
-                                     f" {data.get('error', '')}".rstrip())
-                return response.status, data
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise AdminError(f"the homeserver at {self.base} did not answer ({type(error).__name__})") from None
+            return await self.client_api.call(method, path, body, token=token, ok=ok)
+        except ClientApiError as error:
+            if not error.answered:
+                raise AdminError(f"the homeserver at {self.base} did not answer ({error.cause})") from None
+            raise AdminError(f"{error.method} {error.path} → {error.status} {error.errcode} {error.error}".rstrip()) from None
+
+    def nio_client(self) -> AsyncClient:
+        """A matrix-nio client with this token and no encryption (it never reads content): for the
+        runtime's erase steps. Close it after use."""
+        client = AsyncClient(self.base, config=client_config(encryption_enabled=False))
+        client.access_token = self.token or ""
+        return client
 
     async def get(self, path: str) -> dict[str, Any]:
         return (await self.call("GET", path))[1]
@@ -825,36 +824,24 @@ async def plan_sweep(ctx: Context, api: Api, *, min_age_seconds: float) -> Sweep
 
 
 async def _redact_all(api: Api, room_id: str) -> int:
-    """Redact every message event, so that staff clients drop what they hold (erase step 1)."""
-    count = 0
-    token = ""
-    while True:
-        path = f"/_matrix/client/v3/rooms/{quote(room_id)}/messages?dir=b&limit=100" + (f"&from={quote(token)}" if token else "")
-        data = await api.get(path)
-        for event in data.get("chunk", []):
-            if "state_key" in event or event.get("type") == "m.room.redaction" or not event.get("content"):
-                continue
-            await api.call("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/redact/{quote(event['event_id'])}/"
-                                  f"sweep{secrets.token_hex(8)}", {})
-            count += 1
-        token = data.get("end", "")
-        if not token or not data.get("chunk"):
-            return count
+    """Redact every message event, so that staff clients drop what they hold (erase step 1):
+    the bot's own recipe (hotline_runtime/erase.py), with its token."""
+    client = api.nio_client()
+    try:
+        return await redact_all(client, room_id)
+    except MatrixError as error:
+        raise AdminError(f"redacting the messages of {room_id} failed: {error}") from None
+    finally:
+        await client.close()
 
 
 def forget_keys(settings: BotSettings, rooms: list[str]) -> int:
-    """Delete the rooms' Megolm sessions from the bot's crypto store (crypto-shredding)."""
+    """Delete the rooms' Megolm sessions from the bot's crypto store (crypto-shredding), as the
+    bot does when it erases a chat (hotline_runtime/erase.py)."""
     removed = 0
     for database in (settings.data_dir / "crypto").glob("*.db"):
         with sqlite3.connect(database) as db:
-            db.execute("PRAGMA foreign_keys = ON")
-            db.execute("PRAGMA secure_delete = ON")
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            marks = ",".join("?" for _ in rooms)
-            if "megolminboundsessions" in tables:
-                removed += db.execute(f"DELETE FROM megolminboundsessions WHERE room_id IN ({marks})", rooms).rowcount
-            if "encryptedrooms" in tables:
-                db.execute(f"DELETE FROM encryptedrooms WHERE room_id IN ({marks})", rooms)
+            removed += shred_room_sessions(db, rooms)
     return removed
 
 

@@ -26,6 +26,7 @@ import aiohttp
 from bot import identity
 from bot.routing_view import FILE_NAME as ROUTING_FILE
 from bot.routing_view import RoutingView
+from hotline_runtime.client_api import ClientApi
 from hotline_runtime.synapse_admin import SynapseAdmin
 from hotline.homeserver import (
     EVENT_PERSISTER,
@@ -102,12 +103,7 @@ class Bootstrap:
 
 async def _client_api(http: aiohttp.ClientSession, hs: str, token: str, method: str, path: str,
                       body: dict[str, Any] | None = None) -> dict[str, Any]:
-    async with http.request(method, hs + path, json=body if body is not None else {},
-                            headers={"Authorization": f"Bearer {token}"}) as response:
-        data = await response.json(content_type=None)
-        if response.status >= 400:
-            raise RuntimeError(f"{method} {path} → {response.status} {data.get('errcode')}")
-        return data
+    return (await ClientApi(http, hs, token).call(method, path, body if body is not None else {}))[1]
 
 
 async def bootstrap(homeserver: EmbeddedHomeserver, advocates: int = 1, admins: int = 1) -> Bootstrap:

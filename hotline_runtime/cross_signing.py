@@ -33,6 +33,8 @@ from signedjson.key import (
 )
 from signedjson.sign import SignatureVerifyException, sign_json, verify_signed_json
 
+from hotline_runtime.client_api import ClientApi, ClientApiError
+
 ED25519 = "ed25519"
 USAGES = ("master", "self_signing", "user_signing")
 
@@ -199,21 +201,13 @@ class KeysApi:
     """The three cross-signing requests, with one account's access token."""
 
     def __init__(self, http: aiohttp.ClientSession, homeserver: str, token: str) -> None:
-        self._http = http
-        self._base = homeserver.rstrip("/") + "/_matrix/client/v3/keys/"
-        self._headers = {"Authorization": f"Bearer {token}"}
+        self._api = ClientApi(http, homeserver, token, timeout=30)
 
     async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         try:
-            async with self._http.post(self._base + path, json=body, headers=self._headers,
-                                       timeout=aiohttp.ClientTimeout(total=30)) as response:
-                try:
-                    data = await response.json(content_type=None)
-                except (ValueError, aiohttp.ContentTypeError):
-                    data = {}
-                return response.status, data if isinstance(data, dict) else {}
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise CrossSigningError(f"{path}: {type(error).__name__}") from error
+            return await self._api.request("POST", "/_matrix/client/v3/keys/" + path, body)
+        except ClientApiError as error:
+            raise CrossSigningError(f"{path}: {error.cause}") from error
 
     async def query(self, users: list[str]) -> dict[str, Any]:
         status, data = await self._post("query", {"device_keys": {user: [] for user in users}})

@@ -13,27 +13,25 @@ from urllib.parse import quote
 
 import aiohttp
 
+from hotline_runtime.client_api import ClientApi, ClientApiError
 from hotline_runtime.errors import AdminApiError
+from hotline_runtime.retry import Backoff
+
+# How often a purge is asked after: 50 ms at first, then at most every second.
+DELETE_STATUS_POLL = Backoff(0.05, cap=1.0)
 
 
 class SynapseAdmin:
     def __init__(self, session: aiohttp.ClientSession, homeserver: str, token: str | None) -> None:
-        self._http = session
-        self._base = homeserver.rstrip("/")
-        self._token = token
+        self._api = ClientApi(session, homeserver, token)
+        self._anonymous = ClientApi(session, homeserver)
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None, *, auth: bool = True) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self._token}"} if auth else {}
         try:
-            async with self._http.request(
-                method, self._base + path, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=60)
-            ) as response:
-                data = await response.json(content_type=None)
-                if response.status >= 400:
-                    raise AdminApiError(f"{method} {path.split('?')[0]}", response.status, str(data.get("errcode", "")))
-                return data or {}
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise AdminApiError(f"{method} {path.split('?')[0]}", None, type(error).__name__) from error
+            _, data = await (self._api if auth else self._anonymous).call(method, path, body)
+        except ClientApiError as error:
+            raise AdminApiError(f"{method} {path.split('?')[0]}", error.status, error.errcode or error.cause) from error
+        return data
 
     async def delete_room(self, room_id: str, *, timeout: float = 120.0) -> None:
         """Delete a room with purge and wait until Synapse has finished."""
@@ -41,7 +39,7 @@ class SynapseAdmin:
         started = await self._call("DELETE", path, {"purge": True, "block": False})
         delete_id = started["delete_id"]
         deadline = asyncio.get_running_loop().time() + timeout
-        delay = 0.05
+        delays = DELETE_STATUS_POLL.delays()
         while True:
             status = await self._call("GET", f"/_synapse/admin/v2/rooms/delete_status/{quote(delete_id)}")
             state = status.get("status")
@@ -51,8 +49,7 @@ class SynapseAdmin:
                 raise AdminApiError("room delete", "failed", status.get("error", ""))
             if asyncio.get_running_loop().time() > deadline:
                 raise AdminApiError("room delete", "timeout")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            await asyncio.sleep(next(delays))
 
     async def deactivate(self, user_id: str, *, erase: bool = True) -> None:
         await self._call("POST", f"/_synapse/admin/v1/deactivate/{quote(user_id)}", {"erase": erase})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from hotline import admin
@@ -96,5 +97,39 @@ async def test_a_chat_closed_while_the_homeserver_goes_down_is_erased_when_it_is
     finally:
         if stack.synapse.process is None or stack.synapse.process.poll() is not None:
             await stack.synapse.start()
+        await advocate.close()
+        await page.close()
+
+
+UNREDACTED = ("SELECT COUNT(*) FROM events e WHERE e.room_id = ? AND e.state_key IS NULL "
+              "AND e.type != 'm.room.redaction' AND NOT EXISTS (SELECT 1 FROM redactions r WHERE r.redacts = e.event_id)")
+
+
+async def test_the_sweep_redacts_and_forgets_keys_with_the_bots_own_recipe(erase_stack, canaries):
+    """`hotline admin sweep` erases what a stopped bot left with the same steps the bot takes
+    (hotline_runtime/erase.py): every message event redacted with the bot's token (redacted ones
+    left alone), the room's Megolm sessions deleted from the bot's crypto store."""
+    stack = erase_stack
+    canaries += ["words the sweep redacts 5e6f"]
+    advocate = await login(stack, stack.accounts.advocates[0])
+    page = Survivor(stack.page_url)
+    try:
+        ref, case_room = await claim_new_chat(stack, advocate, page)
+        await page.say("words the sweep redacts 5e6f")
+        await until(lambda: "Survivor: words the sweep redacts 5e6f" in advocate.bodies(case_room), 30, "relayed")
+        settings = admin.load_bot_settings(stack.root / "bot.env")
+        _, token = await admin.bot_login(settings)
+        messages = stack.homeserver.query(UNREDACTED, [case_room])[0][0]
+        assert messages >= 2  # the case room's first notice and the survivor's message at least
+        async with aiohttp.ClientSession() as http:
+            api = admin.Api(http, settings.homeserver, token)
+            assert await admin._redact_all(api, case_room) >= messages
+            assert stack.homeserver.query(UNREDACTED, [case_room])[0][0] == 0
+            assert await admin._redact_all(api, case_room) == 0  # nothing left to redact
+        assert admin.forget_keys(settings, [case_room]) >= 1
+        assert admin.forget_keys(settings, [case_room]) == 0
+        await advocate.say(case_room, "!close")
+        await assert_erased(stack, ref, case_room)
+    finally:
         await advocate.close()
         await page.close()
