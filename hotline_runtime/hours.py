@@ -1,7 +1,7 @@
 """Opening hours: a weekly schedule in the program's time zone, holidays, the last-intake window.
 
-Pure: pass the current time in. Both the gateway (what the page says, whether "Start chat" may
-start a chat) and the bot use it.
+Pure: pass the current time in. The gateway uses it (what the page says, whether "Start chat"
+may start a chat); it lives in the runtime because it depends on neither process.
 
 Schedule text, as in the settings: ``"mon-fri 09:00-17:00, 18:00-22:00; sat 10:00-14:00"``. Days
 are ``mon tue wed thu fri sat sun``, singly or as a range; ``24:00`` ends a day; a day not

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from hotline_runtime.wire import MAX_CODEWORD_CHARS, Question
+
 MAX_FRAME_BYTES = 64 * 1024
 
 # How long a survivor's message can be, in bytes of UTF-8. Synapse refuses an event whose JSON is
@@ -62,8 +64,8 @@ class Answer(_Frame):
     """The survivor's answer to an ``ask``: "yes"/"no", or a code word ("" skips)."""
 
     type: Literal["answer"]
-    question: Literal["interpreter_consent", "codeword_new", "codeword_verify"]
-    value: str = Field(max_length=200, repr=False)
+    question: Question
+    value: str = Field(max_length=MAX_CODEWORD_CHARS, repr=False)
 
 
 ClientFrame = Annotated[Start | Resume | Say | End | Answer, Field(discriminator="type")]
@@ -110,7 +112,7 @@ def parse(raw: str, max_chars: int, max_bytes: int = MAX_MESSAGE_BYTES) -> Start
         where = ".".join(part for part in map(str, first["loc"][-1:]) if part in _FIELDS) or "frame"
         raise FrameError("bad_frame", f"{where}: {first['msg'][:200]}") from None
     if isinstance(frame, Answer):
-        if frame.question == "interpreter_consent" and frame.value not in ("yes", "no"):
+        if frame.question is Question.INTERPRETER_CONSENT and frame.value not in ("yes", "no"):
             raise FrameError("bad_frame", "value: yes or no")
         if "\x00" in frame.value:
             raise FrameError("bad_frame", "value: NUL characters are not allowed")

@@ -38,7 +38,7 @@ from hotline_runtime.errors import EncryptionUnavailable, MatrixError
 from hotline_runtime.matrix_sync import SessionGone, client_config, keep_keys, mute_push, sync_loop
 from hotline_runtime.nio_client import HotlineClient
 from hotline_runtime.retry import Backoff
-from hotline_runtime.wire import CONTROL_EVENT, ROLE_FIELD, Control, Role
+from hotline_runtime.wire import CONTROL_EVENT, ROLE_FIELD, Control, Question, Role
 from webchat import handover
 from webchat.bot_identity import PinnedBot
 from webchat.settings import GatewaySettings
@@ -50,10 +50,6 @@ BUFFER_FRAMES = 1000
 END_SIGNAL_RETRY = Backoff(1.0, cap=30.0, jitter=0.1, tries=7)
 
 Sink = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-# What the bot may ask the page (see hotline_runtime/wire.py).
-ASK_QUESTIONS = ("interpreter_consent", "codeword_new", "codeword_verify")
 
 
 class ChatUnavailable(Exception):
@@ -223,7 +219,7 @@ class ChatSession:
                 content = event.source.get("content", {})
                 if content.get("action") == Control.CLOSED:
                     await self._closed_by_hotline()
-                elif content.get("action") == Control.ASK and content.get("question") in ASK_QUESTIONS:
+                elif content.get("action") == Control.ASK and content.get("question") in Question.__members__.values():
                     await self.push({"type": "ask", "question": content["question"]})
 
     async def push(self, frame: dict[str, Any]) -> None:
