@@ -1,11 +1,11 @@
-"""One chat's ephemeral Matrix account, held in memory only (the gateway's Matrix adapter).
+"""One chat's ephemeral Matrix account, held in memory only: the gateway's side of one chat.
 
 A ``ChatSession`` registers a survivor account in the gateway's application-service namespace,
 logs in one device whose keys live in an in-memory store, creates the encrypted survivor room
 with no name or topic, invites the bot and waits for it. It forwards the survivor's text to the
-room and the bot's messages to whichever WebSocket is attached, buffering what the page has not
-seen so that a page that reconnects misses nothing. When the chat ends the client and its keys
-are dropped; nothing about a chat is ever written to disk.
+room and the bot's messages to whichever WebSocket is attached, keeping what the page has not
+seen (webchat/page_frames.py) so that a page that reconnects misses nothing. When the chat ends
+the client and its keys are dropped; nothing about a chat is ever written to disk.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp
@@ -41,15 +40,13 @@ from hotline_runtime.retry import Backoff
 from hotline_runtime.wire import CONTROL_EVENT, ROLE_FIELD, Control, Question, Role
 from webchat import handover
 from webchat.bot_identity import PinnedBot
+from webchat.page_frames import PageFrames
 from webchat.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
-BUFFER_FRAMES = 1000
 # Telling the bot that the survivor ended the chat: eight tries, 1 s apart at first, at most 30 s.
 END_SIGNAL_RETRY = Backoff(1.0, cap=30.0, jitter=0.1, tries=7)
-
-Sink = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class ChatUnavailable(Exception):
@@ -70,10 +67,7 @@ class ChatSession:
         self.client: AsyncClient | None = None
         self.room_id: str | None = None
         self.ended = asyncio.Event()
-        self._seq = 0
-        self._frames: deque[dict[str, Any]] = deque(maxlen=BUFFER_FRAMES)
-        self._sink: Sink | None = None
-        self._displaced: Callable[[], None] | None = None  # tells the attached page another took over
+        self.page = PageFrames()  # what the page is sent, and which page is attached
         self._delivered: set[str] = set()
         self._sending: dict[str, asyncio.Future[None]] = {}
         self._sync_task: asyncio.Task[None] | None = None
@@ -223,25 +217,13 @@ class ChatSession:
                     await self.push({"type": "ask", "question": content["question"]})
 
     async def push(self, frame: dict[str, Any]) -> None:
-        """Number a frame, keep it for a reconnecting page, and send it if a page is attached."""
-        self._seq += 1
-        frame = {**frame, "seq": self._seq}
-        self._frames.append(frame)
-        sink = self._sink
-        if sink is not None:
-            try:
-                await sink(frame)
-            except Exception:
-                self.detach(sink)  # kept in the buffer; the page gets it on resume
+        """A frame the page must see, kept for a page that reconnects."""
+        await self.page.push(frame)
 
     async def tell(self, frame: dict[str, Any]) -> None:
-        """A passing frame (no seq, not kept for a reconnecting page): only if a page is attached."""
-        sink = self._sink
-        if sink is not None and not self.ended.is_set():
-            try:
-                await sink(frame)
-            except Exception:
-                self.detach(sink)
+        """A passing frame (no seq, not kept for a reconnecting page): only while the chat is open."""
+        if not self.ended.is_set():
+            await self.page.tell(frame)
 
     async def _closed_by_hotline(self) -> None:
         if self.ended.is_set():
@@ -251,29 +233,6 @@ class ChatSession:
         self._spawn(self.close())
 
     # ------------------------------------------------------------------ from the page
-
-    def frames_after(self, seen: int) -> list[dict[str, Any]]:
-        return [frame for frame in self._frames if frame["seq"] > seen]
-
-    def attach(self, sink: Sink, displaced: Callable[[], None] | None = None) -> None:
-        """Send new frames to this page from now on (one page at a time: another page attached
-        before is displaced). ``displaced`` is called if a later page takes over."""
-        self.displace(sink)
-        self._sink, self._displaced = sink, displaced
-
-    def displace(self, sink: Sink) -> None:
-        """A page is taking this chat over: the page attached until now, if another, is told."""
-        if self._sink is not None and self._sink != sink:
-            displaced, self._sink, self._displaced = self._displaced, None, None
-            if displaced is not None:
-                displaced()
-
-    def detach(self, sink: Sink) -> bool:
-        """Detach this page if it is the attached one; True if it was."""
-        if self._sink == sink:  # bound methods: equal, not identical
-            self._sink, self._displaced = None, None
-            return True
-        return False
 
     async def say(self, frame_id: str, text: str) -> None:
         """Deliver one survivor message exactly once per frame id. Raises SendFailed."""
@@ -399,7 +358,7 @@ class ChatSession:
                 pass  # the bot deletes the room either way
             finally:
                 await client.close()
-        self._frames.clear()
+        self.page.clear()
         self._delivered.clear()
 
     # ------------------------------------------------------------------ across a gateway restart
@@ -416,14 +375,14 @@ class ChatSession:
         it cannot be handed over; such a chat then ends as before.
         """
         client, task = self.client, self._sync_task
-        if client is None or task is None or self.room_id is None or self.ended.is_set() or self._sink is None:
+        if client is None or task is None or self.room_id is None or self.ended.is_set() or self.page.attached is None:
             return False
         try:
             async with asyncio.timeout(timeout):
                 async with self._handling:
                     task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-                if self._position is None or self._sink is None:
+                if self._position is None or self.page.attached is None:
                     return False
                 await self.signal(Control.DISCONNECTED)
                 await self._send_lock.acquire()
@@ -434,7 +393,7 @@ class ChatSession:
             snapshot = handover.Snapshot(
                 chat=self.chat_id, secret=self.secret, user_id=client.user_id, device_id=client.device_id,
                 access_token=client.access_token, room_id=self.room_id, position=self._position,
-                seq=self._seq, delivered=tuple(sorted(self._delivered)), sealed_at=time.time(),
+                seq=self.page.seq, delivered=tuple(sorted(self._delivered)), sealed_at=time.time(),
                 store=handover.store_image(client.store.database.connection()),
             )
             state = handover.seal(snapshot, root)
@@ -443,7 +402,7 @@ class ChatSession:
                         else type(why).__name__)
             self._send_lock.release()
             return False
-        sink = self._sink
+        sink = self.page.attached
         self.handed_over = True
         self.client = None
         self._closing = asyncio.get_running_loop().create_future()
@@ -455,7 +414,7 @@ class ChatSession:
             pass  # the page is gone with the state: the bot's grace closes the chat
         finally:
             self.ended.set()  # for this process only: the page resumes it on the next gateway
-            self._frames.clear()
+            self.page.clear()
             self._delivered.clear()
             await client.close()
         return True
@@ -468,7 +427,8 @@ class ChatSession:
         continue (the homeserver cannot be reached, or no answer from the bot in time)."""
         self = cls(settings, http)
         self.chat_id, self.secret, self.room_id = snapshot.chat, snapshot.secret, snapshot.room_id
-        self._seq, self._delivered, self._position = snapshot.seq, set(snapshot.delivered), snapshot.position
+        self._delivered, self._position = set(snapshot.delivered), snapshot.position
+        self.page.continue_from(snapshot.seq)
         # Any path will do: nio builds every store class but its own SqliteMemoryStore only when
         # given one. The restored store keeps its database in memory.
         client = HotlineClient(settings.homeserver, snapshot.user_id, device_id=snapshot.device_id,

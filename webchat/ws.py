@@ -160,11 +160,11 @@ class PageSocket:
 
     async def _follow(self, session: ChatSession, seen: int) -> None:
         """Send what the page has not seen, in order, then attach for what comes next."""
-        while missed := session.frames_after(seen):
+        while missed := session.page.after(seen):
             for frame in missed:
                 await self.send(frame)
                 seen = frame["seq"]
-        session.attach(self.send, self.displaced)  # no await since the last check: nothing slips in between
+        session.page.attach(self.send, self.displaced)  # no await since the last check: nothing slips in between
 
     async def _unavailable(self, message: str) -> None:
         await self.send(error("unavailable", message))
@@ -185,7 +185,7 @@ class PageSocket:
         self.session = session
         # One page at a time: a page still attached (another tab or browser, or this page's own
         # socket that has not noticed it is gone) is told and can no longer send.
-        session.displace(self.send)
+        session.page.displace(self.send)
         await self.send({"type": "resumed"})
         await self._follow(session, frame.seen)
         if session.advocate_typing:
@@ -259,5 +259,5 @@ class PageSocket:
 
     def on_socket_closed(self) -> None:
         session = self.session
-        if session is not None and session.detach(self.send) and not session.ended.is_set():
+        if session is not None and session.page.detach(self.send) and not session.ended.is_set():
             self.chats.disconnected(session)
