@@ -1,4 +1,4 @@
-"""The bot's exceptions: matrix-nio returns error objects; the adapter turns them into these."""
+"""The hotline's exceptions: matrix-nio returns error objects; the runtime's adapter turns them into these."""
 
 from __future__ import annotations
 
