@@ -130,10 +130,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         app[app_keys.HTTP] = http
         pool = AnswerPool(app[app_keys.TEXTS].questions, settings.answers_pool_min)
         app[app_keys.ANSWERS] = answers = AnswerSender(settings, http, pool)
-        app[app_keys.STATUS] = service = ServiceStatus(settings, http, answers)
+        app[app_keys.STATUS] = status = ServiceStatus(settings, http, answers)
         if settings.service_room:
-            await service.refresh()  # the first page already knows about a closure
-        task = asyncio.create_task(service.run(), name="service status")
+            await status.refresh()  # the first page already knows about a closure
+        task = asyncio.create_task(status.run(), name="service status")
         app[SERVICE_TASK] = task
         yield
         task.cancel()
