@@ -7,9 +7,9 @@ In the survivor room (end-to-end encrypted; the homeserver sees only ``m.room.en
 - ``m.room.message`` from the bot with ``ROLE_FIELD``: a message for the page, labelled by role.
 - ``CONTROL_EVENT`` with ``{"action": Control…}``, plus for ``PROFILE``
   ``{"language": "<BCP 47 tag or empty>"}`` (the survivor's preferred language, if given).
-- ``Control.ASK`` from the bot ``{"question": Question…}``: the page asks the survivor with its own
-  controls. ``Question.INTERPRETER_CONSENT``: Yes / No, with one sentence on confidentiality.
-  ``Question.CODEWORD_NEW`` / ``CODEWORD_VERIFY``: a masked code word field. The gateway answers
+- ``Control.ASK`` from the bot ``{"question": AskQuestion…}``: the page asks the survivor with its own
+  controls. ``AskQuestion.INTERPRETER_CONSENT``: Yes / No, with one sentence on confidentiality.
+  ``AskQuestion.CODEWORD_NEW`` / ``CODEWORD_VERIFY``: a masked code word field. The gateway answers
   with ``Control.ANSWER`` ``{"question": …, "value": …}``: ``"yes"`` or ``"no"`` for consent; the
   code word (at most ``MAX_CODEWORD_CHARS`` characters, ``""`` to skip) for the others, which the
   bot redacts at once. Any other question is ignored by both sides.
@@ -47,13 +47,13 @@ class Control(StrEnum):
     END = "end"  # the survivor pressed "End chat"
     DISCONNECTED = "disconnected"  # the page's connection dropped
     RECONNECTED = "reconnected"  # the page came back within the grace period
-    ANSWER = "answer"  # the survivor answered an ASK: {"question": Question, "value": …}
+    ANSWER = "answer"  # the survivor answered an ASK: {"question": AskQuestion, "value": …}
     # bot → gateway
     CLOSED = "closed"  # the chat is over; the gateway tells the page and drops the client
-    ASK = "ask"  # the page should ask the survivor: {"question": Question}
+    ASK = "ask"  # the page should ask the survivor: {"question": AskQuestion}
 
 
-class Question(StrEnum):
+class AskQuestion(StrEnum):
     """What the bot may ask the survivor through the page (``Control.ASK``)."""
 
     INTERPRETER_CONSENT = "interpreter_consent"  # answered "yes" or "no"
@@ -61,7 +61,7 @@ class Question(StrEnum):
     CODEWORD_VERIFY = "codeword_verify"  # answered with the code word to check ("" skips)
 
 
-CODEWORD_QUESTIONS = frozenset({Question.CODEWORD_NEW, Question.CODEWORD_VERIFY})
+CODEWORD_QUESTIONS = frozenset({AskQuestion.CODEWORD_NEW, AskQuestion.CODEWORD_VERIFY})
 MAX_CODEWORD_CHARS = 200  # the longest code word answer either side takes
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from hotline_runtime.wire import MAX_CODEWORD_CHARS, Question
+from hotline_runtime.wire import MAX_CODEWORD_CHARS, AskQuestion
 
 MAX_FRAME_BYTES = 64 * 1024
 
@@ -64,7 +64,7 @@ class Answer(_Frame):
     """The survivor's answer to an ``ask``: "yes"/"no", or a code word ("" skips)."""
 
     type: Literal["answer"]
-    question: Question
+    question: AskQuestion
     value: str = Field(max_length=MAX_CODEWORD_CHARS, repr=False)
 
 
@@ -112,7 +112,7 @@ def parse(raw: str, max_chars: int, max_bytes: int = MAX_MESSAGE_BYTES) -> Start
         where = ".".join(part for part in map(str, first["loc"][-1:]) if part in _FIELDS) or "frame"
         raise FrameError("bad_frame", f"{where}: {first['msg'][:200]}") from None
     if isinstance(frame, Answer):
-        if frame.question is Question.INTERPRETER_CONSENT and frame.value not in ("yes", "no"):
+        if frame.question is AskQuestion.INTERPRETER_CONSENT and frame.value not in ("yes", "no"):
             raise FrameError("bad_frame", "value: yes or no")
         if "\x00" in frame.value:
             raise FrameError("bad_frame", "value: NUL characters are not allowed")

@@ -37,7 +37,7 @@ from hotline_runtime.errors import EncryptionUnavailable, MatrixError
 from hotline_runtime.matrix_sync import SessionGone, client_config, keep_keys, mute_push, sync_loop
 from hotline_runtime.nio_client import HotlineClient
 from hotline_runtime.retry import Backoff
-from hotline_runtime.wire import CONTROL_EVENT, ROLE_FIELD, Control, Question, Role
+from hotline_runtime.wire import CONTROL_EVENT, ROLE_FIELD, Control, AskQuestion, Role
 from webchat import handover
 from webchat.bot_identity import PinnedBot
 from webchat.page_frames import PageFrames
@@ -213,7 +213,7 @@ class ChatSession:
                 content = event.source.get("content", {})
                 if content.get("action") == Control.CLOSED:
                     await self._closed_by_hotline()
-                elif content.get("action") == Control.ASK and content.get("question") in Question.__members__.values():
+                elif content.get("action") == Control.ASK and content.get("question") in AskQuestion.__members__.values():
                     await self.push({"type": "ask", "question": content["question"]})
 
     async def push(self, frame: dict[str, Any]) -> None:
