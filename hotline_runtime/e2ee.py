@@ -6,7 +6,9 @@ sending in clear. In order: the room must be known and encrypted; its members an
 keys are fetched if nio lacks them; the caller's trust policy decides every device (which ones
 get the room key); an Olm session is made sure of with each device that must be able to read the
 message; then nio encrypts and sends. Failures come back as ``EncryptionUnavailable`` (nothing
-could be encrypted, nothing was sent) or ``MatrixError`` (the homeserver failed).
+could be encrypted, nothing was sent) or ``MatrixError`` (the homeserver failed); a failure the
+homeserver recovers from by itself is a ``TransientSendError`` (a ``MatrixError``), which
+``send_encrypted_retrying`` tries again for a while with the same transaction id.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from nio import AsyncClient, JoinedMembersError, KeysQueryError, OlmUnverifiedDeviceError, RoomSendError
 from nio.crypto import OlmDevice
 from nio.exceptions import OlmTrustError
 
+from hotline_runtime.cross_signing import CrossSigningError
 from hotline_runtime.errors import EncryptionUnavailable, MatrixError
+from hotline_runtime.nio_client import KeyShareFailed
 from hotline_runtime.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,15 @@ TrustStep = Callable[[list[str]], Awaitable[None]]
 
 class KeysUnavailable(Exception):
     """The members or device keys of a room could not be fetched; nothing was sent."""
+
+
+class TransientSendError(MatrixError):
+    """Nothing was sent, for a reason the homeserver recovers from by itself (an answer 5xx or
+    429, as while its database restarts; no connection; a timeout; a refused room-key share)."""
+
+
+# A send that fails for a moment is tried again after 0.5, 1, 2, 4, 5, 5 … s.
+SEND_RETRY = Backoff(0.5, cap=5.0)
 
 
 async def send_encrypted(
@@ -48,7 +62,8 @@ async def send_encrypted(
     ``trust`` is called with the room's members once they are known and must decide each of
     their devices (verify or hold back). ``must_read`` names the members whose every trusted
     device must get the room key now (a survivor's only device, the bot for the gateway): their
-    Olm sessions are claimed again until they exist. Raises EncryptionUnavailable or MatrixError."""
+    Olm sessions are claimed again until they exist. Raises EncryptionUnavailable, MatrixError,
+    or TransientSendError (a MatrixError) for what may succeed if tried again."""
     room = client.rooms.get(room_id)
     if room is None:
         raise MatrixError("send", "unknown room", "not synced yet")
@@ -56,20 +71,40 @@ async def send_encrypted(
         raise EncryptionUnavailable("the room is not encrypted; refusing to send")
     try:
         await members_and_keys(client, room_id)
-    except KeysUnavailable as error:
-        raise MatrixError("preparing encryption", None, str(error)) from error
-    await trust(list(room.users))
-    try:
+        await trust(list(room.users))
         await olm_sessions(client, room_id, {user for user in room.users if must_read(user)})
-    except KeysUnavailable as error:
-        raise MatrixError("preparing encryption", None, str(error)) from error
+    except (KeysUnavailable, CrossSigningError) as error:
+        raise TransientSendError("preparing encryption", None, str(error)) from error
     try:
         response = await client.room_send(room_id, event_type, content, tx_id=txn_id)
     except (OlmTrustError, OlmUnverifiedDeviceError) as error:
         raise EncryptionUnavailable(str(error)) from error
+    except (aiohttp.ClientError, TimeoutError, KeyShareFailed) as error:  # (after nio's own retries)
+        raise TransientSendError("send", type(error).__name__) from error
     if isinstance(response, RoomSendError):
+        status = getattr(response.transport_response, "status", None)
+        if status is None or status >= 500 or status == 429:
+            raise TransientSendError("send", response.status_code)
         raise MatrixError("send", response.status_code)
     return response.event_id
+
+
+async def send_encrypted_retrying(client: AsyncClient, room_id: str, content: dict[str, Any], *, txn_id: str,
+                                  within: float, retry: Backoff = SEND_RETRY, **send: Any) -> str:
+    """``send_encrypted``, tried again after a TransientSendError for up to ``within`` seconds
+    (then that error is raised). Every attempt uses ``txn_id``, so the event is delivered once
+    however many attempts it took. For senders with no person behind them to press "resend"."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    for attempt, delay in enumerate(retry.delays(), start=1):
+        try:
+            return await send_encrypted(client, room_id, content, txn_id=txn_id, **send)
+        except TransientSendError as failure:
+            if loop.time() + delay > deadline:
+                raise
+            log.warning("sending to a room failed (%s, attempt %d); trying again in %.1f s", failure, attempt, delay)
+        await asyncio.sleep(delay)
+    return await send_encrypted(client, room_id, content, txn_id=txn_id, **send)  # a policy with tries: the last
 
 
 async def members_and_keys(client: AsyncClient, room_id: str) -> None:

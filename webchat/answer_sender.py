@@ -15,13 +15,14 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from nio import AsyncClient, MatrixRoom
+from nio import MatrixRoom
 from nio.store import SqliteMemoryStore
 
 from hotline_runtime.client_api import ClientApi, ClientApiError
 from hotline_runtime.e2ee import send_encrypted
 from hotline_runtime.errors import EncryptionUnavailable
 from hotline_runtime.matrix_sync import client_config, keep_keys
+from hotline_runtime.nio_client import HotlineClient
 from hotline_runtime.wire import ANSWERS_EVENT
 from webchat.answers import AnswerPool, batch_content
 from webchat.bot_identity import PinnedBot
@@ -80,8 +81,8 @@ class AnswerSender:
         # An application service's own user may not /sync (Synapse refuses it), so the room is
         # set up from its state and members directly instead.
         user_id, device_id, token = await self._login()
-        client = AsyncClient(self.settings.homeserver, user_id, device_id=device_id,
-                             config=client_config(store=SqliteMemoryStore))
+        client = HotlineClient(self.settings.homeserver, user_id, device_id=device_id,
+                               config=client_config(store=SqliteMemoryStore))
         client.restore_login(user_id, device_id, token)
         room_id = self.settings.service_room
         bot = PinnedBot(self.settings.bot_user_id, self.settings.bot_master_key)
