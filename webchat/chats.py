@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hotline_runtime.wire import Control
+from webchat import handover
 from webchat.session import ChatSession
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class ChatRegistry:
     async def restore(self, chat_id: str, secret: str,
                       make: Callable[[], Awaitable[ChatSession]]) -> ChatSession | None:
         """A page resumes with a handed-over state: the chat if it is open here (or once ``make``
-        has restored it), None if it ended here. ``make`` raises as ChatSession.restore does."""
+        has restored it), None if it ended here. ``make`` raises as handover.restore does."""
         pending = self._restoring.get(chat_id)
         if pending is not None:
             await asyncio.shield(pending)
@@ -97,11 +98,11 @@ class ChatRegistry:
 
     async def hand_over_all(self, root: bytes) -> None:
         """Shutting down: each chat with a page attached is handed to that page to resume on the
-        restarted gateway (ChatSession.hand_over); the others end as before (``end_all``)."""
+        restarted gateway (handover.hand_over); the others end as before (``end_all``)."""
         sessions = list(self._open.values())
         if not sessions:
             return
-        results = await asyncio.gather(*(s.hand_over(root) for s in sessions), return_exceptions=True)
+        results = await asyncio.gather(*(handover.hand_over(s, root) for s in sessions), return_exceptions=True)
         handed = sum(1 for result in results if result is True)
         log.info("%d of %d open chats handed over to their pages for the restart", handed, len(sessions))
 

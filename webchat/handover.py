@@ -14,25 +14,39 @@ restarts (its application-service token) and from the chat's id and resume secre
 only on a gateway of this hotline and only together with its own chat id and secret, and any
 change to it fails authentication. Nothing here is stored anywhere.
 
-Pure apart from the two store helpers at the end (SQLite and matrix-nio's in-memory store).
+The state itself (sealing, opening) is pure; then come the two store helpers (SQLite and
+matrix-nio's in-memory store) and, at the end, handing a running chat (webchat/session.py) over
+and taking one back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import json
+import logging
 import sqlite3
 import struct
+import time
 import zlib
 from typing import Any
 
 import nacl.exceptions
 import nacl.secret
 import nacl.utils
+import aiohttp
 from nio.store import SqliteMemoryStore
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hotline_runtime.matrix_sync import SessionGone, client_config
+from hotline_runtime.nio_client import HotlineClient
+from hotline_runtime.wire import Control
+from webchat.session import ChatSession, ChatUnavailable, SendFailed
+from webchat.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
 
 VERSION = 1
 PREFIX = f"h{VERSION}."
@@ -160,3 +174,104 @@ def restoring_store(image: bytes) -> type[SqliteMemoryStore]:
             self.database.execute_sql("PRAGMA secure_delete = 1")
 
     return RestoredMemoryStore
+
+
+# ---------------------------------------------------------------------- across a gateway restart
+
+
+async def hand_over(session: ChatSession, root: bytes, timeout: float = 10.0) -> bool:
+    """The gateway is stopping: hand ``session`` to its page.
+
+    Stops the sync between two responses, tells the bot the page is disconnected (its reconnect
+    grace runs: a page that never comes back is closed and erased as before), seals the chat's
+    whole client state and sends it to the attached page in a ``restarting`` frame, then lets the
+    client go without logging out or leaving the room. Nothing more is sent from this process
+    afterwards: the send lock stays held, so the sealed keys are the last word. False (and the
+    chat untouched apart from its sync) when there is no page to hand it to or it cannot be
+    handed over; such a chat then ends as before.
+    """
+    client = session.client
+    if client is None or session.room_id is None or session.ended.is_set() or session.page.attached is None:
+        return False
+    try:
+        async with asyncio.timeout(timeout):
+            position = await session.stop_sync()
+            if position is None or session.page.attached is None:
+                return False
+            await session.signal(Control.DISCONNECTED)
+            await session.send_lock.acquire()
+    except (TimeoutError, SendFailed) as why:
+        log.warning("a chat could not be handed over (%s)", type(why).__name__)
+        return False
+    try:
+        state = seal(Snapshot(
+            chat=session.chat_id, secret=session.secret, user_id=client.user_id, device_id=client.device_id,
+            access_token=client.access_token, room_id=session.room_id, position=position,
+            seq=session.page.seq, delivered=tuple(sorted(session.delivered)), sealed_at=time.time(),
+            store=store_image(client.store.database.connection()),
+        ), root)
+    except Exception as why:  # e.g. over the size limit: the chat ends as before
+        log.warning("a chat could not be handed over (%s)", why if isinstance(why, BadState) else type(why).__name__)
+        session.send_lock.release()
+        return False
+    sink = session.page.attached
+    session.handed_over = True
+    session.let_go()  # nothing to leave or log out: the chat goes on elsewhere
+    try:
+        if sink is not None:
+            await sink({"type": "restarting", "state": state})
+    except Exception:
+        pass  # the page is gone with the state: the bot's grace closes the chat
+    finally:
+        session.ended.set()  # for this process only: the page resumes it on the next gateway
+        session.page.clear()
+        session.delivered.clear()
+        await client.close()
+    return True
+
+
+async def restore(settings: GatewaySettings, http: aiohttp.ClientSession, snapshot: Snapshot) -> ChatSession:
+    """A chat handed over by the gateway before a restart, on this gateway now. Raises
+    SessionGone if its account is gone (the chat is over), ChatUnavailable if it cannot continue
+    (the homeserver cannot be reached, or no answer from the bot in time)."""
+    session = ChatSession(settings, http)
+    session.chat_id, session.secret, session.room_id = snapshot.chat, snapshot.secret, snapshot.room_id
+    session.delivered = set(snapshot.delivered)
+    session.page.continue_from(snapshot.seq)
+    # Any path will do: nio builds every store class but its own SqliteMemoryStore only when
+    # given one. The restored store keeps its database in memory.
+    client = HotlineClient(settings.homeserver, snapshot.user_id, device_id=snapshot.device_id,
+                           store_path="memory", config=client_config(store=restoring_store(snapshot.store)))
+    session.client = client
+    try:
+        client.restore_login(snapshot.user_id, snapshot.device_id, snapshot.access_token)
+        if client.olm is None or not client.olm.account.shared:  # a new account: not the chat's keys
+            raise ChatUnavailable("the restored keys could not be loaded")
+        whoami = await client.whoami()
+        if getattr(whoami, "status_code", None) in ("M_UNKNOWN_TOKEN", "M_USER_DEACTIVATED", "M_FORBIDDEN"):
+            raise SessionGone(whoami.status_code)
+        if getattr(whoami, "user_id", None) != snapshot.user_id:
+            raise ChatUnavailable("the homeserver did not confirm the account")
+        session.start_sync(snapshot.position)
+        await _room_back(session, settings.bot_join_timeout_seconds)
+    except BaseException:
+        session.let_go()  # never leave the room: the bot closes the chat
+        await session.cancel_sync()
+        session.ended.set()
+        await client.close()
+        raise
+    return session
+
+
+async def _room_back(session: ChatSession, timeout: float) -> None:
+    """Wait for the room's state, which comes with the first sync (in full, from the saved
+    position): the bot in the room, or the chat ended meanwhile."""
+    joined = asyncio.ensure_future(session.bot_joined.wait())
+    ended = asyncio.ensure_future(session.ended.wait())
+    try:
+        await asyncio.wait({joined, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        joined.cancel()
+        ended.cancel()
+    if not session.bot_joined.is_set() and not session.ended.is_set():
+        raise ChatUnavailable("the chat's room did not come back in time")

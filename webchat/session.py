@@ -5,7 +5,8 @@ logs in one device whose keys live in an in-memory store, creates the encrypted 
 with no name or topic, invites the bot and waits for it. It forwards the survivor's text to the
 room and the bot's messages to whichever WebSocket is attached, keeping what the page has not
 seen (webchat/page_frames.py) so that a page that reconnects misses nothing. When the chat ends
-the client and its keys are dropped; nothing about a chat is ever written to disk.
+the client and its keys are dropped; nothing about a chat is ever written to disk. Handing a chat
+over across a gateway restart, and taking one back, is in webchat/handover.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import asyncio
 import hashlib
 import logging
 import secrets
-import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -38,7 +38,6 @@ from hotline_runtime.matrix_sync import SessionGone, client_config, keep_keys, m
 from hotline_runtime.nio_client import HotlineClient
 from hotline_runtime.retry import Backoff
 from hotline_runtime.wire import CONTROL_EVENT, ROLE_FIELD, Control, AskQuestion, Role
-from webchat import handover
 from webchat.bot_identity import PinnedBot
 from webchat.page_frames import PageFrames
 from webchat.settings import GatewaySettings
@@ -68,13 +67,13 @@ class ChatSession:
         self.room_id: str | None = None
         self.ended = asyncio.Event()
         self.page = PageFrames()  # what the page is sent, and which page is attached
-        self._delivered: set[str] = set()
+        self.delivered: set[str] = set()  # frame ids of the survivor's messages delivered
         self._sending: dict[str, asyncio.Future[None]] = {}
         self._sync_task: asyncio.Task[None] | None = None
-        self._bot_joined = asyncio.Event()
+        self.bot_joined = asyncio.Event()
         self._bot = PinnedBot(settings.bot_user_id, settings.bot_master_key)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._send_lock = asyncio.Lock()
+        self.send_lock = asyncio.Lock()  # held for good once a chat is handed over
         self._closing: asyncio.Future[None] | None = None
         self.advocate_typing = False
         # Handing over across a restart (webchat/handover.py): the sync position after the last
@@ -92,7 +91,7 @@ class ChatSession:
         the dispatch alert. It is sent once, encrypted, before the page hears "started".
         """
         try:
-            user_id, device_id, token = await self._register()
+            user_id, device_id, token = await _register(self.settings, self._http)
             client = HotlineClient(
                 self.settings.homeserver,
                 user_id,
@@ -108,7 +107,7 @@ class ChatSession:
             await mute_push(client)
             preparing = asyncio.ensure_future(keep_keys(client))
             try:
-                response = await self._create_room(client)
+                response = await _create_room(client, self.settings.bot_user_id)
             finally:
                 await asyncio.gather(preparing, return_exceptions=True)
             if isinstance(response, RoomCreateError):
@@ -116,9 +115,9 @@ class ChatSession:
             if preparing.exception() is not None:
                 raise ChatUnavailable("the new account could not be set up") from preparing.exception()
             self.room_id = response.room_id
-            self._sync_task = asyncio.create_task(self._sync(), name="chat sync")
+            self.start_sync()
             try:
-                await asyncio.wait_for(self._bot_joined.wait(), self.settings.bot_join_timeout_seconds)
+                await asyncio.wait_for(self.bot_joined.wait(), self.settings.bot_join_timeout_seconds)
             except TimeoutError:
                 raise ChatUnavailable("the bot did not join in time") from None
             try:
@@ -132,40 +131,26 @@ class ChatSession:
             await self.close()
             raise ChatUnavailable(type(error).__name__) from error
 
-    async def _create_room(self, client: AsyncClient) -> Any:
-        """The survivor room: encrypted, invite-only, the bot invited and in charge."""
-        bot = self.settings.bot_user_id
-        return await client.room_create(
-            visibility=RoomVisibility.private,
-            invite=[bot],
-            initial_state=[
-                {"type": "m.room.encryption", "state_key": "",
-                 "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
-                {"type": "m.room.history_visibility", "state_key": "",
-                 "content": {"history_visibility": "shared"}},
-                {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
-            ],
-            power_level_override={
-                "users": {bot: 100},
-                "invite": 100,
-                "kick": 100,
-                "ban": 100,
-                "redact": 50,
-                "state_default": 100,
-            },
-        )
+    def start_sync(self, since: str | None = None) -> None:
+        """Sync from ``since`` (a position the chat was handed over at), or from now."""
+        self._position = since
+        self._sync_task = asyncio.create_task(self._sync(since), name="chat sync")
 
-    async def _register(self) -> tuple[str, str, str]:
-        """A new survivor account in the application service's namespace: no password."""
-        localpart = self.settings.survivor_prefix + secrets.token_hex(12)
-        api = ClientApi(self._http, self.settings.homeserver, self.settings.as_token.get_secret_value(), timeout=30)
-        body = {"type": "m.login.application_service", "username": localpart}
-        try:
-            _, data = await api.call("POST", "/_matrix/client/v3/register", body)
-        except ClientApiError as error:
-            raise ChatUnavailable(f"registration refused ({error.errcode or error.status})" if error.answered
-                                  else f"the homeserver did not answer ({error.cause})") from None
-        return data["user_id"], data["device_id"], data["access_token"]
+    async def stop_sync(self) -> str | None:
+        """Stop the sync between two responses, never in the middle of one: the position after
+        the last response handled in full (None if none was, or if there is no sync)."""
+        task = self._sync_task
+        if task is None:
+            return None
+        async with self._handling:
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return self._position
+
+    async def cancel_sync(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
 
     async def _sync(self, since: str | None = None) -> None:
         assert self.client is not None
@@ -189,7 +174,7 @@ class ChatSession:
         room = self.client.rooms.get(self.room_id)
         if room is not None and self.settings.bot_user_id in room.users \
                 and self.settings.bot_user_id not in room.invited_users:
-            self._bot_joined.set()
+            self.bot_joined.set()
         joined = response.rooms.join[self.room_id]
         for event in joined.ephemeral:
             if isinstance(event, TypingNoticeEvent):
@@ -236,7 +221,7 @@ class ChatSession:
 
     async def say(self, frame_id: str, text: str) -> None:
         """Deliver one survivor message exactly once per frame id. Raises SendFailed."""
-        if frame_id in self._delivered:
+        if frame_id in self.delivered:
             return
         pending = self._sending.get(frame_id)
         if pending is not None:
@@ -248,7 +233,7 @@ class ChatSession:
             # The transaction id makes a repeat of the same frame id a no-op on the homeserver.
             txn = "say-" + hashlib.sha256(frame_id.encode()).hexdigest()[:32]
             await self.send_event("m.room.message", {"msgtype": "m.text", "body": text}, txn)
-            self._delivered.add(frame_id)
+            self.delivered.add(frame_id)
             future.set_result(None)
         except BaseException as error:
             future.set_exception(SendFailed(str(error)))
@@ -270,7 +255,7 @@ class ChatSession:
         client, room_id = self.client, self.room_id
         if client is None or room_id is None or (self.ended.is_set() and not after_end):
             raise SendFailed("the chat is over")
-        async with self._send_lock:
+        async with self.send_lock:
             try:
                 # The bot's devices must be able to read it: their Olm sessions are made sure of.
                 await send_encrypted(client, room_id, content, event_type=event_type, txn_id=txn_id,
@@ -347,9 +332,7 @@ class ChatSession:
 
     async def _close(self) -> None:
         client, self.client = self.client, None
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            await asyncio.gather(self._sync_task, return_exceptions=True)
+        await self.cancel_sync()
         if client is not None:
             try:
                 if self.room_id is not None:
@@ -359,111 +342,52 @@ class ChatSession:
             finally:
                 await client.close()
         self.page.clear()
-        self._delivered.clear()
+        self.delivered.clear()
 
-    # ------------------------------------------------------------------ across a gateway restart
-
-    async def hand_over(self, root: bytes, timeout: float = 10.0) -> bool:
-        """The gateway is stopping: hand this chat to its page (webchat/handover.py).
-
-        Stops the sync between two responses, tells the bot the page is disconnected (its
-        reconnect grace runs: a page that never comes back is closed and erased as before), seals
-        the chat's whole client state and sends it to the attached page in a ``restarting`` frame,
-        then lets the client go without logging out or leaving the room. Nothing more is sent from
-        this process afterwards: the send lock stays held, so the sealed keys are the last word.
-        False (and the chat untouched apart from its sync) when there is no page to hand it to or
-        it cannot be handed over; such a chat then ends as before.
-        """
-        client, task = self.client, self._sync_task
-        if client is None or task is None or self.room_id is None or self.ended.is_set() or self.page.attached is None:
-            return False
-        try:
-            async with asyncio.timeout(timeout):
-                async with self._handling:
-                    task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                if self._position is None or self.page.attached is None:
-                    return False
-                await self.signal(Control.DISCONNECTED)
-                await self._send_lock.acquire()
-        except (TimeoutError, SendFailed) as why:
-            log.warning("a chat could not be handed over (%s)", type(why).__name__)
-            return False
-        try:
-            snapshot = handover.Snapshot(
-                chat=self.chat_id, secret=self.secret, user_id=client.user_id, device_id=client.device_id,
-                access_token=client.access_token, room_id=self.room_id, position=self._position,
-                seq=self.page.seq, delivered=tuple(sorted(self._delivered)), sealed_at=time.time(),
-                store=handover.store_image(client.store.database.connection()),
-            )
-            state = handover.seal(snapshot, root)
-        except Exception as why:  # e.g. over the size limit: the chat ends as before
-            log.warning("a chat could not be handed over (%s)", why if isinstance(why, handover.BadState)
-                        else type(why).__name__)
-            self._send_lock.release()
-            return False
-        sink = self.page.attached
-        self.handed_over = True
-        self.client = None
+    def let_go(self) -> AsyncClient | None:
+        """Drop the client without logging out or leaving the room: the chat goes on elsewhere, or
+        the bot closes it (webchat/handover.py). Closing afterwards does nothing more; the caller
+        closes the returned client's connections."""
+        client, self.client = self.client, None
         self._closing = asyncio.get_running_loop().create_future()
-        self._closing.set_result(None)  # nothing to leave or log out: the chat goes on elsewhere
-        try:
-            if sink is not None:
-                await sink({"type": "restarting", "state": state})
-        except Exception:
-            pass  # the page is gone with the state: the bot's grace closes the chat
-        finally:
-            self.ended.set()  # for this process only: the page resumes it on the next gateway
-            self.page.clear()
-            self._delivered.clear()
-            await client.close()
-        return True
+        self._closing.set_result(None)
+        return client
 
-    @classmethod
-    async def restore(cls, settings: GatewaySettings, http: aiohttp.ClientSession,
-                      snapshot: handover.Snapshot) -> ChatSession:
-        """A chat handed over by the gateway before a restart, on this gateway now. Raises
-        SessionGone if its account is gone (the chat is over), ChatUnavailable if it cannot
-        continue (the homeserver cannot be reached, or no answer from the bot in time)."""
-        self = cls(settings, http)
-        self.chat_id, self.secret, self.room_id = snapshot.chat, snapshot.secret, snapshot.room_id
-        self._delivered, self._position = set(snapshot.delivered), snapshot.position
-        self.page.continue_from(snapshot.seq)
-        # Any path will do: nio builds every store class but its own SqliteMemoryStore only when
-        # given one. The restored store keeps its database in memory.
-        client = HotlineClient(settings.homeserver, snapshot.user_id, device_id=snapshot.device_id,
-                               store_path="memory",
-                               config=client_config(store=handover.restoring_store(snapshot.store)))
-        self.client = client
-        try:
-            client.restore_login(snapshot.user_id, snapshot.device_id, snapshot.access_token)
-            if client.olm is None or not client.olm.account.shared:  # a new account: not the chat's keys
-                raise ChatUnavailable("the restored keys could not be loaded")
-            whoami = await client.whoami()
-            if getattr(whoami, "status_code", None) in ("M_UNKNOWN_TOKEN", "M_USER_DEACTIVATED", "M_FORBIDDEN"):
-                raise SessionGone(whoami.status_code)
-            if getattr(whoami, "user_id", None) != snapshot.user_id:
-                raise ChatUnavailable("the homeserver did not confirm the account")
-            self._sync_task = asyncio.create_task(self._sync(snapshot.position), name="chat sync")
-            # The room's state comes with the first sync (in full, from the saved position).
-            joined = asyncio.ensure_future(self._bot_joined.wait())
-            ended = asyncio.ensure_future(self.ended.wait())
-            try:
-                await asyncio.wait({joined, ended}, timeout=settings.bot_join_timeout_seconds,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                joined.cancel()
-                ended.cancel()
-            if not self._bot_joined.is_set() and not self.ended.is_set():
-                raise ChatUnavailable("the chat's room did not come back in time")
-        except BaseException:
-            self._closing = asyncio.get_running_loop().create_future()
-            self._closing.set_result(None)  # never leave the room: the bot closes the chat
-            if self._sync_task is not None:
-                self._sync_task.cancel()
-                await asyncio.gather(self._sync_task, return_exceptions=True)
-            self.client = None
-            self.ended.set()
-            await client.close()
-            raise
-        return self
+
+# ---------------------------------------------------------------------- a new chat's account and room
+
+
+async def _create_room(client: AsyncClient, bot: str) -> Any:
+    """The survivor room: encrypted, invite-only, the bot invited and in charge."""
+    return await client.room_create(
+        visibility=RoomVisibility.private,
+        invite=[bot],
+        initial_state=[
+            {"type": "m.room.encryption", "state_key": "",
+             "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+            {"type": "m.room.history_visibility", "state_key": "",
+             "content": {"history_visibility": "shared"}},
+            {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
+        ],
+        power_level_override={
+            "users": {bot: 100},
+            "invite": 100,
+            "kick": 100,
+            "ban": 100,
+            "redact": 50,
+            "state_default": 100,
+        },
+    )
+
+
+async def _register(settings: GatewaySettings, http: aiohttp.ClientSession) -> tuple[str, str, str]:
+    """A new survivor account in the application service's namespace: no password."""
+    localpart = settings.survivor_prefix + secrets.token_hex(12)
+    api = ClientApi(http, settings.homeserver, settings.as_token.get_secret_value(), timeout=30)
+    body = {"type": "m.login.application_service", "username": localpart}
+    try:
+        _, data = await api.call("POST", "/_matrix/client/v3/register", body)
+    except ClientApiError as error:
+        raise ChatUnavailable(f"registration refused ({error.errcode or error.status})" if error.answered
+                              else f"the homeserver did not answer ({error.cause})") from None
+    return data["user_id"], data["device_id"], data["access_token"]

@@ -210,7 +210,7 @@ class PageSocket:
         try:
             session = await self.chats.restore(
                 snapshot.chat, snapshot.secret,
-                lambda: ChatSession.restore(self.settings, self.app[app_keys.HTTP], snapshot))
+                lambda: handover.restore(self.settings, self.app[app_keys.HTTP], snapshot))
         except SessionGone:
             return None  # the chat is over (its account is gone)
         except Exception as why:
