@@ -16,7 +16,7 @@ from bot.messages import Catalog
 from bot.settings import BotSettings
 from bot.store import Store
 from hotline_runtime.logs import setup_logging
-from hotline_runtime.nio_sync import SessionGone
+from hotline_runtime.matrix_sync import SessionGone
 from hotline_runtime.settings_util import load_settings
 
 

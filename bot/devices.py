@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hotline_runtime.nio_sync import sending_device
+from hotline_runtime import e2ee
 
 Device = Any  # a matrix-nio OlmDevice: user_id, id, ed25519, curve25519
 
@@ -20,11 +20,7 @@ class Devices:
         self.user_id = user_id
 
     def devices_of(self, user_id: str) -> list[Device]:
-        return [
-            device
-            for device in self.client.device_store.active_user_devices(user_id)
-            if not (user_id == self.user_id and device.id == self.client.device_id)
-        ]
+        return e2ee.other_devices(self.client, user_id)
 
     def held_back_devices(self, users: set[str]) -> list[tuple[str, str]]:
         olm = self.client.olm
@@ -36,21 +32,11 @@ class Devices:
         device = next((d for d in self.devices_of(user_id) if d.id == device_id), None)
         if device is None:
             return False
-        if approve:
-            self.client.unblacklist_device(device)
-            self.client.verify_device(device)
-        else:
-            self.client.unverify_device(device)
-            self.client.blacklist_device(device)
-        # New room keys everywhere that user is, so the decision holds from the next message on.
-        for room_id, room in self.client.rooms.items():
-            if user_id in room.users:
-                self.client.olm.outbound_group_sessions.pop(room_id, None)
+        (e2ee.approve_device if approve else e2ee.revoke_device)(self.client, device)
         return True
 
     def is_decided(self, device: Device) -> bool:
-        olm = self.client.olm
-        return olm.is_device_verified(device) or olm.is_device_blacklisted(device)
+        return e2ee.is_decided(self.client, device)
 
     def verify(self, device: Device) -> None:
         self.client.verify_device(device)
@@ -83,7 +69,7 @@ class Devices:
     def sending_device(self, room_id: str, event: Any) -> Device | None:
         """The device that sent a decrypted event, found by the Megolm session's keys (the event's
         own ``device_id`` field is optional and not to be relied on). None if unknown or forwarded."""
-        return sending_device(self.client, room_id, event)
+        return e2ee.sending_device(self.client, room_id, event)
 
     # ------------------------------------------------------------------ emoji verification
 

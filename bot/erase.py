@@ -25,6 +25,7 @@ from bot.outbox import Outbox
 from bot.settings import BotSettings
 from bot.store import Store
 from bot.tasks import Tasks
+from hotline_runtime.retry import Backoff
 from hotline_runtime.errors import HotlineError, MatrixError, incident_id
 from hotline_runtime.synapse_admin import SynapseAdmin
 
@@ -112,10 +113,8 @@ class Eraser:
     async def _until_done(self, what: str, step: Any, *args: Any) -> None:
         """Retry a step of an erase with capped backoff until it succeeds (a homeserver that is
         down for hours delays an erase; it never abandons it)."""
-        delay = 1.0
-        attempt = 0
-        while True:
-            attempt += 1
+        retry = Backoff(1.0, cap=self.settings.erase_retry_max_seconds)
+        for attempt, delay in enumerate(retry.delays(), start=1):
             try:
                 await step(*args)
                 return
@@ -125,7 +124,6 @@ class Eraser:
                 log.error("incident %s: %s failed (attempt %d, next in %.0f s): %s", incident_id(), what, attempt,
                           delay, error if isinstance(error, HotlineError) else type(error).__name__)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.erase_retry_max_seconds)
 
     async def _redact_if_member(self, room: RoomId) -> int:
         """Redact a room's messages; a retry after the bot already left goes straight to the purge.

@@ -9,7 +9,6 @@ sharing keys, reads room history, redacts, and forgets a room's Megolm sessions.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
-import aiohttp
 from nio import (
     InviteMemberEvent,
     JoinError,
@@ -28,7 +26,6 @@ from nio import (
     KeyVerificationStart,
     LoginResponse,
     MegolmEvent,
-    OlmUnverifiedDeviceError,
     RoomCreateError,
     RoomInviteError,
     RoomKickError,
@@ -36,23 +33,18 @@ from nio import (
     RoomMemberEvent,
     RoomMessageEmote,
     RoomMessageNotice,
-    RoomMessagesError,
     RoomMessageText,
-    RoomRedactError,
-    RoomSendError,
     RoomVisibility,
     SyncResponse,
     TypingNoticeEvent,
     UnknownEvent,
 )
-from nio.exceptions import OlmTrustError
-from nio.store.models import MegolmInboundSessions
 
 from bot.devices import Devices
-from hotline_runtime.cross_signing import CrossSigningError
-from hotline_runtime.errors import EncryptionUnavailable, HotlineError, MatrixError
-from hotline_runtime.nio_client import HotlineClient, KeyShareFailed
-from hotline_runtime.nio_sync import KeysUnavailable, client_config, members_and_keys, mute_push, olm_sessions, sync_loop
+from hotline_runtime.errors import MatrixError
+from hotline_runtime.nio_client import HotlineClient
+from hotline_runtime import e2ee, erase
+from hotline_runtime.matrix_sync import client_config, mute_push, sync_loop
 
 if TYPE_CHECKING:
     from bot.trust import TrustPolicy
@@ -73,20 +65,10 @@ ENCRYPTION_STATE = {
     "content": {"algorithm": "m.megolm.v1.aes-sha2"},
 }
 DEVICE_NAME = "hotline-bot"
-REDACT_CONCURRENCY = 16  # redactions in flight at once while erasing
 # A send that fails for a reason the homeserver recovers from is tried again for this long (a
 # PostgreSQL restart makes Synapse answer 500 for a few seconds); after that it fails as before.
 SEND_RETRY_SECONDS = 60.0
-SEND_RETRY_FIRST_DELAY = 0.5
-SEND_RETRY_MAX_DELAY = 5.0
 
-
-class _Transient(Exception):
-    """A send that failed in a way that may succeed if tried again; carries the error to raise."""
-
-    def __init__(self, error: HotlineError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 def txn_id_for(source_event: str, purpose: str) -> str:
@@ -142,7 +124,7 @@ class BotMatrix:
 
     async def sync_forever(self, on_response: Callable[[SyncResponse], Awaitable[None]], *, since: str | None,
                            save_position: Callable[[str], Awaitable[None]]) -> None:
-        """The sync loop of hotline_runtime.nio_sync (raises SessionGone when the login is refused)."""
+        """The sync loop of hotline_runtime.matrix_sync (raises SessionGone when the login is refused)."""
         await sync_loop(self.client, on_response, since=since, save_position=save_position)
 
     # ------------------------------------------------------------------ rooms
@@ -233,108 +215,31 @@ class BotMatrix:
         """Send encrypted; never in clear. Raises EncryptionUnavailable or MatrixError.
 
         A failure the homeserver recovers from by itself (an answer 5xx, as while its database
-        restarts; no connection; a timeout) is tried again with capped backoff for up to
-        SEND_RETRY_SECONDS: no person stands behind the bot's sends to press "resend". Every
-        attempt uses the same transaction id, so the message is delivered once however many
-        attempts it took."""
-        txn_id = txn_id or f"bot-{uuid4().hex}"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SEND_RETRY_SECONDS
-        delay, attempt = SEND_RETRY_FIRST_DELAY, 0
-        while True:
-            attempt += 1
-            try:
-                return await self._send_once(room_id, content, event_type, txn_id, trust)
-            except _Transient as failure:
-                if loop.time() + delay > deadline:
-                    raise failure.error from failure
-                log.warning("sending to a room failed (%s, attempt %d); trying again in %.1f s",
-                            failure.error, attempt, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, SEND_RETRY_MAX_DELAY)
+        restarts; no connection; a timeout) is tried again for up to SEND_RETRY_SECONDS with the
+        same transaction id (hotline_runtime/e2ee.py): no person stands behind the bot's sends to
+        press "resend", and the message is delivered once however many attempts it took.
+        A survivor's one device must get the key, or the page could not read the bot; staff have
+        other devices and clients that ask for missing keys, so theirs are best effort."""
+        return await e2ee.send_encrypted_retrying(
+            self.client, room_id, content, event_type=event_type, txn_id=txn_id or f"bot-{uuid4().hex}",
+            within=SEND_RETRY_SECONDS, trust=lambda users: trust.review(self, users), must_read=trust.is_survivor)
 
-    async def _send_once(self, room_id: str, content: dict[str, Any], event_type: str, txn_id: str,
-                         trust: TrustPolicy) -> str:
-        """One attempt; raises _Transient for what may succeed on the next one."""
-        room = self.client.rooms.get(room_id)
-        if room is None:
-            raise MatrixError("send", "unknown room", "not synced yet")
-        if not room.encrypted:
-            raise EncryptionUnavailable("the room is not encrypted; refusing to send")
-        try:
-            await members_and_keys(self.client, room_id)
-            await trust.apply(self, room_id)
-            # A survivor's one device must get the key, or the page could not read the bot; staff
-            # have other devices and clients that ask for missing keys, so theirs are best effort.
-            await olm_sessions(self.client, room_id, {u for u in room.users if trust.is_survivor(u)})
-        except (KeysUnavailable, CrossSigningError) as error:
-            raise _Transient(MatrixError("preparing encryption", None, str(error))) from error
-        try:
-            response = await self.client.room_send(room_id, event_type, content, tx_id=txn_id)
-        except (OlmTrustError, OlmUnverifiedDeviceError) as error:
-            raise EncryptionUnavailable(str(error)) from error
-        except (aiohttp.ClientError, TimeoutError, KeyShareFailed) as error:  # (after nio's own retries)
-            raise _Transient(MatrixError("send", type(error).__name__)) from error
-        if isinstance(response, RoomSendError):
-            status = getattr(response.transport_response, "status", None)
-            error = MatrixError("send", response.status_code)
-            if status is None or status >= 500 or status == 429:
-                raise _Transient(error)
-            raise error
-        return response.event_id
+    # ------------------------------------------------------------------ history and erase
 
-    # ------------------------------------------------------------------ history
-
-    async def history(self, room_id: str, page: int = 100) -> AsyncIterator[Any]:
+    def history(self, room_id: str) -> AsyncIterator[Any]:
         """The room's events, newest first, decrypted where the keys are here."""
-        token: str | None = None
-        while True:
-            response = await self.client.room_messages(room_id, start=token, limit=page)
-            if isinstance(response, RoomMessagesError):
-                raise MatrixError("room messages", response.status_code)
-            for event in response.chunk:
-                yield event
-            if not response.chunk or not response.end or response.end == token:
-                return
-            token = response.end
+        return erase.history(self.client, room_id)
 
     async def redact(self, room_id: str, event_id: str) -> None:
-        response = await self.client.room_redact(room_id, event_id)
-        if isinstance(response, RoomRedactError):
-            raise MatrixError("redact", response.status_code)
+        await erase.redact(self.client, room_id, event_id)
 
     async def redact_all(self, room_id: str) -> int:
         """Redact every message event in the room (clients then drop the content)."""
-        targets = []
-        async for event in self.history(room_id):
-            source = getattr(event, "source", {}) or {}
-            if "state_key" in source or source.get("type") == "m.room.redaction":
-                continue
-            if "redacted_because" in source.get("unsigned", {}):
-                continue
-            targets.append(event.event_id)
-        limit = asyncio.Semaphore(REDACT_CONCURRENCY)
-
-        async def redact(event_id: str) -> None:
-            async with limit:
-                await self.redact(room_id, event_id)
-
-        await asyncio.gather(*(redact(event_id) for event_id in targets))
-        return len(targets)
+        return await erase.redact_all(self.client, room_id)
 
     def forget_room_keys(self, room_ids: list[str]) -> None:
         """Crypto-shredding: drop the rooms' Megolm sessions from memory and from the store."""
-        olm = self.client.olm
-        for room_id in room_ids:
-            olm.outbound_group_sessions.pop(room_id, None)
-            olm.inbound_group_store._entries.pop(room_id, None)
-            self.client.encrypted_rooms.discard(room_id)
-            self.client.rooms.pop(room_id, None)
-        store = self.client.store
-        with store.database.bind_ctx(store.models):
-            MegolmInboundSessions.delete().where(MegolmInboundSessions.room_id.in_(room_ids)).execute()
-        for room_id in room_ids:
-            store.delete_encrypted_room(room_id)
+        erase.forget_room_keys(self.client, room_ids)
 
     def forget_users(self, user_ids: list[str]) -> None:
         """Forget erased survivor accounts: their devices, trust entries (the store's

@@ -32,7 +32,7 @@ from bot.tasks import Tasks
 from bot.trust import TrustPolicy
 from hotline_runtime.cross_signing import KeysApi
 from hotline_runtime.errors import HotlineError, incident_id, where
-from hotline_runtime.nio_sync import SessionGone
+from hotline_runtime.matrix_sync import SessionGone
 from hotline_runtime.synapse_admin import SynapseAdmin
 
 log = logging.getLogger(__name__)
