@@ -493,6 +493,19 @@ def render(options: InitOptions, values: dict[str, str]) -> dict[str, tuple[str,
         f"POSTGRES_USER={DB_USER}\nPOSTGRES_DB={DB_NAME}\nPOSTGRES_PASSWORD={values['postgres_password']}\n"
         "POSTGRES_INITDB_ARGS=--encoding=UTF8 --locale=C\n", True)
     files["postgres-setup.sql"] = (postgres_setup_sql(values["postgres_password"]), True)
+    files.update(proxy_and_worker_files(options, target, values, plan))
+    if target.name == "systemd":
+        for name, text in systemd_units(target, options.python_prefix, options.workers).items():
+            files[f"systemd/{name}"] = (text, False)
+    files["NEXT-STEPS.md"] = (next_steps(options, target), False)
+    return files
+
+
+def proxy_and_worker_files(options: InitOptions, target: Target, values: dict[str, str],
+                           plan: WorkerPlan | None) -> dict[str, tuple[str, bool]]:
+    """The proxy's configs and error page, and with ``--workers`` the workers' files and Redis."""
+    domain = options.domain
+    files: dict[str, tuple[str, bool]] = {}
     synapse_upstream = f"{target.synapse_host}:{options.synapse_port}"
     gateway_upstream = f"{target.gateway_host}:{options.gateway_port}"
     workers: tuple[str, ...] = ()
@@ -517,10 +530,6 @@ def render(options: InitOptions, values: dict[str, str]) -> dict[str, tuple[str,
     files["proxy/nginx.conf"] = (proxy.nginx_site(domain, synapse_upstream, gateway_upstream, workers=workers), False)
     files["proxy/nginx-bootstrap.conf"] = (proxy.nginx_bootstrap_site(domain), False)
     files[f"proxy/{proxy.ERROR_PAGE}"] = (unavailable_page(page_facts(options)), False)
-    if target.name == "systemd":
-        for name, text in systemd_units(target, options.python_prefix, options.workers).items():
-            files[f"systemd/{name}"] = (text, False)
-    files["NEXT-STEPS.md"] = (next_steps(options, target), False)
     return files
 
 
