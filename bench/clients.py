@@ -9,16 +9,14 @@ import asyncio
 import json
 import secrets
 import shutil
-import tempfile
 from typing import Any
 
 import aiohttp
-from nio import AsyncClient, LoginResponse, RoomMessageNotice, RoomMessageText, SyncResponse
+from nio import RoomMessageNotice, RoomMessageText, SyncResponse
 
 from bench.common import now
 from hotline.devstack import DevStack
-from hotline_runtime.matrix_sync import client_config, sync_loop
-from testkit.clients import Advocate, Survivor, cross_sign, register_user, until
+from testkit.clients import Advocate, Survivor, register_user, until
 
 
 class TimedSurvivor(Survivor):
@@ -75,28 +73,21 @@ class TimedSurvivor(Survivor):
 
 
 class TimedAdvocate(Advocate):
-    """An advocate (or any plain nio user) whose decrypted messages carry their arrival time."""
+    """An advocate (or any plain nio user) whose decrypted messages carry their arrival time.
+
+    It signs in as testkit's Advocate does (a new session, cross-signed like an Element session),
+    but long-polls /sync for 30 s instead of 1 s: an idle client then costs Synapse and the driver
+    nothing, and new events still wake it at once. A benchmark never signs a session in again."""
+
+    SYNC_TIMEOUT_MS = 30_000
+    DEVICE_NAME = "bench client"
+    KEEPS_SESSIONS = False
 
     def __init__(self, homeserver: str, user_id: str, password: str) -> None:
         super().__init__(homeserver, user_id, password)
         self.arrived: dict[str, tuple[str, float]] = {}  # body → (room, time decrypted)
         self._waiting: dict[str, asyncio.Future[float]] = {}
         self.on_text: Any = None  # optional callback(room, body, t)
-
-    async def login(self) -> None:
-        """As testkit.clients.Advocate.login (a new session with its own nio store, cross-signed
-        like an Element session), but long-polling /sync for 30 s instead of 1 s: an idle client
-        then costs Synapse and the driver nothing, and new events still wake it at once."""
-        self.store = tempfile.mkdtemp(prefix="hotline-bench-advocate-store-")
-        self.client = AsyncClient(self.homeserver, self.user_id, store_path=self.store, config=client_config())
-        response = await self.client.login(self.password, device_name="bench client")
-        assert isinstance(response, LoginResponse), response
-        if self.cross_signed:
-            await self.client.keys_upload()
-            await cross_sign(self.homeserver, self.client.user_id, self.password, response.access_token,
-                             response.device_id)
-        self._task = asyncio.create_task(sync_loop(self.client, self._on_sync, since=None, timeout_ms=30_000))
-        await asyncio.wait_for(self._caught_up.wait(), 30)
 
     async def close(self) -> None:
         """As testkit's, then the session's nio store removed: a benchmark never signs it in again."""
@@ -123,14 +114,9 @@ class TimedAdvocate(Advocate):
         return await asyncio.wait_for(asyncio.shield(future), timeout)
 
     async def send_text(self, room_id: str, text: str) -> float:
-        """room_send (encrypt + PUT); returns the time just before it started."""
+        """``say`` (encrypt + PUT); returns the time just before it started."""
         t = now()
-        # A simulated staff client, as in testkit/clients.py: it trusts the bot; the product's trust
-        # policy is the bot's (bot/trust.py TrustPolicy), never this.
-        response = await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": text},
-                                               ignore_unverified_devices=True)
-        if not hasattr(response, "event_id"):
-            raise RuntimeError(f"send failed: {response}")
+        await self.say(room_id, text)
         return t
 
     async def know_devices(self, user_id: str, timeout: float = 30.0) -> None:

@@ -15,9 +15,8 @@ Device = Any  # a matrix-nio OlmDevice: user_id, id, ed25519, curve25519
 
 
 class Devices:
-    def __init__(self, client: Any, user_id: str) -> None:
+    def __init__(self, client: Any) -> None:
         self.client = client  # the nio client of bot/matrix.py
-        self.user_id = user_id
 
     def devices_of(self, user_id: str) -> list[Device]:
         return e2ee.other_devices(self.client, user_id)

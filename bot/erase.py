@@ -23,7 +23,7 @@ from bot.ids import ChatRef, RoomId
 from bot.matrix import BotMatrix
 from bot.outbox import Outbox
 from bot.settings import BotSettings
-from bot.store import Store
+from bot.store import PENDING_ERASE, Store
 from bot.tasks import Tasks
 from hotline_runtime.retry import Backoff
 from hotline_runtime.errors import HotlineError, MatrixError, incident_id
@@ -31,7 +31,6 @@ from hotline_runtime.synapse_admin import SynapseAdmin
 
 log = logging.getLogger(__name__)
 
-PENDING_ERASE = "erase:"  # store meta key prefix: a handed-on case room whose erase is not done
 
 
 class Eraser:

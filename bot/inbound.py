@@ -53,7 +53,14 @@ from bot.tasks import Tasks, guarded
 from bot.trust import TrustPolicy
 from bot.verification import Verification
 from hotline_runtime.errors import incident_id
-from hotline_runtime.wire import ANSWERS_EVENT, CONTROL_EVENT, GATEWAY_SENDER_LOCALPART, Control
+from hotline_runtime.wire import (
+    ANSWERS_EVENT,
+    CODEWORD_QUESTIONS,
+    CONTROL_EVENT,
+    GATEWAY_SENDER_LOCALPART,
+    MAX_CODEWORD_CHARS,
+    Control,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +167,7 @@ class Inbound:
             return
         if action == Control.ANSWER:
             question, value = content.get("question"), content.get("value")
-            if question in ("codeword_new", "codeword_verify") and isinstance(value, str) and len(value) <= 200:
+            if question in CODEWORD_QUESTIONS and isinstance(value, str) and len(value) <= MAX_CODEWORD_CHARS:
                 await self.handle(SurvivorAnswered(room, question, value, EventId(event.event_id)))
             elif isinstance(question, str) and value in ("yes", "no"):
                 await self.handle(SurvivorAnswered(room, question[:40], value, EventId(event.event_id)))

@@ -87,7 +87,7 @@ class BotMatrix:
         self.client = HotlineClient(
             homeserver, user_id, store_path=str(store_dir), config=client_config()
         )
-        self.devices = Devices(self.client, user_id)
+        self.devices = Devices(self.client)
 
     @property
     def access_token(self) -> str:

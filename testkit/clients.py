@@ -179,6 +179,10 @@ class Advocate:
     this login is skipped: ``messages`` holds what happened after it, as on a session just signed in.
     """
 
+    SYNC_TIMEOUT_MS = 1000  # how long one /sync waits for news
+    DEVICE_NAME = "test client"
+    KEEPS_SESSIONS = True  # ``close`` hands a cross-signed session back for the account's next login
+
     def __init__(self, homeserver: str, user_id: str, password: str, *, cross_signed: bool = True) -> None:
         self.homeserver = homeserver
         self.user_id = user_id
@@ -193,7 +197,7 @@ class Advocate:
         self._caught_up = asyncio.Event()
 
     async def login(self) -> None:
-        free = _free_sessions[(self.homeserver, self.user_id)] if self.cross_signed else []
+        free = _free_sessions[(self.homeserver, self.user_id)] if self.cross_signed and self.KEEPS_SESSIONS else []
         since = None
         if free:
             # On from where the session's last user stopped (with the rooms' full state): a fresh
@@ -204,13 +208,14 @@ class Advocate:
         else:
             self.store = tempfile.mkdtemp(prefix="advocate-store-")
             self.client = HotlineClient(self.homeserver, self.user_id, store_path=self.store, config=client_config())
-            response = await self.client.login(self.password, device_name="test client")
+            response = await self.client.login(self.password, device_name=self.DEVICE_NAME)
             assert isinstance(response, LoginResponse), response
             if self.cross_signed:
                 await self.client.keys_upload()
                 await cross_sign(self.homeserver, self.client.user_id, self.password, response.access_token,
                                  response.device_id)
-        self._task = asyncio.create_task(sync_loop(self.client, self._on_sync, since=since, timeout_ms=1000))
+        self._task = asyncio.create_task(sync_loop(self.client, self._on_sync, since=since,
+                                                   timeout_ms=self.SYNC_TIMEOUT_MS))
         await asyncio.wait_for(self._caught_up.wait(), 30)
 
     async def _on_sync(self, response: SyncResponse) -> None:
@@ -249,7 +254,7 @@ class Advocate:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-            if self.cross_signed and self.client.access_token and self.client.next_batch:
+            if self.KEEPS_SESSIONS and self.cross_signed and self.client.access_token and self.client.next_batch:
                 _free_sessions[(self.homeserver, self.user_id)].append(
                     (self.client.device_id, self.client.access_token, self.store, self.client.next_batch))
         await self.client.close()

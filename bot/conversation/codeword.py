@@ -15,6 +15,7 @@ from bot.conversation.events import CodewordChecked, CommandGiven, SurvivorAnswe
 from bot.conversation.permissions import own_chat
 from bot.conversation.state import Chat, CodewordAsk, CodewordMode, Hotline, Phase
 from bot.conversation.team import on_interpreter_consent
+from hotline_runtime.wire import CODEWORD_QUESTIONS, AskQuestion
 
 
 def on_codeword(state: Hotline, event: CommandGiven, command: Codeword, now: float) -> Result:
@@ -28,7 +29,7 @@ def on_codeword(state: Hotline, event: CommandGiven, command: Codeword, now: flo
         return state, [Reply(event.room, "codeword_chat_limit")]
     if mode is CodewordMode.ROTATE and chat.verified_case != command.case:
         return state, [Reply(event.room, "codeword_verify_first", (("case", command.case or ""),))]
-    question = "codeword_verify" if mode is CodewordMode.VERIFY else "codeword_new"
+    question = AskQuestion.CODEWORD_VERIFY if mode is CodewordMode.VERIFY else AskQuestion.CODEWORD_NEW
     chat = replace(chat, codeword_ask=CodewordAsk(mode, command.case))
     return state.with_chat(chat), [AskSurvivor(chat.survivor_room, question), Reply(event.room, "codeword_asking")]
 
@@ -45,9 +46,9 @@ def on_survivor_answered(state: Hotline, event: SurvivorAnswered, now: float) ->
     chat = state.by_survivor_room(event.room)
     if chat is None or chat.case_room is None:
         return state, []
-    if event.question in ("codeword_new", "codeword_verify"):
+    if event.question in CODEWORD_QUESTIONS:
         return _codeword_answer(state, chat, event)
-    if event.question == "interpreter_consent":
+    if event.question == AskQuestion.INTERPRETER_CONSENT:
         return on_interpreter_consent(state, chat, event)
     return state, []
 
@@ -58,7 +59,7 @@ def _codeword_answer(state: Hotline, chat: Chat, event: SurvivorAnswered) -> Res
     if ask is None:
         return state, []
     verifying = ask.mode is CodewordMode.VERIFY
-    if (event.question == "codeword_verify") != verifying:
+    if (event.question == AskQuestion.CODEWORD_VERIFY) != verifying:
         return state, []
     attempts = chat.codeword_attempts + (1 if verifying else 0)
     chat = replace(chat, codeword_ask=None, codeword_attempts=attempts)

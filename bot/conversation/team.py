@@ -30,6 +30,7 @@ from bot.conversation.state import (
     StaffRole,
 )
 from bot.ids import UserId
+from hotline_runtime.wire import AskQuestion
 
 
 def on_transfer(state: Hotline, event: CommandGiven, command: Transfer, now: float) -> Result:
@@ -125,7 +126,7 @@ def on_interpreter_request(state: Hotline, event: CommandGiven, command: Interpr
         return state, [Reply(event.room, "already_joining", (("ref", chat.ref), ("user", pending)))]
     wanted = command.user or command.language or ""
     chat = replace(chat, interpreter_request=AskingSurvivor(wanted))
-    return state.with_chat(chat), [AskSurvivor(chat.survivor_room, "interpreter_consent"),
+    return state.with_chat(chat), [AskSurvivor(chat.survivor_room, AskQuestion.INTERPRETER_CONSENT),
                                    Reply(event.room, "interpreter_asking")]
 
 
