@@ -66,6 +66,19 @@ def privacy_settings() -> dict[str, Any]:
     }
 
 
+def idle_duty_settings() -> dict[str, Any]:
+    """homeserver.yaml keys that turn off work Synapse would do for every event and this hotline
+    never needs (issue 15; measured in docs/performance.md, "Server CPU per relayed message").
+
+    - ``federation_sender_instances: []``: federation is off (``federation_domain_whitelist: []``,
+      no federation listener), yet the main process would still run the federation sender, which
+      reads every new event and works out the (no) remote servers to send it to.
+    """
+    return {
+        "federation_sender_instances": [],
+    }
+
+
 def invite_policy_module(bot_user_id: str) -> dict[str, Any]:
     return {
         "module": "hotline.synapse_module.InvitePolicy",
@@ -421,6 +434,7 @@ class EmbeddedHomeserver:
             "modules": [invite_policy_module(self.bot_user_id)],
             "bcrypt_rounds": 4 if relaxed_rate_limits else 12,
             **privacy_settings(),
+            **idle_duty_settings(),
         }
         config.update(RELAXED_RATE_LIMITS if relaxed_rate_limits else PRODUCTION_RATE_LIMITS)
         if self.workers is not None:

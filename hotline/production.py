@@ -48,6 +48,7 @@ from hotline.homeserver import (
     WorkerPlan,
     appservice_registration,
     generic_worker_names,
+    idle_duty_settings,
     invite_policy_module,
     log_config,
     main_replication_listener,
@@ -252,6 +253,7 @@ def _homeserver_config(options: InitOptions, target: Target, values: dict[str, s
         "bcrypt_rounds": 12,
         "max_upload_size": "50M",
         **privacy_settings(),
+        **idle_duty_settings(),
         **PRODUCTION_RATE_LIMITS,
     }
 
