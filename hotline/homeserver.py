@@ -66,6 +66,10 @@ def privacy_settings() -> dict[str, Any]:
     }
 
 
+# No Synapse process has this name, so none pushes events to application services.
+NO_APPSERVICE_PUSHES = "no_appservice_pushes"
+
+
 def idle_duty_settings() -> dict[str, Any]:
     """homeserver.yaml keys that turn off work Synapse would do for every event and this hotline
     never needs (issue 15; measured in docs/performance.md, "Server CPU per relayed message").
@@ -73,9 +77,15 @@ def idle_duty_settings() -> dict[str, Any]:
     - ``federation_sender_instances: []``: federation is off (``federation_domain_whitelist: []``,
       no federation listener), yet the main process would still run the federation sender, which
       reads every new event and works out the (no) remote servers to send it to.
+    - ``notify_appservices_from_worker`` names a process that does not exist: the gateway's
+      application service has no URL (``url: null``: it only registers survivor accounts) and is
+      sent nothing, yet Synapse would still read every new event, match it against the survivor
+      namespace and write (and complete) one transaction in its database for each event in a
+      survivor room.
     """
     return {
         "federation_sender_instances": [],
+        "notify_appservices_from_worker": NO_APPSERVICE_PUSHES,
     }
 
 
