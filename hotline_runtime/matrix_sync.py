@@ -29,6 +29,16 @@ SYNC_FILTER: dict[str, Any] = {
     "account_data": {"not_types": ["*"]},
 }
 
+
+
+def without_own_events(user_id: str) -> dict[str, Any]:
+    """SYNC_FILTER, less this account's own events in the timeline: a client that never reads
+    back what it sent (a survivor's account in the gateway) is then not answered a /sync for each
+    of its own messages. Its own state events still come in a sync's state section."""
+    room = {**SYNC_FILTER["room"], "timeline": {**SYNC_FILTER["room"]["timeline"], "not_senders": [user_id]}}
+    return {**SYNC_FILTER, "room": room}
+
+
 # A homeserver that is down is asked again after 1, 2, 4 … 30 s, spread a little so that many
 # clients (one per chat in the gateway) do not all come back at the same moment.
 SYNC_RETRY = Backoff(1.0, cap=30.0, jitter=0.1)
@@ -102,6 +112,7 @@ async def sync_loop(
     save_position: Callable[[str], Awaitable[None]] | None = None,
     timeout_ms: int = 30_000,
     retry: Backoff = SYNC_RETRY,
+    sync_filter: dict[str, Any] | None = None,
 ) -> None:
     """Sync until cancelled; raises SessionGone when the login is refused."""
     failures = 0
@@ -109,7 +120,8 @@ async def sync_loop(
     while True:
         try:
             response = await client.sync(
-                timeout=timeout_ms, since=since, full_state=full_state, sync_filter=SYNC_FILTER
+                timeout=timeout_ms, since=since, full_state=full_state,
+                sync_filter=SYNC_FILTER if sync_filter is None else sync_filter,
             )
         except asyncio.CancelledError:
             raise

@@ -35,6 +35,7 @@ from hotline_runtime.client_api import ClientApi, ClientApiError
 from hotline_runtime.e2ee import send_encrypted, sending_device
 from hotline_runtime.errors import EncryptionUnavailable, MatrixError
 from hotline_runtime.matrix_sync import SessionGone, client_config, keep_keys, mute_push, sync_loop
+from hotline_runtime.matrix_sync import without_own_events
 from hotline_runtime.nio_client import HotlineClient
 from hotline_runtime.retry import Backoff
 from hotline_runtime.wire import CONTROL_EVENT, ROLE_FIELD, Control, AskQuestion, Role
@@ -161,7 +162,8 @@ class ChatSession:
                 self._position = response.next_batch
 
         try:
-            await sync_loop(self.client, handle, since=since)
+            # The survivor's own messages are not read back: no /sync answer for each of them.
+            await sync_loop(self.client, handle, since=since, sync_filter=without_own_events(self.client.user_id))
         except SessionGone:
             await self._closed_by_hotline()
 
