@@ -12,6 +12,10 @@ its database. Rate limits relaxed as in the capacity benchmark (the floor probe 
 - every event persisted, by type and sender.
 
 Printed per relayed message (2 N relayed messages). Nothing is written to results.json.
+
+``--like-element``: the advocate also does what Element does around each message: "typing" on
+before it sends and off after, and a read receipt with the read marker (``/read_markers``) for
+each message it receives. The bench's advocates do neither.
 """
 
 from __future__ import annotations
@@ -68,20 +72,34 @@ def who_of(requester: str, bot: str, advocate: str) -> str:
     return requester or "-"
 
 
-async def census(n: int) -> None:
+class ElementLikeAdvocate(TimedAdvocate):
+    """A TimedAdvocate that remembers the last event of each room, to mark it read."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.last_event: dict[str, str] = {}
+
+    async def _on_sync(self, response) -> None:
+        for room_id, info in response.rooms.join.items():
+            if info.timeline.events:
+                self.last_event[room_id] = info.timeline.events[-1].event_id
+        await super()._on_sync(response)
+
+
+async def census(n: int, like_element: bool) -> None:
     homeserver_module.log_config = _with_access_log(homeserver_module.log_config)
     pg = Postgres()
     pg.start()
     try:
         async with running_stack("census", advocates=1, postgres=pg, relaxed_rate_limits=True) as stack:
-            await census_on(stack, ProcessMeter(stack_pids(stack) | {"postgres": pg.pid}), n)
+            await census_on(stack, ProcessMeter(stack_pids(stack) | {"postgres": pg.pid}), n, like_element)
     finally:
         pg.stop()
 
 
-async def census_on(stack, meter: ProcessMeter, n: int) -> None:
+async def census_on(stack, meter: ProcessMeter, n: int, like_element: bool) -> None:
     account = stack.accounts.advocates[0]
-    advocate = TimedAdvocate(stack.homeserver.url, account.user_id, account.password)
+    advocate = (ElementLikeAdvocate if like_element else TimedAdvocate)(stack.homeserver.url, account.user_id, account.password)
     await advocate.login()
     survivor = TimedSurvivor(stack.page_url)
     _, case_room = await claim_new_chat(stack, advocate, survivor)
@@ -125,12 +143,21 @@ def query(stack, sql: str, params: list[Any] | None = None) -> list[tuple[Any, .
 
 
 async def relay_pair(survivor: TimedSurvivor, advocate: TimedAdvocate, room: str, tag: str) -> None:
+    element = isinstance(advocate, ElementLikeAdvocate)
     up = f"s {tag} {secrets.token_hex(4)}"
     await survivor.send_text(up, secrets.token_hex(8))
     await advocate.wait_text(f"Survivor: {up}", 30)
+    if element:
+        seen = advocate.last_event[room]
+        await advocate.client.room_read_markers(room, seen, seen)
     await asyncio.sleep(1)
     down = f"a {tag} {secrets.token_hex(4)}"
+    if element:
+        await advocate.client.room_typing(room, True)
+        await asyncio.sleep(0.5)
     await advocate.send_text(room, down)
+    if element:
+        await advocate.client.room_typing(room, False)
     await survivor.wait_text(down, 30)
     await asyncio.sleep(1)
 
@@ -172,8 +199,10 @@ def cpu_table(busy: dict[str, float], idle: dict[str, float], elapsed: float, re
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.census", description=__doc__)
     parser.add_argument("-n", type=int, default=10, help="messages each way (default 10)")
+    parser.add_argument("--like-element", action="store_true",
+                        help="the advocate types and marks messages read as Element does")
     args = parser.parse_args()
-    asyncio.run(census(args.n))
+    asyncio.run(census(args.n, args.like_element))
     log("census done")
 
 

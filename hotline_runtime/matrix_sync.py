@@ -18,11 +18,14 @@ from hotline_runtime.retry import Backoff
 
 log = logging.getLogger(__name__)
 
-# Enough for a restart to catch up on what happened while a process was down.
+# Enough for a restart to catch up on what happened while a process was down. Of the rooms'
+# ephemeral events only typing is read (the bot mirrors an advocate's typing, the gateway shows
+# it): staff clients' read receipts are not sent to the bot (issue 15).
 SYNC_FILTER: dict[str, Any] = {
     "room": {
         "timeline": {"limit": 500},
         "state": {"lazy_load_members": False},
+        "ephemeral": {"types": ["m.typing"]},
         "account_data": {"not_types": ["*"]},
     },
     "presence": {"not_types": ["*"]},
