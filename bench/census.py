@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 import hotline.homeserver as homeserver_module
+import hotline_runtime.matrix_sync as matrix_sync
 from bench.clients import TimedAdvocate, TimedSurvivor
 from bench.common import ProcessMeter, log, now, running_stack, stack_pids, table
 from bench.floor import server_floor
@@ -86,8 +87,20 @@ class ElementLikeAdvocate(TimedAdvocate):
         await super()._on_sync(response)
 
 
+# What Element asks of /sync as far as it matters here: every ephemeral event (read receipts too).
+# Set in this process only (the advocate's client), never in the bot's or the gateway's.
+ELEMENT_LIKE_FILTER: dict[str, Any] = {
+    "room": {"timeline": {"limit": 500}, "state": {"lazy_load_members": False},
+             "account_data": {"not_types": ["*"]}},
+    "presence": {"not_types": ["*"]},
+    "account_data": {"not_types": ["*"]},
+}
+
+
 async def census(n: int, like_element: bool) -> None:
     homeserver_module.log_config = _with_access_log(homeserver_module.log_config)
+    if like_element:
+        matrix_sync.SYNC_FILTER = ELEMENT_LIKE_FILTER
     pg = Postgres()
     pg.start()
     try:
