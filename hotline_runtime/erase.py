@@ -10,6 +10,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
+from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote, urlencode
 from uuid import uuid4
@@ -20,8 +21,9 @@ from hotline_runtime.client_api import ClientApi
 from hotline_runtime.errors import MatrixError
 
 # Redactions in flight at once while erasing. Synapse persists a room's events in batches, so more
-# at once costs it less CPU per redaction (docs/performance.md, "Time to erase"): measured for
-# 1,000 events on SQLite, about 11.7 ms each 16 at a time, 9.2 ms 32 at a time, 8.6 ms 64 at a time.
+# at once costs it less CPU per redaction, up to about 64 (docs/performance.md, "Time to erase",
+# fifth pass: 1,000 redactions on SQLite cost it 10.7–12.7 s of CPU 16 at a time, 8.6–10.8 s 64 at
+# a time).
 REDACT_CONCURRENCY = 64
 HISTORY_PAGE = 100
 # What the erase asks /messages for: membership changes and earlier redactions never need redacting,
@@ -94,13 +96,14 @@ async def redact_all(api: ClientApi, room_id: str, *, concurrency: int = REDACT_
     running: set[asyncio.Task[None]] = set()
     count = 0
     try:
-        async for event_id in redactable(api, room_id):
-            if len(running) >= concurrency:
-                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()
-            running.add(asyncio.create_task(redact_event(api, room_id, event_id)))
-            count += 1
+        async with aclosing(redactable(api, room_id)) as listing:
+            async for event_id in listing:
+                if len(running) >= concurrency:
+                    done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()
+                running.add(asyncio.create_task(redact_event(api, room_id, event_id)))
+                count += 1
         while running:
             done, running = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
