@@ -25,8 +25,10 @@ from bot.outbox import Outbox
 from bot.settings import BotSettings
 from bot.store import PENDING_ERASE, Store
 from bot.tasks import Tasks
-from hotline_runtime.retry import Backoff
+from hotline_runtime import erase
+from hotline_runtime.client_api import ClientApi
 from hotline_runtime.errors import HotlineError, MatrixError, incident_id
+from hotline_runtime.retry import Backoff
 from hotline_runtime.synapse_admin import SynapseAdmin
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class Eraser:
         self.tasks = tasks
         self.handle = handle  # the end of a chat's erase is an event for the rules (ChatErased)
         self.admin: SynapseAdmin | None = None  # the bot's own token, once logged in
+        self.api: ClientApi | None = None  # the client API with the same token (the redactions)
         self._erasing: set[ChatRef] = set()
         self._erasing_rooms: set[RoomId] = set()  # handed-on case rooms being erased
 
@@ -99,9 +102,10 @@ class Eraser:
 
     async def _erase_case_room(self, room: RoomId) -> None:
         if self.matrix.knows_room(room):
+            started = time.monotonic()
             redacted = await self._redact_if_member(room)
-            log.info("redacted %d events of a case room; purging it in %.0f s", redacted,
-                     self.settings.erase_redaction_grace_seconds if redacted else 0)
+            log.info("redacted %d events of a case room in %.1f s; purging it in %.0f s", redacted,
+                     time.monotonic() - started, self.settings.erase_redaction_grace_seconds if redacted else 0)
             if redacted:
                 await asyncio.sleep(self.settings.erase_redaction_grace_seconds)  # staff clients sync them
             await self.matrix.leave(room)
@@ -127,10 +131,11 @@ class Eraser:
     async def _redact_if_member(self, room: RoomId) -> int:
         """Redact a room's messages; a retry after the bot already left goes straight to the purge.
         Returns how many were redacted."""
+        assert self.api is not None
         try:
-            return await self.matrix.redact_all(room)
+            return await erase.redact_all(self.api, room)
         except MatrixError as error:
-            if error.status != "M_FORBIDDEN":
+            if getattr(error, "errcode", None) != "M_FORBIDDEN":
                 raise
             log.info("not redacting a room the bot has already left; the purge removes it")
             return 0

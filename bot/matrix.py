@@ -233,10 +233,6 @@ class BotMatrix:
     async def redact(self, room_id: str, event_id: str) -> None:
         await erase.redact(self.client, room_id, event_id)
 
-    async def redact_all(self, room_id: str) -> int:
-        """Redact every message event in the room (clients then drop the content)."""
-        return await erase.redact_all(self.client, room_id)
-
     def forget_room_keys(self, room_ids: list[str]) -> None:
         """Crypto-shredding: drop the rooms' Megolm sessions from memory and from the store."""
         erase.forget_room_keys(self.client, room_ids)

@@ -30,6 +30,7 @@ from bot.settings import BotSettings
 from bot.store import Store
 from bot.tasks import Tasks
 from bot.trust import TrustPolicy
+from hotline_runtime.client_api import ClientApi
 from hotline_runtime.cross_signing import KeysApi
 from hotline_runtime.errors import HotlineError, incident_id, where
 from hotline_runtime.matrix_sync import SessionGone
@@ -72,6 +73,7 @@ class HotlineBot:
         # a server admin: purge, erase).
         self.trust.keys = KeysApi(self.http, self.settings.homeserver, signed_in.token)
         self.eraser.admin = SynapseAdmin(self.http, self.settings.homeserver, signed_in.token)
+        self.eraser.api = ClientApi(self.http, self.settings.homeserver, signed_in.token)
         if signed_in.identity_restored and self.settings.admin_room:
             self._announce_later(Reply(RoomId(self.settings.admin_room), "bot_identity_restored"))
         self.state = Hotline(rules=self.state.rules, chats=await self.store.load_chats())

@@ -34,7 +34,6 @@ from urllib.parse import quote
 import aiohttp
 import yaml
 from dotenv import dotenv_values
-from nio import AsyncClient
 from pydantic import ValidationError
 
 from bot import identity as bot_identity
@@ -45,7 +44,7 @@ from hotline_runtime.client_api import ClientApi, ClientApiError
 from hotline_runtime.cross_signing import CrossSigningError, KeysApi
 from hotline_runtime.erase import redact_all, shred_room_sessions
 from hotline_runtime.errors import AdminApiError, MatrixError
-from hotline_runtime.matrix_sync import MUTE_PUSH_PATH, client_config
+from hotline_runtime.matrix_sync import MUTE_PUSH_PATH
 from hotline_runtime.synapse_admin import SynapseAdmin
 from hotline_runtime.settings_util import describe
 from hotline_runtime.wire import GATEWAY_SENDER_LOCALPART, SERVICE_STATE
@@ -172,13 +171,6 @@ class Api:
             if not error.answered:
                 raise AdminError(f"the homeserver at {self.base} did not answer ({error.cause})") from None
             raise AdminError(f"{error.method} {error.path} → {error.status} {error.errcode} {error.error}".rstrip()) from None
-
-    def nio_client(self) -> AsyncClient:
-        """A matrix-nio client with this token and no encryption (it never reads content): for the
-        runtime's erase steps. Close it after use."""
-        client = AsyncClient(self.base, config=client_config(encryption_enabled=False))
-        client.access_token = self.token or ""
-        return client
 
     async def get(self, path: str) -> dict[str, Any]:
         return (await self.call("GET", path))[1]
@@ -826,13 +818,10 @@ async def plan_sweep(ctx: Context, api: Api, *, min_age_seconds: float) -> Sweep
 async def _redact_all(api: Api, room_id: str) -> int:
     """Redact every message event, so that staff clients drop what they hold (erase step 1):
     the bot's own recipe (hotline_runtime/erase.py), with its token."""
-    client = api.nio_client()
     try:
-        return await redact_all(client, room_id)
+        return await redact_all(api.client_api, room_id)
     except MatrixError as error:
         raise AdminError(f"redacting the messages of {room_id} failed: {error}") from None
-    finally:
-        await client.close()
 
 
 def forget_keys(settings: BotSettings, rooms: list[str]) -> int:

@@ -59,6 +59,12 @@ async def test_a_fast_survivor_and_a_fast_advocate_are_not_held_back(stack, advo
     assert slowest["survivor"] < 1.0 and slowest["advocate"] < 1.0, slowest
     await advocate.say(case_room, "!close")
     await assert_erased(stack, ref, case_room)
+    # The erase redacted every line of the case room at once, far more than one account's burst:
+    # the bot (exempt from the limits) was not held back while erasing either.
+    bot_log = (stack.logs / "bot.log").read_text()
+    redacted = [int(n) for n in re.findall(r"redacted (\d+) events of a case room", bot_log)]
+    assert redacted and redacted[-1] > PRODUCTION_RATE_LIMITS["rc_message"]["burst_count"], redacted
+    assert not [line for line in bot_log.splitlines() if HELD_BACK.search(line)]
 
 
 async def test_past_the_message_limit_an_account_is_slowed_and_nothing_is_lost(stack, advocate, survivor, caplog):
