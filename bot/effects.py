@@ -35,6 +35,7 @@ from bot.conversation import (
     IllegalTransition,
     InviteToCase,
     ListCanned,
+    MemberJoined,
     NotifySurvivor,
     OpenCaseRoom,
     PinIdentity,
@@ -55,7 +56,7 @@ from bot.conversation import (
     SurvivorNotified,
 )
 from bot.erase import Eraser
-from bot.ids import RoomId
+from bot.ids import RoomId, UserId
 from bot.matrix import TEXT_EVENTS, BotMatrix, txn_id_for
 from bot.messages import Catalog
 from bot.sender import Sender
@@ -261,8 +262,12 @@ async def relay_backlog(fx: Effects, effect: RelayBacklog) -> None:
 
 # ------------------------------------------------------------------ rooms
 
-async def accept_invite(fx: Effects, effect: AcceptInvite) -> None:
-    await fx.matrix.join(effect.room)
+async def accept_invite(fx: Effects, effect: AcceptInvite) -> list[Event]:
+    """Join; the rules hear of the bot's join as soon as it can send there (the rights notice
+    then goes out at once), not when the join comes back in the bot's next sync. That sync's
+    own MemberJoined is then a repeat, which the rules ignore."""
+    ready = await fx.matrix.join(effect.room)
+    return [MemberJoined(effect.room, UserId(fx.matrix.user_id))] if ready else []
 
 
 async def open_case_room(fx: Effects, effect: OpenCaseRoom) -> list[Event]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 from nio import (
+    Event,
     InviteMemberEvent,
     JoinError,
     KeyVerificationCancel,
@@ -27,6 +28,7 @@ from nio import (
     LoginResponse,
     MegolmEvent,
     RoomCreateError,
+    RoomGetStateError,
     RoomInviteError,
     RoomKickError,
     RoomLeaveResponse,
@@ -39,6 +41,7 @@ from nio import (
     TypingNoticeEvent,
     UnknownEvent,
 )
+from nio.rooms import MatrixRoom
 
 from bot.devices import Devices
 from hotline_runtime.errors import MatrixError
@@ -129,10 +132,43 @@ class BotMatrix:
 
     # ------------------------------------------------------------------ rooms
 
-    async def join(self, room_id: str) -> None:
+    async def join(self, room_id: str) -> bool:
+        """Join a room; True if the bot can send into it at once (see ``_take_in``)."""
         response = await self.client.join(room_id)
         if isinstance(response, JoinError):
             raise MatrixError("join", response.status_code)
+        return await self._take_in(room_id)
+
+    async def _take_in(self, room_id: str) -> bool:
+        """Learn a room just joined from its current state, as nio learns it from the sync that
+        brings the join: the bot can then send into it without waiting for that sync (which,
+        when many chats start at once, comes long after). The sync then finds the room known and
+        updates it as usual. False if the state could not be fetched: the sync brings the room."""
+        client = self.client
+        if room_id in client.rooms:
+            return True
+        state = await client.room_get_state(room_id)
+        if room_id in client.rooms:  # the sync came first
+            return True
+        if isinstance(state, RoomGetStateError):
+            return False
+        room = MatrixRoom(room_id, client.user_id, room_id in client.encrypted_rooms)
+        for source in state.events:
+            event = Event.parse_event(source)
+            if isinstance(event, RoomMemberEvent):
+                room.handle_membership(event)
+            elif isinstance(event, Event):
+                room.handle_event(event)
+        room.members_synced = True  # the state holds every member's membership
+        client.invited_rooms.pop(room_id, None)
+        client.rooms[room_id] = room
+        if room.encrypted:
+            client.encrypted_rooms.add(room_id)
+            if client.store is not None:
+                client.store.save_encrypted_rooms({room_id})
+            if client.olm is not None:
+                client.olm.update_tracked_users(room)
+        return True
 
     async def invite(self, room_id: str, user_id: str) -> None:
         response = await self.client.room_invite(room_id, user_id)

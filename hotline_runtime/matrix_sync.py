@@ -79,16 +79,36 @@ def note_one_time_keys(client: AsyncClient, response: SyncResponse) -> None:
 
 async def keep_keys(client: AsyncClient) -> None:
     """Upload, query and claim keys as nio's own sync_forever would."""
-    if client.should_upload_keys:
-        await client.keys_upload()
+    await query_keys(client)
+    await keep_own_keys(client)
+
+
+async def query_keys(client: AsyncClient) -> None:
+    """Fetch the device keys of users whose devices changed (before their events are handled:
+    the trust decisions and the sends to them need the new devices)."""
     if client.should_query_keys:
         await client.keys_query()
+
+
+async def keep_own_keys(client: AsyncClient) -> None:
+    """Upload this device's keys, claim one-time keys, send queued to-device messages."""
+    if client.should_upload_keys:
+        await client.keys_upload()
     if client.should_claim_keys:
         users = client.get_users_for_key_claiming()
         if users:
             await client.keys_claim(users)
     if client.outgoing_to_device_messages:  # e.g. the steps of an emoji verification
         await client.send_to_device_messages()
+
+
+async def _logged(step: Callable[[AsyncClient], Awaitable[None]], client: AsyncClient) -> None:
+    try:
+        await step(client)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        log.warning("key upkeep failed (%s)", type(error).__name__)
 
 
 # The request behind mute_push, for the set-up code that has only a token (devstack, hotline admin).
@@ -145,13 +165,19 @@ async def sync_loop(
         failures = 0
         full_state = False
         note_one_time_keys(client, response)
+        # Changed devices' keys are fetched first (the trust decisions need them); this device's
+        # own key upkeep (a one-time-key upload after a burst of claims, a claim) runs while the
+        # response is handled, so that a new chat's first events do not wait behind it. The next
+        # sync starts when both are done.
+        await _logged(query_keys, client)
+        upkeep = asyncio.ensure_future(_logged(keep_own_keys, client))
         try:
-            await keep_keys(client)
-        except asyncio.CancelledError:
+            await on_response(response)
+        except BaseException:
+            upkeep.cancel()
+            await asyncio.gather(upkeep, return_exceptions=True)
             raise
-        except Exception as error:
-            log.warning("key upkeep failed (%s)", type(error).__name__)
-        await on_response(response)
+        await upkeep
         since = response.next_batch
         if save_position is not None:
             await save_position(since)
