@@ -24,22 +24,19 @@ from nio import (
     RoomCreateError,
     RoomMessageNotice,
     RoomMessageText,
-    RoomVisibility,
     SyncResponse,
     TypingNoticeEvent,
     UnknownEvent,
 )
-from nio.store import SqliteMemoryStore
 
-from hotline_runtime.client_api import ClientApi, ClientApiError
 from hotline_runtime.e2ee import send_encrypted, sending_device
 from hotline_runtime.errors import EncryptionUnavailable, MatrixError
-from hotline_runtime.matrix_sync import SessionGone, client_config, keep_keys, mute_push, sync_loop
-from hotline_runtime.matrix_sync import without_own_events
-from hotline_runtime.nio_client import HotlineClient
+from hotline_runtime.matrix_sync import SessionGone, sync_loop, without_own_events
 from hotline_runtime.retry import Backoff
 from hotline_runtime.wire import CONTROL_EVENT, ROLE_FIELD, Control, AskQuestion, Role
+from webchat.account_pool import AccountPool
 from webchat.bot_identity import PinnedBot
+from webchat.new_chat import ChatUnavailable, create_room, open_account, prepare_keys
 from webchat.page_frames import PageFrames
 from webchat.settings import GatewaySettings
 
@@ -49,18 +46,16 @@ log = logging.getLogger(__name__)
 END_SIGNAL_RETRY = Backoff(1.0, cap=30.0, jitter=0.1, tries=7)
 
 
-class ChatUnavailable(Exception):
-    """The chat could not be set up (homeserver down, bot not answering, refused)."""
-
-
 class SendFailed(Exception):
     """A message could not be delivered encrypted; nothing was sent in clear."""
 
 
 class ChatSession:
-    def __init__(self, settings: GatewaySettings, http: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: GatewaySettings, http: aiohttp.ClientSession,
+                 pool: AccountPool | None = None) -> None:
         self.settings = settings
         self._http = http
+        self._pool = pool
         # The page knows the chat by this random id, never by the Matrix account.
         self.chat_id = secrets.token_urlsafe(16)
         self.secret = secrets.token_urlsafe(32)
@@ -92,28 +87,27 @@ class ChatSession:
         the dispatch alert. It is sent once, encrypted, before the page hears "started".
         """
         try:
-            user_id, device_id, token = await _register(self.settings, self._http)
-            client = HotlineClient(
-                self.settings.homeserver,
-                user_id,
-                device_id=device_id,
-                config=client_config(store=SqliteMemoryStore),
-            )
+            # An account opened ahead (webchat/account_pool.py), or one opened now: registered,
+            # notifications off. A new one's device keys go up while the room is made (the bot
+            # asks for them only after it has joined), and meanwhile the bot's devices are
+            # fetched, decided and given an Olm session, so that the first send after the bot's
+            # join is only the key share and the event. The sync starts once the room exists,
+            # so that it does not wake up for each of the room's first events while Synapse is
+            # still creating them.
+            client = self._pool.take() if self._pool is not None else None
+            preparing: asyncio.Future[None] | None = None
+            if client is None:
+                client = await open_account(self.settings, self._http)
+                preparing = asyncio.ensure_future(prepare_keys(client, self._bot, self._http, self.settings.homeserver))
             self.client = client
-            client.restore_login(user_id, device_id, token)
-            # Notifications off first, before anyone is invited who could write to this account.
-            # The device keys go up while the room is made: the bot asks for them only after it
-            # has joined. The sync starts once the room exists, so that it does not wake up for
-            # each of the room's first events while Synapse is still creating them.
-            await mute_push(client)
-            preparing = asyncio.ensure_future(keep_keys(client))
             try:
-                response = await _create_room(client, self.settings.bot_user_id)
+                response = await create_room(client, self.settings.bot_user_id)
             finally:
-                await asyncio.gather(preparing, return_exceptions=True)
+                if preparing is not None:
+                    await asyncio.gather(preparing, return_exceptions=True)
             if isinstance(response, RoomCreateError):
                 raise ChatUnavailable(f"room create refused ({response.status_code})")
-            if preparing.exception() is not None:
+            if preparing is not None and preparing.exception() is not None:
                 raise ChatUnavailable("the new account could not be set up") from preparing.exception()
             self.room_id = response.room_id
             self.start_sync()
@@ -174,6 +168,8 @@ class ChatSession:
             return
         assert self.client is not None
         room = self.client.rooms.get(self.room_id)
+        if room is not None:
+            room.members_synced = True  # the sync's state holds every member (members are not lazy-loaded)
         if room is not None and self.settings.bot_user_id in room.users \
                 and self.settings.bot_user_id not in room.invited_users:
             self.bot_joined.set()
@@ -354,42 +350,3 @@ class ChatSession:
         self._closing = asyncio.get_running_loop().create_future()
         self._closing.set_result(None)
         return client
-
-
-# ---------------------------------------------------------------------- a new chat's account and room
-
-
-async def _create_room(client: AsyncClient, bot: str) -> Any:
-    """The survivor room: encrypted, invite-only, the bot invited and in charge."""
-    return await client.room_create(
-        visibility=RoomVisibility.private,
-        invite=[bot],
-        initial_state=[
-            {"type": "m.room.encryption", "state_key": "",
-             "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
-            {"type": "m.room.history_visibility", "state_key": "",
-             "content": {"history_visibility": "shared"}},
-            {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
-        ],
-        power_level_override={
-            "users": {bot: 100},
-            "invite": 100,
-            "kick": 100,
-            "ban": 100,
-            "redact": 50,
-            "state_default": 100,
-        },
-    )
-
-
-async def _register(settings: GatewaySettings, http: aiohttp.ClientSession) -> tuple[str, str, str]:
-    """A new survivor account in the application service's namespace: no password."""
-    localpart = settings.survivor_prefix + secrets.token_hex(12)
-    api = ClientApi(http, settings.homeserver, settings.as_token.get_secret_value(), timeout=30)
-    body = {"type": "m.login.application_service", "username": localpart}
-    try:
-        _, data = await api.call("POST", "/_matrix/client/v3/register", body)
-    except ClientApiError as error:
-        raise ChatUnavailable(f"registration refused ({error.errcode or error.status})" if error.answered
-                              else f"the homeserver did not answer ({error.cause})") from None
-    return data["user_id"], data["device_id"], data["access_token"]
