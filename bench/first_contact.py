@@ -21,6 +21,7 @@ All survivors connect from 127.0.0.1: the gateway's per-address limits (10 chat 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -71,8 +72,9 @@ async def run(quick: bool = False) -> dict:
             await asyncio.sleep(SETTLE_S if i + 1 < chats + 2 else 0.2)
         await asyncio.sleep(SETTLE_S)
         for r in range(rounds):
+            series.burst_load.append(os.getloadavg()[0])
             series.burst_notice += await burst(stack, series, BURST)
-            log(f"first contact: burst {r + 1}/{rounds} done")
+            log(f"first contact: burst {r + 1}/{rounds} done (load average {series.burst_load[-1]:.1f})")
             await asyncio.sleep(SETTLE_S)
         await advocate.close()
         if series.keep_logs:
@@ -92,6 +94,7 @@ class Series:
     quick_notice: list[float] = field(default_factory=list)
     quick_alert: list[float] = field(default_factory=list)
     burst_notice: list[float] = field(default_factory=list)
+    burst_load: list[float] = field(default_factory=list)  # the machine's 1-minute load average before each round
     slow_erases: int = 0
     keep_logs: bool = False
 
@@ -163,11 +166,14 @@ def report(series: Series) -> dict:
         check("first_contact", f"first notice, {BURST} survivors at once, p50", burst_notice["p50"], "<", 1000,
               " ms", note=f"p95 {burst_notice['p95']:,.0f} ms"),
     ]
+    if s.burst_load:
+        text += (f"load average (1 min) before each round of {BURST}: "
+                 + ", ".join(f"{x:.1f}" for x in s.burst_load) + f" on {os.cpu_count()} cores\n")
     text += "\n" + target_lines(targets) + "\n"
     plot(s)
     result = {"started": summary_ms(s.started), "notice": notice, "alert": alert,
               "back_to_back": {"notice": summary_ms(s.quick_notice), "alert": summary_ms(s.quick_alert)},
-              "burst": {"size": BURST, "notice": burst_notice}, "settle_s": SETTLE_S,
+              "burst": {"size": BURST, "notice": burst_notice, "load_average": s.burst_load}, "settle_s": SETTLE_S,
               "not_erased_within_60_s": s.slow_erases, "table": text}
     save_result("first_contact", result, targets)
     return result

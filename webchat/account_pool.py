@@ -59,6 +59,10 @@ class AccountPool:
     def __len__(self) -> int:
         return len(self._ready)
 
+    def waiting(self) -> list[str]:
+        """The Matrix IDs of the accounts ready now (for the tests and the logs' counts)."""
+        return [account.client.user_id for account in self._ready]
+
     def start(self) -> None:
         if self.size > 0 and self._task is None:
             self._task = asyncio.create_task(self._keep_filled(), name="survivor account pool")
