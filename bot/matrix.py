@@ -9,6 +9,7 @@ sharing keys, reads room history, redacts, and forgets a room's Megolm sessions.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -133,11 +134,32 @@ class BotMatrix:
     # ------------------------------------------------------------------ rooms
 
     async def join(self, room_id: str) -> bool:
-        """Join a room; True if the bot can send into it at once (see ``_take_in``)."""
-        response = await self.client.join(room_id)
+        """Join a room; True if the bot can send into it at once (see ``_take_in``). While the
+        join goes out, the inviter's device keys are fetched and an Olm session is made with
+        each of its devices, which the first send into the room would otherwise wait for."""
+        invited = self.client.invited_rooms.get(room_id)
+        inviter = getattr(invited, "inviter", None)
+        ahead = asyncio.ensure_future(self._olm_ahead(inviter)) if inviter else None
+        try:
+            response = await self.client.join(room_id)
+        finally:
+            if ahead is not None:
+                await asyncio.gather(ahead, return_exceptions=True)  # the send does what is missing
         if isinstance(response, JoinError):
             raise MatrixError("join", response.status_code)
         return await self._take_in(room_id)
+
+    async def _olm_ahead(self, user_id: str) -> None:
+        client, olm = self.client, self.client.olm
+        if olm is None:
+            return
+        if not list(client.device_store.active_user_devices(user_id)):
+            olm.users_for_key_query.add(user_id)
+            await client.keys_query()
+        missing = [device.id for device in client.device_store.active_user_devices(user_id)
+                   if not olm.session_store.get(device.curve25519)]
+        if missing:
+            await client.keys_claim({user_id: missing})
 
     async def _take_in(self, room_id: str) -> bool:
         """Learn a room just joined from its current state, as nio learns it from the sync that
