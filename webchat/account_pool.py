@@ -2,13 +2,10 @@
 
 An account in the pool is registered in the application service's namespace, its notifications
 are off and its device keys are up; the bot's devices are fetched, decided and have an Olm
-session with it; and its survivor room is made, empty: its creation state only, nobody invited
-(webchat/new_chat.py does all of this for a chat that finds the pool empty). No message, no
-profile, no other member: it carries nothing. Each is handed to one chat, once, which invites the
-bot, and never comes back: a chat's account and room are erased with the chat, as any other. An
-account that nobody took leaves its room (Synapse forgets it, and purges it after
-``forgotten_room_retention_period``) and is erased (deactivated with Synapse's erase, by the
-application service) when it reaches
+session with it (webchat/new_chat.py does all of this for a chat that finds the pool empty). It
+has no room, no message, no profile: it carries nothing. Each is handed to one chat, once, and
+never comes back: a chat's account is erased with the chat, as any other. An account that nobody
+took is erased (deactivated with Synapse's erase, by the application service) when it reaches
 ``account_pool_max_age_seconds`` (below the ten minutes after which ``hotline admin sweep``
 counts a survivor account that no chat references as left over), and when the gateway stops.
 The pool is in memory only; what a crashed gateway leaves behind carries nothing and is erased
@@ -25,12 +22,12 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import aiohttp
-from nio import AsyncClient, RoomCreateError
+from nio import AsyncClient
 
 from hotline_runtime.client_api import ClientApi, ClientApiError
 from hotline_runtime.retry import Backoff
 from webchat.bot_identity import PinnedBot
-from webchat.new_chat import create_room, open_account, prepare_keys
+from webchat.new_chat import open_account, prepare_keys
 from webchat.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -45,7 +42,6 @@ REFILL_AFTER_TAKE_SECONDS = 3.0
 @dataclass
 class OpenedAccount:
     client: AsyncClient
-    room_id: str | None  # its survivor room, nobody invited yet
     opened_at: float  # time.monotonic()
 
 
@@ -71,8 +67,8 @@ class AccountPool:
         if self.size > 0 and self._task is None:
             self._task = asyncio.create_task(self._keep_filled(), name="survivor account pool")
 
-    def take(self) -> OpenedAccount | None:
-        """An opened account and its room for one chat, never handed out again; None if none is ready."""
+    def take(self) -> AsyncClient | None:
+        """An opened account for one chat, never handed out again; None if none is ready."""
         self._drop_expired()
         if not self._ready:
             self._taken_at = time.monotonic()
@@ -81,7 +77,7 @@ class AccountPool:
         account = self._ready.popleft()
         self._taken_at = time.monotonic()
         self._wake.set()
-        return account
+        return account.client
 
     async def close(self) -> None:
         """Stop filling; erase every account nobody took."""
@@ -130,39 +126,28 @@ class AccountPool:
 
     async def _open(self) -> OpenedAccount:
         client = await open_account(self.settings, self._http)
-        account = OpenedAccount(client, None, 0.0)
         try:
             bot = PinnedBot(self.settings.bot_user_id, self.settings.bot_master_key)
             await prepare_keys(client, bot, self._http, self.settings.homeserver)
-            response = await create_room(client, self.settings.bot_user_id, invite=False)
-            if isinstance(response, RoomCreateError):
-                raise RuntimeError(f"room create refused ({response.status_code})")
         except BaseException:
-            self._erase(account)
+            self._erase(OpenedAccount(client, 0.0))
             raise
-        account.room_id, account.opened_at = response.room_id, time.monotonic()
-        return account
+        return OpenedAccount(client, time.monotonic())
 
     def _erase(self, account: OpenedAccount) -> None:
-        task = asyncio.ensure_future(self._erase_now(account))
+        task = asyncio.ensure_future(self._erase_now(account.client))
         self._erasing.add(task)
         task.add_done_callback(self._erasing.discard)
 
-    async def _erase_now(self, account: OpenedAccount) -> None:
-        """Leave the empty room; deactivate the unused account with Synapse's erase; its keys go
-        with the client."""
-        client = account.client
+    async def _erase_now(self, client: AsyncClient) -> None:
+        """Deactivate the unused account with Synapse's erase; its keys go with the client."""
+        user_id = client.user_id
         try:
-            if account.room_id is not None:
-                await client.room_leave(account.room_id)  # deactivating leaves it too, later
             api = ClientApi(self._http, self.settings.homeserver, self.settings.as_token.get_secret_value(), timeout=30)
-            await api.call("POST", "/_matrix/client/v3/account/deactivate?user_id=" + quote(client.user_id, safe=""),
+            await api.call("POST", "/_matrix/client/v3/account/deactivate?user_id=" + quote(user_id, safe=""),
                            {"erase": True})
         except ClientApiError as error:
             log.warning("an unused survivor account could not be erased (%s); `hotline admin sweep` erases it",
                         error.errcode or error.status or error.cause)
-        except Exception as error:
-            log.warning("an unused survivor account could not be erased (%s); `hotline admin sweep` erases it",
-                        type(error).__name__)
         finally:
             await client.close()

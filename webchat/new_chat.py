@@ -1,9 +1,8 @@
-"""A new chat's account and room, made by the gateway (webchat/session.py opens the chat with them,
-webchat/account_pool.py makes them ahead).
+"""A new chat's account and room, made by the gateway (webchat/session.py opens the chat with them).
 
 The survivor account is registered in the application service's namespace, with no password; the
-survivor room is encrypted and invite-only, with the bot in charge. While the room is made, the
-account's device keys go up and the bot's devices are made ready for the first send.
+survivor room is encrypted and invite-only, with the bot invited and in charge. While the room is
+made, the account's device keys go up and the bot's devices are made ready for the first send.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import secrets
 from typing import Any
 
 import aiohttp
-from nio import AsyncClient, RoomInviteError, RoomVisibility
+from nio import AsyncClient, RoomVisibility
 from nio.store import SqliteMemoryStore
 
 from hotline_runtime.client_api import ClientApi, ClientApiError
@@ -77,12 +76,11 @@ async def prepare_keys(client: AsyncClient, bot: PinnedBot, http: aiohttp.Client
         log.info("the bot's keys were not ready ahead of the first send (%s)", type(error).__name__)
 
 
-async def create_room(client: AsyncClient, bot: str, *, invite: bool = True) -> Any:
-    """The survivor room: encrypted, invite-only, the bot in charge and invited (with ``invite``;
-    a room made ahead invites the bot when a chat takes it)."""
+async def create_room(client: AsyncClient, bot: str) -> Any:
+    """The survivor room: encrypted, invite-only, the bot invited and in charge."""
     return await client.room_create(
         visibility=RoomVisibility.private,
-        invite=[bot] if invite else [],
+        invite=[bot],
         initial_state=[
             {"type": "m.room.encryption", "state_key": "",
              "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
@@ -99,10 +97,3 @@ async def create_room(client: AsyncClient, bot: str, *, invite: bool = True) -> 
             "state_default": 100,
         },
     )
-
-
-async def invite_bot(client: AsyncClient, room_id: str, bot: str) -> None:
-    """Invite the bot into a survivor room made ahead. Raises ChatUnavailable."""
-    response = await client.room_invite(room_id, bot)
-    if isinstance(response, RoomInviteError):
-        raise ChatUnavailable(f"the bot could not be invited ({response.status_code})")

@@ -36,7 +36,7 @@ from hotline_runtime.retry import Backoff
 from hotline_runtime.wire import CONTROL_EVENT, ROLE_FIELD, Control, AskQuestion, Role
 from webchat.account_pool import AccountPool
 from webchat.bot_identity import PinnedBot
-from webchat.new_chat import ChatUnavailable, create_room, invite_bot, open_account, prepare_keys
+from webchat.new_chat import ChatUnavailable, create_room, open_account, prepare_keys
 from webchat.page_frames import PageFrames
 from webchat.settings import GatewaySettings
 
@@ -87,29 +87,29 @@ class ChatSession:
         the dispatch alert. It is sent once, encrypted, before the page hears "started".
         """
         try:
-            # An account and room opened ahead (webchat/account_pool.py), which now invites the
-            # bot; or both made now: the account registered with notifications off, then its
-            # device keys go up while the room is made (the bot asks for them only after it has
-            # joined), and meanwhile the bot's devices are fetched, decided and given an Olm
-            # session, so that the first send after the bot's join is only the key share and
-            # the event. The sync starts once the room exists, so that it does not wake up for
-            # each of the room's first events while Synapse is still creating them.
-            opened = self._pool.take() if self._pool is not None else None
-            if opened is not None and opened.room_id is not None:
-                self.client, self.room_id = opened.client, opened.room_id
-                await invite_bot(opened.client, opened.room_id, self.settings.bot_user_id)
-            else:
-                self.client = client = await open_account(self.settings, self._http)
+            # An account opened ahead (webchat/account_pool.py), or one opened now: registered,
+            # notifications off. A new one's device keys go up while the room is made (the bot
+            # asks for them only after it has joined), and meanwhile the bot's devices are
+            # fetched, decided and given an Olm session, so that the first send after the bot's
+            # join is only the key share and the event. The sync starts once the room exists,
+            # so that it does not wake up for each of the room's first events while Synapse is
+            # still creating them.
+            client = self._pool.take() if self._pool is not None else None
+            preparing: asyncio.Future[None] | None = None
+            if client is None:
+                client = await open_account(self.settings, self._http)
                 preparing = asyncio.ensure_future(prepare_keys(client, self._bot, self._http, self.settings.homeserver))
-                try:
-                    response = await create_room(client, self.settings.bot_user_id)
-                finally:
+            self.client = client
+            try:
+                response = await create_room(client, self.settings.bot_user_id)
+            finally:
+                if preparing is not None:
                     await asyncio.gather(preparing, return_exceptions=True)
-                if isinstance(response, RoomCreateError):
-                    raise ChatUnavailable(f"room create refused ({response.status_code})")
-                if preparing.exception() is not None:
-                    raise ChatUnavailable("the new account could not be set up") from preparing.exception()
-                self.room_id = response.room_id
+            if isinstance(response, RoomCreateError):
+                raise ChatUnavailable(f"room create refused ({response.status_code})")
+            if preparing is not None and preparing.exception() is not None:
+                raise ChatUnavailable("the new account could not be set up") from preparing.exception()
+            self.room_id = response.room_id
             self.start_sync()
             try:
                 await asyncio.wait_for(self.bot_joined.wait(), self.settings.bot_join_timeout_seconds)
