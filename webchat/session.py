@@ -1,8 +1,9 @@
 """One chat's ephemeral Matrix account, held in memory only: the gateway's side of one chat.
 
-A ``ChatSession`` registers a survivor account in the gateway's application-service namespace,
-logs in one device whose keys live in an in-memory store, creates the encrypted survivor room
-with no name or topic, invites the bot and waits for it. It forwards the survivor's text to the
+A ``ChatSession`` registers a survivor account in the gateway's application-service namespace
+(or takes one opened ahead, webchat/account_pool.py), logs in one device whose keys live in an
+in-memory store, creates the encrypted survivor room with no name or topic, invites the bot and
+waits for it (the steps are in webchat/new_chat.py). It forwards the survivor's text to the
 room and the bot's messages to whichever WebSocket is attached, keeping what the page has not
 seen (webchat/page_frames.py) so that a page that reconnects misses nothing. When the chat ends
 the client and its keys are dropped; nothing about a chat is ever written to disk. Handing a chat
