@@ -20,10 +20,7 @@ GRACE_SECONDS = 4
 def stack() -> Iterator[DevStack]:
     keep = os.environ.get("HOTLINE_TEST_KEEP")
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="hotline-test-"))
-    # Code words on, as in the demo and init. The gateway opens no survivor account ahead here, so
-    # that the tests that count Synapse's accounts count only the chats' (tests/test_account_pool.py
-    # runs gateways with a pool, and tests/test_intake_limits.py counts one against the bound).
-    settings = {"reconnect_grace_seconds": str(GRACE_SECONDS), "account_pool_size": "0"}
+    settings = {"reconnect_grace_seconds": str(GRACE_SECONDS)}  # code words on, as in the demo and init
     hotline = DevStack(root / "stack", advocates=2, settings=settings)
     yield from running(hotline)
 

@@ -14,7 +14,6 @@ from aiohttp import WSCloseCode, web
 from aiolimiter import AsyncLimiter
 
 from webchat import app_keys
-from webchat.account_pool import AccountPool
 from webchat.answers import MAX_BODY_BYTES, AnswerPool, BadAnswers
 from webchat.answer_sender import AnswerSender
 from webchat.chats import ChatRegistry
@@ -136,12 +135,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await status.refresh()  # the first page already knows about a closure
         task = asyncio.create_task(status.run(), name="service status")
         app[SERVICE_TASK] = task
-        app[app_keys.POOL] = accounts = AccountPool(settings, http)
-        accounts.start()
         yield
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await accounts.close()  # the accounts nobody took are erased
         if pool.pooled:
             # Fewer than the minimum: sending them now could tie them to a few chats.
             log.info("%d pooled answer submissions dropped at shutdown", pool.pooled)

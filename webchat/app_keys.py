@@ -7,7 +7,6 @@ import weakref
 import aiohttp
 from aiohttp import web
 
-from webchat.account_pool import AccountPool
 from webchat.answer_sender import AnswerSender
 from webchat.chats import ChatRegistry
 from webchat.limits import AddressLimits
@@ -18,7 +17,6 @@ from webchat.settings import GatewaySettings
 SETTINGS = web.AppKey("settings", GatewaySettings)
 CHATS = web.AppKey("chats", ChatRegistry)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
-POOL = web.AppKey("account pool", AccountPool)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 TEXTS = web.AppKey("texts", Texts)
 STATUS = web.AppKey("status", ServiceStatus)

@@ -1,7 +1,7 @@
 """One chat's ephemeral Matrix account, held in memory only: the gateway's side of one chat.
 
-A ``ChatSession`` registers a survivor account in the gateway's application-service namespace
-(or takes one opened ahead, webchat/account_pool.py), logs in one device whose keys live in an
+A ``ChatSession`` registers a survivor account in the gateway's application-service namespace,
+logs in one device whose keys live in an
 in-memory store, creates the encrypted survivor room with no name or topic, invites the bot and
 waits for it (the steps are in webchat/new_chat.py). It forwards the survivor's text to the
 room and the bot's messages to whichever WebSocket is attached, keeping what the page has not
@@ -35,7 +35,6 @@ from hotline_runtime.errors import EncryptionUnavailable, MatrixError
 from hotline_runtime.matrix_sync import SessionGone, sync_loop, without_own_events
 from hotline_runtime.retry import Backoff
 from hotline_runtime.wire import CONTROL_EVENT, ROLE_FIELD, Control, AskQuestion, Role
-from webchat.account_pool import AccountPool
 from webchat.bot_identity import PinnedBot
 from webchat.new_chat import ChatUnavailable, create_room, open_account, prepare_keys
 from webchat.page_frames import PageFrames
@@ -52,11 +51,9 @@ class SendFailed(Exception):
 
 
 class ChatSession:
-    def __init__(self, settings: GatewaySettings, http: aiohttp.ClientSession,
-                 pool: AccountPool | None = None) -> None:
+    def __init__(self, settings: GatewaySettings, http: aiohttp.ClientSession) -> None:
         self.settings = settings
         self._http = http
-        self._pool = pool
         # The page knows the chat by this random id, never by the Matrix account.
         self.chat_id = secrets.token_urlsafe(16)
         self.secret = secrets.token_urlsafe(32)
@@ -88,27 +85,22 @@ class ChatSession:
         the dispatch alert. It is sent once, encrypted, before the page hears "started".
         """
         try:
-            # An account opened ahead (webchat/account_pool.py), or one opened now: registered,
-            # notifications off. A new one's device keys go up while the room is made (the bot
-            # asks for them only after it has joined), and meanwhile the bot's devices are
-            # fetched, decided and given an Olm session, so that the first send after the bot's
+            # A new account, registered with notifications off. Its device keys go up while the
+            # room is made (the bot asks for them only after it has joined), and meanwhile the
+            # bot's devices are fetched, decided and given an Olm session, so that the first send after the bot's
             # join is only the key share and the event. The sync starts once the room exists,
             # so that it does not wake up for each of the room's first events while Synapse is
             # still creating them.
-            client = self._pool.take() if self._pool is not None else None
-            preparing: asyncio.Future[None] | None = None
-            if client is None:
-                client = await open_account(self.settings, self._http)
-                preparing = asyncio.ensure_future(prepare_keys(client, self._bot, self._http, self.settings.homeserver))
+            client = await open_account(self.settings, self._http)
+            preparing = asyncio.ensure_future(prepare_keys(client, self._bot, self._http, self.settings.homeserver))
             self.client = client
             try:
                 response = await create_room(client, self.settings.bot_user_id)
             finally:
-                if preparing is not None:
-                    await asyncio.gather(preparing, return_exceptions=True)
+                await asyncio.gather(preparing, return_exceptions=True)
             if isinstance(response, RoomCreateError):
                 raise ChatUnavailable(f"room create refused ({response.status_code})")
-            if preparing is not None and preparing.exception() is not None:
+            if preparing.exception() is not None:
                 raise ChatUnavailable("the new account could not be set up") from preparing.exception()
             self.room_id = response.room_id
             self.start_sync()

@@ -142,7 +142,7 @@ class PageSocket:
         if not self.chats.reserve():
             await self._unavailable("the gateway is at its limit of open chats")
             return
-        session = ChatSession(self.settings, self.app[app_keys.HTTP], self.app[app_keys.POOL])
+        session = ChatSession(self.settings, self.app[app_keys.HTTP])
         try:
             await session.open(frame.language)
         except BaseException as why:
