@@ -37,6 +37,8 @@
   // The chat, sealed by the gateway before it restarted ("restarting"): opaque to the page, kept
   // in this variable only (never in storage) until the restarted gateway has taken it back.
   let handover = null;
+  // With several gateways, the one that holds this chat ("started"): later sockets go to it.
+  let gateway = "";
   let retry = 0, retryTimer = 0, openTimer = 0, pollTimer = 0, typingSaid = 0, typingTimer = 0;
   let paused = false, pauseTimer = 0; // after rate_limited: messages wait until the gateway takes them
   let answer = null; // the answer to an ask, until the gateway says "answered"
@@ -240,7 +242,8 @@
     clearTimeout(retryTimer);
     let sock;
     try {
-      sock = new WebSocket((location.protocol === "https:" ? "wss:" : "ws:") + "//" + location.host + wsPath);
+      sock = new WebSocket((location.protocol === "https:" ? "wss:" : "ws:") + "//" + location.host + wsPath
+        + (chat && gateway ? "?gateway=" + encodeURIComponent(gateway) : ""));
     } catch (e) { dropped(); return; }
     ws = sock;
     attached = false;
@@ -282,6 +285,7 @@
       case "started":
         if (state !== "connecting" || typeof f.chat !== "string" || typeof f.secret !== "string") return;
         chat = f.chat; secret = f.secret; state = "active"; attached = true; retry = 0;
+        gateway = typeof f.gateway === "string" && /^[a-z][a-z0-9]{0,15}$/.test(f.gateway) ? f.gateway : "";
         setComposer(true);
         setStatus(T("started"));
         box.focus();
