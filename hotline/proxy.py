@@ -61,8 +61,10 @@ INTERNAL_PORT = 8008
 # Several gateways (`hotline init --gateways N`, docs/scaling.md): (name, host:port) each. A chat
 # lives in the memory of the gateway that started it; its page reconnects with ?gateway=NAME
 # (docs/protocol.md), which the proxy sends to that gateway and nowhere else. A socket without it
-# (a new chat) goes to the gateway with the fewest open connections. The optional answers (tied
-# to no chat) all go to the first gateway, the others standing in, so that they pool in one place.
+# (a new chat) and the page's other requests go to each gateway in turn (round robin: nginx's
+# least_conn would count only the sockets opened through the pool's own upstream, not a chat's
+# pinned reconnects). The optional answers (tied to no chat) all go to the first gateway, the
+# others standing in, so that they pool in one place.
 Gateways = tuple[tuple[str, str], ...]
 
 
@@ -80,9 +82,8 @@ def _nginx_gateway_upstreams(gateways: Gateways) -> str:
     answers = "\n".join(f"    server {address}{'' if i == 0 else ' backup'};" for i, (_, address) in enumerate(gateways))
     names = "\n".join(f"    {name} hotline_gateway_{name};" for name, _ in gateways)
     return f"""# The web chat gateways (hotline init --gateways {len(gateways)}): a chat's page reconnects with
-# ?gateway=NAME and goes to that gateway only; a new chat to the one with the fewest connections.
+# ?gateway=NAME and goes to that gateway only; a new chat to each gateway in turn.
 upstream hotline_gateways {{
-    least_conn;
 {pool}
 }}
 {each}
@@ -270,7 +271,7 @@ def _caddy_gateway_proxy(upstreams: str, indent: str, policy: str = "") -> str:
 
 def _caddy_gateway_routes(gateway: str, gateways: Gateways) -> str:
     """The page's routes to the gateway, or to several (as _nginx_gateway_upstreams: a chat's
-    sockets by ?gateway=NAME, a new chat to the fewest connections, answers to the first)."""
+    sockets by ?gateway=NAME, a new chat to each in turn, answers to the first)."""
     if not gateways:
         return _caddy_gateway_proxy(gateway, "\t\t")
     every = " ".join(address for _, address in gateways)
@@ -281,8 +282,8 @@ def _caddy_gateway_routes(gateway: str, gateways: Gateways) -> str:
     for name, address in gateways:
         out.append(f"\t\t@gateway_{name} query gateway={name}\n\t\thandle @gateway_{name} {{\n"
                    f"{_caddy_gateway_proxy(address, inner)}\t\t}}")
-    out.append(f"\t\t# A new chat: the gateway with the fewest connections.\n\t\thandle {{\n"
-               f"{_caddy_gateway_proxy(every, inner, 'least_conn')}\t\t}}")
+    out.append(f"\t\t# A new chat, and the page's other requests: each gateway in turn.\n\t\thandle {{\n"
+               f"{_caddy_gateway_proxy(every, inner, 'round_robin')}\t\t}}")
     return "\n".join(out) + "\n"
 
 
