@@ -421,3 +421,31 @@ async def test_two_gateways_pin_each_chat_to_the_gateway_that_started_it(workers
         for page in pages:
             await page.close()
         await advocate.close()
+
+
+async def test_the_page_in_a_browser_reconnects_to_its_own_gateway(workers_stack):
+    """The real page: after ``started`` it opens every later socket with ?gateway=NAME, so when
+    the proxy restarts (every socket dropped) it is back in the same chat on its own gateway."""
+    from playwright.async_api import expect
+
+    from tests.test_page import assert_nothing_stored, open_browser, start_chat
+
+    stack = workers_stack
+    async with open_browser() as (page, problems):
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        await page.goto(stack.page_url)
+        await start_chat(page)
+        assert sockets == [stack.page_url.replace("http:", "ws:") + "ws"]  # a new chat: any gateway
+        assert stack.front is not None
+        stack.front.stop()
+        await stack.front.start()
+        status = page.get_by_role("status").first
+        await expect(status).to_have_text("Reconnected. You are back in the same chat.", timeout=30_000)
+        assert len(sockets) >= 2 and re.fullmatch(r".*/ws\?gateway=g[12]", sockets[-1]), sockets
+        assert len(set(sockets[1:])) == 1  # every reconnect to the same gateway
+        await page.get_by_role("button", name="End chat").click()
+        await page.get_by_role("group").get_by_role("button", name="End chat").click()
+        await expect(page.get_by_role("heading", name="Chat ended")).to_be_visible(timeout=20_000)
+        await assert_nothing_stored(page)
+        assert problems == []
