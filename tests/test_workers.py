@@ -27,7 +27,7 @@ from hotline.admin import CheckResult, check_homeserver_config
 from hotline.devstack import DevStack, free_port
 from hotline.homeserver import EVENT_PERSISTER, privacy_settings
 from hotline.production import MAX_WORKERS, InitOptions, init
-from hotline.throwaway import LoopbackEntrance
+from hotline.throwaway import LoopbackEntrance, LoopbackFront
 from tests.conftest import GRACE_SECONDS, running
 from testkit.clients import Survivor, assert_erased, claim_new_chat, login, open_chat, remember, until
 
@@ -425,7 +425,10 @@ async def test_two_gateways_pin_each_chat_to_the_gateway_that_started_it(workers
 
 async def test_the_page_in_a_browser_reconnects_to_its_own_gateway(workers_stack):
     """The real page: after ``started`` it opens every later socket with ?gateway=NAME, so when
-    the proxy restarts (every socket dropped) it is back in the same chat on its own gateway."""
+    the proxy restarts (every socket dropped) it is back in the same chat on its own gateway.
+    Behind a proxy that sends each name to the other gateway, the page is refused there
+    (``wrong_gateway``), never told its chat ended, and after three refusals says chat is not
+    available, with the hotline number."""
     from playwright.async_api import expect
 
     from tests.test_page import assert_nothing_stored, open_browser, start_chat
@@ -448,4 +451,18 @@ async def test_the_page_in_a_browser_reconnects_to_its_own_gateway(workers_stack
         await page.get_by_role("group").get_by_role("button", name="End chat").click()
         await expect(page.get_by_role("heading", name="Chat ended")).to_be_visible(timeout=20_000)
         await assert_nothing_stored(page)
+        # A second chat, then a proxy that swaps the gateways' names.
+        await start_chat(page)
+        front = stack.front
+        swapped = LoopbackFront(front.directory, front.port, tuple(
+            (name, address) for (name, _), (_, address) in zip(front.gateways, reversed(front.gateways))))
+        front.stop()
+        await swapped.start()
+        try:
+            await expect(page.get_by_role("heading", name="Chat not available")).to_be_visible(timeout=40_000)
+            await expect(page.get_by_role("link", name="+1 555 0100").first).to_be_visible()
+            assert await page.get_by_role("heading", name="Chat ended").count() == 0
+        finally:
+            swapped.stop()
+            await front.start()
         assert problems == []

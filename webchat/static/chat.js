@@ -39,6 +39,9 @@
   let handover = null;
   // With several gateways, the one that holds this chat ("started"): later sockets go to it.
   let gateway = "";
+  // Sockets refused in a row because they reached another gateway ("wrong_gateway"): after three,
+  // the chat's own gateway cannot be reached, and the page says so rather than trying for ever.
+  let misrouted = 0;
   let retry = 0, retryTimer = 0, openTimer = 0, pollTimer = 0, typingSaid = 0, typingTimer = 0;
   let paused = false, pauseTimer = 0; // after rate_limited: messages wait until the gateway takes them
   let answer = null; // the answer to an ask, until the gateway says "answered"
@@ -292,7 +295,7 @@
         break;
       case "resumed":
         if (!chat) return;
-        attached = true; retry = 0; handover = null;
+        attached = true; retry = 0; handover = null; misrouted = 0;
         clearTimeout(pauseTimer); paused = false; // a new socket: its own frame budget
         if (endRequested) { send({ type: "end" }); return; }
         setStatus(T("reconnected"));
@@ -378,6 +381,8 @@
       }, wait * 1000);
     } else if (code === "unavailable") {
       finish("unavailable");
+    } else if (code === "wrong_gateway") {
+      if (++misrouted >= 3) finish("unavailable"); // else the socket closes and the page reconnects
     } else if (code === "closed") {
       if (f.status && typeof f.status === "object") service = f.status;
       else service = Object.assign({}, service, { accepting: false });
