@@ -61,10 +61,11 @@ INTERNAL_PORT = 8008
 # Several gateways (`hotline init --gateways N`, docs/scaling.md): (name, host:port) each. A chat
 # lives in the memory of the gateway that started it; its page reconnects with ?gateway=NAME
 # (docs/protocol.md), which the proxy sends to that gateway and nowhere else. A socket without it
-# (a new chat) and the page's other requests go to each gateway in turn (round robin: nginx's
-# least_conn would count only the sockets opened through the pool's own upstream, not a chat's
-# pinned reconnects). The optional answers (tied to no chat) all go to the first gateway, the
-# others standing in, so that they pool in one place.
+# (a new chat) goes to each gateway in turn, counted apart from the page's other requests (which
+# also go round) so that a page's fixed number of requests before its socket cannot send every
+# new chat to the same gateway. (nginx's least_conn would count only the sockets opened through
+# that upstream, not the chats' pinned reconnects.) The optional answers (tied to no chat) all go
+# to the first gateway, the others standing in, so that they pool in one place.
 Gateways = tuple[tuple[str, str], ...]
 
 
@@ -82,8 +83,12 @@ def _nginx_gateway_upstreams(gateways: Gateways) -> str:
     answers = "\n".join(f"    server {address}{'' if i == 0 else ' backup'};" for i, (_, address) in enumerate(gateways))
     names = "\n".join(f"    {name} hotline_gateway_{name};" for name, _ in gateways)
     return f"""# The web chat gateways (hotline init --gateways {len(gateways)}): a chat's page reconnects with
-# ?gateway=NAME and goes to that gateway only; a new chat to each gateway in turn.
+# ?gateway=NAME and goes to that gateway only; a new chat to each gateway in turn (its own upstream,
+# so that the page's other requests do not move its turns); the page and its files to any.
 upstream hotline_gateways {{
+{pool}
+}}
+upstream hotline_new_chats {{
 {pool}
 }}
 {each}
@@ -91,21 +96,23 @@ upstream hotline_answers {{
 {answers}
 }}
 map $arg_gateway $hotline_gateway {{
-    default hotline_gateways;
+    default hotline_new_chats;
 {names}
 }}
 """
 
 
-def _gateway_targets(gateway: str, gateways: Gateways) -> tuple[str, str]:
-    """(where the page and its sockets go, where the answers go) in nginx's proxy_pass."""
-    return ("$hotline_gateway", "hotline_answers") if gateways else (gateway, gateway)
+def _gateway_targets(gateway: str, gateways: Gateways) -> tuple[str, str, str]:
+    """(where the page goes, where its sockets go, where the answers go) in nginx's proxy_pass."""
+    if not gateways:
+        return gateway, gateway, gateway
+    return "hotline_gateways", "$hotline_gateway", "hotline_answers"
 
 
 def nginx_gateway_front(gateways: Gateways, *, listen: str, error_log: str) -> str:
     """Plain HTTP on loopback in front of several gateways, with the routes of nginx_site (the
     dev stack's front: hotline/devstack.py). Without nginx_site's TLS, limits and headers."""
-    page, answers = _gateway_targets("", gateways)
+    page, sockets, answers = _gateway_targets("", gateways)
     return f"""# matrix-hotline: the gateways' routes of proxy/nginx.conf, on loopback (the dev stack).
 map $http_upgrade $hotline_connection_upgrade {{
     default upgrade;
@@ -127,6 +134,9 @@ server {{
         proxy_set_header X-Real-IP $remote_addr;
         proxy_read_timeout 3600s;
         proxy_buffering off;
+        location ~ /ws$ {{
+            proxy_pass http://{sockets};
+        }}
         location ~ /answers$ {{
             proxy_pass http://{answers};
         }}
@@ -271,7 +281,8 @@ def _caddy_gateway_proxy(upstreams: str, indent: str, policy: str = "") -> str:
 
 def _caddy_gateway_routes(gateway: str, gateways: Gateways) -> str:
     """The page's routes to the gateway, or to several (as _nginx_gateway_upstreams: a chat's
-    sockets by ?gateway=NAME, a new chat to each in turn, answers to the first)."""
+    sockets by ?gateway=NAME, a new chat to each in turn, answers to the first). Each handle has
+    its own round robin: the page's requests do not move the new chats' turns."""
     if not gateways:
         return _caddy_gateway_proxy(gateway, "\t\t")
     every = " ".join(address for _, address in gateways)
@@ -282,7 +293,9 @@ def _caddy_gateway_routes(gateway: str, gateways: Gateways) -> str:
     for name, address in gateways:
         out.append(f"\t\t@gateway_{name} query gateway={name}\n\t\thandle @gateway_{name} {{\n"
                    f"{_caddy_gateway_proxy(address, inner)}\t\t}}")
-    out.append(f"\t\t# A new chat, and the page's other requests: each gateway in turn.\n\t\thandle {{\n"
+    out.append(f"\t\t# A new chat: each gateway in turn.\n\t\t@new_chat path */ws\n\t\thandle @new_chat {{\n"
+               f"{_caddy_gateway_proxy(every, inner, 'round_robin')}\t\t}}")
+    out.append(f"\t\t# The page, its files and status: any gateway.\n\t\thandle {{\n"
                f"{_caddy_gateway_proxy(every, inner, 'round_robin')}\t\t}}")
     return "\n".join(out) + "\n"
 
@@ -409,7 +422,7 @@ def nginx_site(domain: str, synapse: str, gateway: str, *, certificate: str | No
     ``error_root`` holds ``unavailable.html``. With ``workers`` (Synapse's generic workers,
     ``host:port``), /sync and the client reads go to them. With ``gateways`` ((name, host:port)
     each) they replace ``gateway``, each chat pinned to its own (_nginx_gateway_upstreams)."""
-    page_target, answers_target = _gateway_targets(gateway, gateways)
+    page_target, socket_target, answers_target = _gateway_targets(gateway, gateways)
     certificate = certificate or f"/etc/letsencrypt/live/{domain}/fullchain.pem"
     key = key or f"/etc/letsencrypt/live/{domain}/privkey.pem"
     hsts = f'add_header Strict-Transport-Security "{HSTS}" always;'
@@ -513,7 +526,7 @@ server {{
         # A new chat socket (each start, each reconnect) and the optional answers.
         location ~ /ws$ {{
             limit_req zone=hotline_socket burst={SOCKET_BURST} nodelay;
-            proxy_pass http://{page_target};
+            proxy_pass http://{socket_target};
         }}
         location ~ /answers$ {{
             limit_req zone=hotline_answers burst={ANSWERS_BURST} nodelay;

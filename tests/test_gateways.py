@@ -138,7 +138,11 @@ async def check_gateway_routes(base: str) -> None:
         for name in NAMES:
             assert {await where(f"/ws?gateway={name}") for _ in range(6)} == {name}
             assert {await where(f"/chat/ws?gateway={name}") for _ in range(3)} == {name}
-        assert {await where("/ws") for _ in range(4)} == set(NAMES)  # a new chat: each in turn
+        new_chats = set()
+        for _ in range(4):  # a new chat: each gateway in turn, whatever the page asked before
+            await where("/")
+            new_chats.add(await where("/ws"))
+        assert new_chats == set(NAMES)
         assert {await where("/answers", "POST") for _ in range(4)} == {"g1"}
         assert await where("/ws?gateway=g9") in NAMES
 
