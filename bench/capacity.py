@@ -69,7 +69,8 @@ TARGET_CHATS = 200
 # of Synapse's processes. HOTLINE_BENCH_STEPS=10,20,30 limits the ramp's steps.
 WORKERS = int(os.environ.get("HOTLINE_BENCH_WORKERS", "0"))
 # HOTLINE_BENCH_GATEWAYS=N: N gateways behind nginx (`hotline init --gateways N`); "webchat" is then
-# the CPU of all of them (nginx in front is not counted, as no proxy is with one gateway).
+# the CPU of all of them (nginx in front is not counted, as no proxy is with one gateway); the
+# memory figures are g1's only.
 GATEWAYS = int(os.environ.get("HOTLINE_BENCH_GATEWAYS", "1"))
 SUFFIX = (f"-workers{WORKERS}" if WORKERS else "") + (f"-gateways{GATEWAYS}" if GATEWAYS > 1 else "")
 
