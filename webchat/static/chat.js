@@ -289,6 +289,7 @@
         if (state !== "connecting" || typeof f.chat !== "string" || typeof f.secret !== "string") return;
         chat = f.chat; secret = f.secret; state = "active"; attached = true; retry = 0;
         gateway = typeof f.gateway === "string" && /^[a-z][a-z0-9]{0,15}$/.test(f.gateway) ? f.gateway : "";
+        misrouted = 0;
         setComposer(true);
         setStatus(T("started"));
         box.focus();
