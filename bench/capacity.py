@@ -68,7 +68,11 @@ TARGET_CHATS = 200
 # under "capacity-workersN" (results.json, capacity-workersN.png); "synapse" is then the CPU of all
 # of Synapse's processes. HOTLINE_BENCH_STEPS=10,20,30 limits the ramp's steps.
 WORKERS = int(os.environ.get("HOTLINE_BENCH_WORKERS", "0"))
-SUFFIX = f"-workers{WORKERS}" if WORKERS else ""
+# HOTLINE_BENCH_GATEWAYS=N: N gateways behind nginx (`hotline init --gateways N`); "webchat" is then
+# the CPU of all of them (nginx in front is not counted, as no proxy is with one gateway); the
+# memory figures are g1's only.
+GATEWAYS = int(os.environ.get("HOTLINE_BENCH_GATEWAYS", "1"))
+SUFFIX = (f"-workers{WORKERS}" if WORKERS else "") + (f"-gateways{GATEWAYS}" if GATEWAYS > 1 else "")
 
 
 async def run(quick: bool = False) -> dict:
@@ -85,7 +89,7 @@ async def run(quick: bool = False) -> dict:
         async with running_stack("capacity", advocates=advocates_n, postgres=pg,
                                  settings=ONE_ADDRESS | {"max_open_chats": "2000",
                                                          "max_chats_per_advocate": str(PER_ADVOCATE)},
-                                 relaxed_rate_limits=True, workers=WORKERS) as stack:
+                                 relaxed_rate_limits=True, workers=WORKERS, gateways=GATEWAYS) as stack:
             ramp = Ramp(stack, ProcessMeter(stack_pids(stack) | {"postgres": pg.pid}), window)
             await ramp.prepare(quick)
             await ramp.climb(steps, 600 if quick else int(os.environ.get("HOTLINE_BENCH_RAMP_SECONDS", "600")))
@@ -235,6 +239,9 @@ async def load_window(chats, window: float, meter: ProcessMeter, *, floor=None, 
     if any(name.startswith("synapse:") for name in cpu):  # the worker layout: all of Synapse
         cpu["synapse_main"] = cpu["synapse"]
         cpu["synapse"] = sum(v for name, v in cpu.items() if name == "synapse" or name.startswith("synapse:"))
+    if any(name.startswith("webchat:") for name in cpu):  # several gateways: all of them
+        cpu["webchat_g1"] = cpu["webchat"]
+        cpu["webchat"] = sum(v for name, v in cpu.items() if name == "webchat" or name.startswith("webchat:"))
     elapsed = now() - t_mark
     if profiling is not None:
         profiles.update(await profiling)

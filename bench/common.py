@@ -227,6 +227,8 @@ class ProcessMeter:
 
 def stack_pids(stack: DevStack) -> dict[str, int]:
     pids = {name: p.pid for name, p in stack.processes.items()}
+    for name in stack.gateway_ports:  # several gateways: g1 as "webchat", the others "webchat:gN"
+        pids["webchat" if name == "g1" else f"webchat:{name}"] = pids.pop(f"webchat-{name}")
     assert stack.synapse.process is not None
     pids["synapse"] = stack.synapse.process.pid
     for worker, process in stack.synapse.workers.items():  # Synapse's worker layout, if any
@@ -240,15 +242,17 @@ def stack_pids(stack: DevStack) -> dict[str, int]:
 @asynccontextmanager
 async def running_stack(name: str, *, advocates: int = 1, postgres: Any = None,
                         settings: dict[str, str] | None = None,
-                        relaxed_rate_limits: bool = False, workers: int = 0) -> AsyncIterator[DevStack]:
+                        relaxed_rate_limits: bool = False, workers: int = 0,
+                        gateways: int = 1) -> AsyncIterator[DevStack]:
     """A fresh DevStack in a temporary directory (Synapse on SQLite, or on ``postgres``; with
-    ``workers``, Synapse's worker layout, every process on ``postgres``).
+    ``workers``, Synapse's worker layout, every process on ``postgres``; with ``gateways`` > 1,
+    that many gateways behind nginx, as `hotline init --gateways N`).
 
     Synapse's rate limits are the shipped ones unless the benchmark relaxes them, saying why
     (docs/performance.md lists which do)."""
     root = Path(tempfile.mkdtemp(prefix=f"hotline-bench-{name}-"))
     stack = DevStack(root / "stack", advocates=advocates, relaxed_rate_limits=relaxed_rate_limits,
-                     settings={"log_level": "WARNING"} | (settings or {}), workers=workers)
+                     settings={"log_level": "WARNING"} | (settings or {}), workers=workers, gateways=gateways)
     if postgres is not None:
         original = stack.synapse.start
 

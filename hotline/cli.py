@@ -63,7 +63,7 @@ def run_init(args: argparse.Namespace) -> None:
         synapse_port=args.synapse_port, gateway_port=args.gateway_port, db_host=args.db_host,
         db_port=args.db_port, program_name=args.program_name, hotline_phone=args.phone,
         acme_email=args.acme_email, rights_url=args.rights_url, overwrite=args.overwrite,
-        workers=args.workers,
+        workers=args.workers, gateways=args.gateways,
     )
     try:
         report = init(options)
@@ -238,6 +238,9 @@ def add_init_parser(commands: Any) -> None:
     init.add_argument("--workers", type=int, default=0, metavar="N",
                       help="Synapse's worker layout: N generic workers for /sync and client reads, an event "
                            "persister and Redis (docs/scaling.md); default: one Synapse process")
+    init.add_argument("--gateways", type=int, default=1, metavar="N",
+                      help="N web chat gateways behind the proxy, each chat pinned to the one that started it "
+                           "(docs/scaling.md); default: one gateway")
 
 
 def add_admin_parser(commands: Any) -> None:

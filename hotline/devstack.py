@@ -39,7 +39,8 @@ from hotline.homeserver import (
 from hotline_runtime.matrix_sync import MUTE_PUSH_PATH
 from hotline_runtime.wire import GATEWAY_SENDER_LOCALPART
 from hotline.postgres import ThrowawayPostgres, synapse_database
-from hotline.throwaway import LoopbackEntrance, ThrowawayRedis
+from hotline import proxy
+from hotline.throwaway import LoopbackEntrance, LoopbackFront, ThrowawayRedis
 
 SERVER_NAME = "hotline.localhost"
 DATABASE_ENV = "HOTLINE_TEST_DATABASE"
@@ -180,6 +181,10 @@ class DevStack:
     # a throwaway Redis and nginx as the entrance on synapse_port (PostgreSQL: Synapse does not
     # support workers on SQLite). 0: one Synapse process.
     workers: int = 0
+    # Several gateways (`hotline init --gateways N`): g1…gN on ports of their own, behind nginx on
+    # gateway_port with the generated proxy's routes (each chat pinned to its own gateway). 1: the
+    # one gateway, on gateway_port itself.
+    gateways: int = 1
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
@@ -202,6 +207,13 @@ class DevStack:
         self.synapse = HomeserverProcess(self.homeserver)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.accounts: Bootstrap | None = None
+        # name → port of each gateway behind the front (empty: the one gateway on gateway_port).
+        self.gateway_ports: dict[str, int] = {}
+        self.front: LoopbackFront | None = None
+        if self.gateways > 1:
+            self.gateway_ports = {name: free_port() for name in proxy.gateway_names(self.gateways)}
+            self.front = LoopbackFront(self.root / "front", self.gateway_port, tuple(
+                (name, f"127.0.0.1:{port}") for name, port in self.gateway_ports.items()))
 
     def _worker_homeserver(self, database: dict[str, Any] | None) -> EmbeddedHomeserver:
         directory = self.root / "homeserver"
@@ -225,6 +237,14 @@ class DevStack:
     @property
     def page_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}/"
+
+    def gateway_url(self, name: str) -> str:
+        """One gateway's own address, past the front (several gateways only)."""
+        return f"http://127.0.0.1:{self.gateway_ports[name]}/"
+
+    @property
+    def _gateway_processes(self) -> list[str]:
+        return [f"webchat-{name}" for name in self.gateway_ports] or ["webchat"]
 
     def credentials(self) -> dict[str, Any]:
         assert self.accounts is not None
@@ -253,6 +273,8 @@ class DevStack:
         await self.synapse.start()
         if self.entrance is not None:
             await self.entrance.start()
+        if self.front is not None:
+            await self.front.start()
         if state.exists():
             self.accounts = Bootstrap.from_json(json.loads(state.read_text()))
         else:
@@ -289,12 +311,16 @@ class DevStack:
         # so that the gateway can pin its master key from the start, as `hotline admin setup` does.
         bot_identity = identity.create(self.root / "bot", self.accounts.bot.user_id)
         self.bot_master_key = bot_identity.master_public
-        _write_env(self.root / "webchat.env", common | {
+        gateway = common | {
             "bot_master_key": bot_identity.master_public,
             "as_token": self.homeserver.secrets()["as_token"],
             "listen_host": "127.0.0.1",
             "listen_port": str(self.gateway_port),
-        } | self.settings)
+        }
+        _write_env(self.root / "webchat.env", gateway | self.settings)
+        for name, port in self.gateway_ports.items():  # several: each its name and port, one origin
+            _write_env(self.root / f"webchat-{name}.env", gateway | {
+                "gateway_name": name, "listen_port": str(port), "public_url": self.page_url.rstrip("/")} | self.settings)
 
     def codeword_pepper(self) -> str:
         """The code words' secret key, made on the first start and kept (as `hotline init` does):
@@ -321,13 +347,15 @@ class DevStack:
         self._spawn("bot", "bot")
 
     def start_gateway(self) -> None:
-        self._spawn("webchat", "webchat")
+        for name in self._gateway_processes:
+            self._spawn(name, "webchat")
 
     def stop_gateway(self) -> None:
-        """SIGTERM, as a restart would."""
-        process = self.processes.pop("webchat")
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
+        """SIGTERM (every gateway), as a restart would."""
+        for name in self._gateway_processes:
+            process = self.processes.pop(name)
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=20)
 
     async def restart_gateway(self) -> None:
         """SIGTERM the gateway (it hands open chats to their pages), start it again, wait for it.
@@ -353,14 +381,14 @@ class DevStack:
                 for name, process in self.processes.items():
                     if process.poll() is not None:
                         raise RuntimeError(f"{name} exited with code {process.returncode}; see {self.logs / name}.log")
-                try:
-                    async with http.get(self.page_url) as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
+                if all([await _answers(http, url) for url in self._gateway_urls()]):
+                    return
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"the web chat gateway did not answer on {self.page_url}")
+
+    def _gateway_urls(self) -> list[str]:
+        """The page, and with several gateways each of them too."""
+        return [self.page_url, *(self.gateway_url(name) for name in self.gateway_ports)]
 
     async def _wait_for_bot(self, timeout: float = 60.0) -> None:
         """Until the bot has signed in and saved its login in its routing database (what a test that
@@ -383,7 +411,7 @@ class DevStack:
         raise RuntimeError(f"the bot did not sign in within {timeout:.0f} s; see {self.logs / 'bot'}.log")
 
     def stop(self) -> None:
-        for name in ("webchat", "bot"):
+        for name in (*self._gateway_processes, "bot"):
             process = self.processes.pop(name, None)
             if process is None or process.poll() is not None:
                 continue
@@ -393,6 +421,8 @@ class DevStack:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        if self.front is not None:
+            self.front.stop()
         if self.entrance is not None:
             self.entrance.stop()
         self.synapse.stop()
@@ -400,6 +430,14 @@ class DevStack:
             self.redis.stop()
         if self.postgres is not None:
             self.postgres.stop()
+
+
+async def _answers(http: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with http.get(url) as response:
+            return response.status == 200
+    except aiohttp.ClientError:
+        return False
 
 
 def _write_private_json(path: Path, data: dict[str, Any]) -> None:

@@ -88,6 +88,11 @@ MAIN_REPLICATION_PORT = 9093
 PERSISTER_PORT = 9094
 REDIS_SOCKET = "/run/hotline-redis/redis.sock"  # systemd: hotline-redis.service's RuntimeDirectory
 REDIS_IMAGE = "docker.io/library/redis:7-bookworm"
+# Several gateways (--gateways N; docs/scaling.md): g1, g2… each its own process, each chat pinned
+# by the proxy to the one that started it. Under systemd on --gateway-port and the next ports (a
+# unit template, hotline-webchat@NAME, with gateways/NAME.env); under compose the `webchat`
+# service is g1 and webchat-g2… are added (compose.gateways.yml), each on --gateway-port.
+MAX_GATEWAYS = 8
 
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
@@ -126,6 +131,7 @@ class InitOptions:
     rights_url: str | None = None
     overwrite: bool = False
     workers: int = 0  # Synapse's generic workers (0: one Synapse process, as by default)
+    gateways: int = 1  # web chat gateways behind the proxy (1: one process, as by default)
     python_prefix: Path = field(default_factory=lambda: Path(sys.prefix))
 
     def resolve(self) -> Target:
@@ -136,6 +142,8 @@ class InitOptions:
             raise InitError(f"--rights-url must be a web address (https://…), not {self.rights_url!r}")
         if not 0 <= self.workers <= MAX_WORKERS:
             raise InitError(f"--workers must be between 1 and {MAX_WORKERS} (or left out), not {self.workers}")
+        if not 1 <= self.gateways <= MAX_GATEWAYS:
+            raise InitError(f"--gateways must be between 1 and {MAX_GATEWAYS} (or left out), not {self.gateways}")
         if self.target == "compose":
             # Paths inside the containers: the compose file mounts --dir and --state-dir there
             # (HOTLINE_CONFIG, HOTLINE_STATE), whatever they are on the host.
@@ -280,10 +288,11 @@ def quote_env(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def systemd_units(target: Target, prefix: Path, workers: int = 0) -> dict[str, str]:
+def systemd_units(target: Target, prefix: Path, workers: int = 0, gateways: int = 1) -> dict[str, str]:
     """Units for an install without containers; ``prefix`` is the Python environment (venv).
     With ``workers``, also Redis and a template for Synapse's workers (one instance per file in
-    synapse/workers/)."""
+    synapse/workers/). With ``gateways`` > 1, also a template for the gateways (one instance per
+    file in gateways/)."""
     hardening = """NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
@@ -356,6 +365,12 @@ RestartSec=2
 WantedBy=multi-user.target
 """,
     }
+    if gateways > 1:
+        units["hotline-webchat@.service"] = units["hotline-webchat.service"].replace(
+            "Description=matrix-hotline web chat gateway (the survivor's page and WebSocket)",
+            "Description=matrix-hotline web chat gateway %i (the survivor's page and WebSocket)\n"
+            f"AssertPathExists={config}/gateways/%i.env").replace(
+            "ExecStart=", f"# Its name and port (they win over webchat.env).\nEnvironmentFile={config}/gateways/%i.env\nExecStart=")
     if not workers:
         return units
     units["hotline-redis.service"] = f"""[Unit]
@@ -442,6 +457,53 @@ def compose_workers(options: InitOptions, target: Target) -> str:
             + yaml.safe_dump({"services": services}, sort_keys=False))
 
 
+def gateway_addresses(options: InitOptions, target: Target) -> proxy.Gateways:
+    """(name, host:port) of each gateway with --gateways N (N > 1); () for the one gateway."""
+    if options.gateways < 2:
+        return ()
+    names = proxy.gateway_names(options.gateways)
+    if target.name == "compose":
+        return tuple((name, f"{compose_gateway_service(name)}:{options.gateway_port}") for name in names)
+    return tuple((name, f"{target.gateway_host}:{options.gateway_port + i}") for i, name in enumerate(names))
+
+
+def compose_gateway_service(name: str) -> str:
+    return "webchat" if name == "g1" else f"webchat-{name}"
+
+
+def gateway_files(options: InitOptions, target: Target) -> dict[str, tuple[str, bool]]:
+    """With --gateways N: each gateway's name (and under systemd its port), which win over
+    webchat.env; under compose the added services."""
+    gateways = gateway_addresses(options, target)
+    if not gateways:
+        return {}
+    if target.name == "compose":
+        services: dict[str, Any] = {"webchat": {"environment": {"HOTLINE_GATEWAY_NAME": "g1"}}}
+        for name, _ in gateways[1:]:
+            services[compose_gateway_service(name)] = {
+                "image": "matrix-hotline:latest",
+                "user": "10001:10001",
+                "restart": "unless-stopped",
+                "networks": ["hotline"],
+                "depends_on": {"synapse": {"condition": "service_started"}},
+                "command": ["hotline-webchat", "--config", "/etc/hotline/webchat.env"],
+                "read_only": True,
+                "volumes": ["${HOTLINE_CONFIG:-/etc/hotline}/webchat.env:/etc/hotline/webchat.env:ro"],
+                "environment": {"HOTLINE_GATEWAY_NAME": name},
+            }
+        return {"compose.gateways.yml": (
+            f"# matrix-hotline: {len(gateways)} web chat gateways (written by `hotline init --gateways {len(gateways)}`).\n"
+            "# Use it together with the main file, in every compose command:\n"
+            "#   docker compose -f deploy/docker-compose.yml -f $HOTLINE_CONFIG/compose.gateways.yml ...\n"
+            "# Each gateway is the `webchat` service's twin with its own name (HOTLINE_GATEWAY_NAME); Caddy\n"
+            "# pins each chat to the one that started it (docs/scaling.md).\n"
+            + yaml.safe_dump({"services": services}, sort_keys=False), False)}
+    return {f"gateways/{name}.env": (
+        f"# The web chat gateway {name} (hotline-webchat@{name}.service): these win over webchat.env.\n"
+        f"HOTLINE_GATEWAY_NAME={name}\nHOTLINE_LISTEN_PORT={address.rsplit(':', 1)[1]}\n", False)
+        for name, address in gateways}
+
+
 def render(options: InitOptions, values: dict[str, str]) -> dict[str, tuple[str, bool]]:
     """Every file: relative path → (text, private)."""
     target = options.resolve()
@@ -496,8 +558,9 @@ def render(options: InitOptions, values: dict[str, str]) -> dict[str, tuple[str,
         "POSTGRES_INITDB_ARGS=--encoding=UTF8 --locale=C\n", True)
     files["postgres-setup.sql"] = (postgres_setup_sql(values["postgres_password"]), True)
     files.update(proxy_and_worker_files(options, target, values, plan))
+    files.update(gateway_files(options, target))
     if target.name == "systemd":
-        for name, text in systemd_units(target, options.python_prefix, options.workers).items():
+        for name, text in systemd_units(target, options.python_prefix, options.workers, options.gateways).items():
             files[f"systemd/{name}"] = (text, False)
     files["NEXT-STEPS.md"] = (next_steps(options, target), False)
     return files
@@ -526,10 +589,12 @@ def proxy_and_worker_files(options: InitOptions, target: Target, values: dict[st
             files["proxy/nginx-internal.conf"] = (
                 proxy.nginx_internal_site(synapse_upstream, workers, listen=f"127.0.0.1:{options.synapse_port}"), False)
         files["redis/redis.conf"] = (redis, True)
+    gateways = gateway_addresses(options, target)
     files["proxy/Caddyfile"] = (proxy.caddyfile(domain, synapse_upstream, gateway_upstream,
                                                 acme_email=options.acme_email, workers=workers,
-                                                internal_port=options.synapse_port), False)
-    files["proxy/nginx.conf"] = (proxy.nginx_site(domain, synapse_upstream, gateway_upstream, workers=workers), False)
+                                                internal_port=options.synapse_port, gateways=gateways), False)
+    files["proxy/nginx.conf"] = (proxy.nginx_site(domain, synapse_upstream, gateway_upstream, workers=workers,
+                                                  gateways=gateways), False)
     files["proxy/nginx-bootstrap.conf"] = (proxy.nginx_bootstrap_site(domain), False)
     files[f"proxy/{proxy.ERROR_PAGE}"] = (unavailable_page(page_facts(options)), False)
     return files
@@ -600,6 +665,9 @@ def systemd_next_steps(options: InitOptions, target: Target) -> str:
     workers = generic_worker_names(options.workers)
     units = "hotline-synapse.service hotline-bot.service hotline-webchat.service"
     redis_packages = redis_users = synapse_start = redis_note = ""
+    gateways = " ".join(f"hotline-webchat@{name}" for name, _ in gateway_addresses(options, target)) or "hotline-webchat"
+    if options.gateways > 1:
+        units += " hotline-webchat@.service"
     if workers:
         packages += " redis-server"
         units += " hotline-redis.service hotline-synapse-worker@.service"
@@ -683,8 +751,9 @@ bot.env and webchat.env. It waits for Synapse to answer.
 ## 5. The bot and the web chat gateway
 
 ```sh
-systemctl enable --now hotline-bot hotline-webchat
+systemctl enable --now hotline-bot {gateways}
 ```
+{_gateways_note(options, target)}
 
 ## 6. nginx and the TLS certificate
 
@@ -730,6 +799,19 @@ see docs/backup.md.
 """
 
 
+def _gateways_note(options: InitOptions, target: Target) -> str:
+    gateways = gateway_addresses(options, target)
+    if not gateways:
+        return ""
+    each = ", ".join(f"{name} on {address}" for name, address in gateways)
+    own = ("its own gateways/NAME.env (its name and port)" if target.name == "systemd"
+           else "its own name (HOTLINE_GATEWAY_NAME in compose.gateways.yml)")
+    return (f"\n{len(gateways)} gateways (--gateways {len(gateways)}; docs/scaling.md): {each}, each with\n"
+            f"webchat.env and {own}. The proxy pins each chat to\n"
+            "the gateway that started it. Each gateway holds its chats in memory and counts its own\n"
+            "HOTLINE_MAX_OPEN_CHATS and per-address limits.\n")
+
+
 def compose_next_steps(options: InitOptions, target: Target) -> str:
     domain = options.domain
     host_config = options.directory.resolve()
@@ -741,6 +823,8 @@ def compose_next_steps(options: InitOptions, target: Target) -> str:
         processes = [EVENT_PERSISTER, *generic_worker_names(options.workers)]
         # Caddy too: the bot, the gateway and `admin` reach Synapse's processes through it.
         first = "postgres redis synapse " + " ".join(compose_service(name) for name in processes) + " caddy"
+    if options.gateways > 1:
+        compose += f" -f {host_config}/compose.gateways.yml"
     return f"""# Next steps for {domain} (docker compose)
 
 Written by `hotline init`. Run the commands from the matrix-hotline checkout (for
@@ -775,7 +859,7 @@ chown -R 10001:10001 {host_config} {host_state}
 {compose} run --rm admin staff add @alex:{domain} --role admin
 {compose} run --rm admin check --public-url https://{domain}
 ```
-{_rights_note(options, str(host_config))}
+{_rights_note(options, str(host_config))}{_gateways_note(options, target)}
 Staff sign in with any Matrix client at https://{domain} and change the one-time password at
 once. Keep secrets.yaml, bot.env and the bot's data directory ({host_state / 'bot'}) in your
 backups: see docs/backup.md.

@@ -58,6 +58,92 @@ WORKER_READ_PATHS = (r"^/_matrix/client/((api/v1|r0|v3|unstable)/(joined_rooms|r
 # entrance on the proxy that routes as the public site does, plus the admin API to the main process.
 INTERNAL_PORT = 8008
 
+# Several gateways (`hotline init --gateways N`, docs/scaling.md): (name, host:port) each. A chat
+# lives in the memory of the gateway that started it; its page reconnects with ?gateway=NAME
+# (docs/protocol.md), which the proxy sends to that gateway and nowhere else. A socket without it
+# (a new chat) goes to each gateway in turn, counted apart from the page's other requests (which
+# also go round) so that a page's fixed number of requests before its socket cannot send every
+# new chat to the same gateway. (nginx's least_conn would count only the sockets opened through
+# that upstream, not the chats' pinned reconnects.) The optional answers (tied to no chat) all go
+# to the first gateway, the others standing in, so that they pool in one place.
+Gateways = tuple[tuple[str, str], ...]
+
+
+def gateway_names(count: int) -> tuple[str, ...]:
+    return tuple(f"g{i}" for i in range(1, count + 1))
+
+
+def _nginx_gateway_upstreams(gateways: Gateways) -> str:
+    """The gateways' upstreams and the map from the page's ?gateway= to one of them. nginx keeps
+    the variables in memory only, like the per-address limits."""
+    if not gateways:
+        return ""
+    pool = "\n".join(f"    server {address};" for _, address in gateways)
+    each = "\n".join(f"upstream hotline_gateway_{name} {{\n    server {address};\n}}" for name, address in gateways)
+    answers = "\n".join(f"    server {address}{'' if i == 0 else ' backup'};" for i, (_, address) in enumerate(gateways))
+    names = "\n".join(f"    {name} hotline_gateway_{name};" for name, _ in gateways)
+    return f"""# The web chat gateways (hotline init --gateways {len(gateways)}): a chat's page reconnects with
+# ?gateway=NAME and goes to that gateway only; a new chat to each gateway in turn (its own upstream,
+# so that the page's other requests do not move its turns); the page and its files to any.
+upstream hotline_gateways {{
+{pool}
+}}
+upstream hotline_new_chats {{
+{pool}
+}}
+{each}
+upstream hotline_answers {{
+{answers}
+}}
+map $arg_gateway $hotline_gateway {{
+    default hotline_new_chats;
+{names}
+}}
+"""
+
+
+def _gateway_targets(gateway: str, gateways: Gateways) -> tuple[str, str, str]:
+    """(where the page goes, where its sockets go, where the answers go) in nginx's proxy_pass."""
+    if not gateways:
+        return gateway, gateway, gateway
+    return "hotline_gateways", "$hotline_gateway", "hotline_answers"
+
+
+def nginx_gateway_front(gateways: Gateways, *, listen: str, error_log: str) -> str:
+    """Plain HTTP on loopback in front of several gateways, with the routes of nginx_site (the
+    dev stack's front: hotline/devstack.py). Without nginx_site's TLS, limits and headers."""
+    page, sockets, answers = _gateway_targets("", gateways)
+    return f"""# matrix-hotline: the gateways' routes of proxy/nginx.conf, on loopback (the dev stack).
+map $http_upgrade $hotline_connection_upgrade {{
+    default upgrade;
+    ''      close;
+}}
+{_nginx_gateway_upstreams(gateways)}
+server {{
+    listen {listen};
+    server_tokens off;
+    access_log off;
+    error_log {error_log} crit;
+    location / {{
+        proxy_pass http://{page};
+        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $hotline_connection_upgrade;
+        proxy_set_header X-Forwarded-For "";
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_read_timeout 3600s;
+        proxy_buffering off;
+        location ~ /ws$ {{
+            proxy_pass http://{sockets};
+        }}
+        location ~ /answers$ {{
+            proxy_pass http://{answers};
+        }}
+    }}
+}}
+"""
+
 
 def _nginx_worker_upstreams(prefix: str, main: str, workers: tuple[str, ...]) -> str:
     """Upstreams for Synapse's processes, and the /sync key: the user's part of the access token
@@ -182,12 +268,45 @@ http://:{port} {{
 """
 
 
+def _caddy_gateway_proxy(upstreams: str, indent: str, policy: str = "") -> str:
+    lb = (f"{indent}\tlb_policy {policy}\n{indent}\tlb_try_duration 5s\n{indent}\tfail_duration 30s\n"
+          if policy else "")
+    return f"""{indent}reverse_proxy {upstreams} {{
+{lb}{indent}\theader_up X-Real-IP {{remote_host}}
+{indent}\theader_up -X-Forwarded-For
+{indent}\theader_up -Forwarded
+{indent}}}
+"""
+
+
+def _caddy_gateway_routes(gateway: str, gateways: Gateways) -> str:
+    """The page's routes to the gateway, or to several (as _nginx_gateway_upstreams: a chat's
+    sockets by ?gateway=NAME, a new chat to each in turn, answers to the first). Each handle has
+    its own round robin: the page's requests do not move the new chats' turns."""
+    if not gateways:
+        return _caddy_gateway_proxy(gateway, "\t\t")
+    every = " ".join(address for _, address in gateways)
+    inner = "\t\t\t"
+    out = ["\t\t# The optional answers: to the first gateway (the others stand in), pooled in one place.",
+           f"\t\t@answers path */answers\n\t\thandle @answers {{\n{_caddy_gateway_proxy(every, inner, 'first')}\t\t}}",
+           "\t\t# A chat's page reconnects with ?gateway=NAME: to that gateway only."]
+    for name, address in gateways:
+        out.append(f"\t\t@gateway_{name} query gateway={name}\n\t\thandle @gateway_{name} {{\n"
+                   f"{_caddy_gateway_proxy(address, inner)}\t\t}}")
+    out.append(f"\t\t# A new chat: each gateway in turn.\n\t\t@new_chat path */ws\n\t\thandle @new_chat {{\n"
+               f"{_caddy_gateway_proxy(every, inner, 'round_robin')}\t\t}}")
+    out.append(f"\t\t# The page, its files and status: any gateway.\n\t\thandle {{\n"
+               f"{_caddy_gateway_proxy(every, inner, 'round_robin')}\t\t}}")
+    return "\n".join(out) + "\n"
+
+
 def caddyfile(domain: str, synapse: str, gateway: str, *, acme_email: str | None = None,
               error_root: str = CADDY_ERROR_ROOT, workers: tuple[str, ...] = (),
-              internal_port: int = INTERNAL_PORT) -> str:
+              internal_port: int = INTERNAL_PORT, gateways: Gateways = ()) -> str:
     """A Caddyfile; ``synapse`` and ``gateway`` are upstream ``host:port``; ``error_root`` holds
     ``unavailable.html``. With ``workers`` (Synapse's generic workers, ``host:port``), /sync and
-    the client reads go to them, and an internal site (caddy_internal_site) is added."""
+    the client reads go to them, and an internal site (caddy_internal_site) is added. With
+    ``gateways`` ((name, host:port) each) they replace ``gateway``, each chat pinned to its own."""
     page = "\n".join(f'\t\t\t{name} "{value}"' for name, value in page_headers().items())
     error_page_headers = "\n".join("\t" + line for line in page.splitlines())
     api = "\n".join(f'\t\t\t{name} "{value}"' for name, value in API_HEADERS.items())
@@ -246,12 +365,7 @@ def caddyfile(domain: str, synapse: str, gateway: str, *, acme_email: str | None
 \t\trequest_body {{
 \t\t\tmax_size 64KB
 \t\t}}
-\t\treverse_proxy {gateway} {{
-\t\t\theader_up X-Real-IP {{remote_host}}
-\t\t\theader_up -X-Forwarded-For
-\t\t\theader_up -Forwarded
-\t\t}}
-\t}}
+{_caddy_gateway_routes(gateway, gateways)}\t}}
 
 \t# The gateway cannot be reached: the static page, with the chat page's headers, as 503.
 \thandle_errors {{
@@ -303,10 +417,12 @@ server {{
 def nginx_site(domain: str, synapse: str, gateway: str, *, certificate: str | None = None,
                key: str | None = None, http_port: int = 80, https_port: int = 443,
                acme_root: str = "/var/www/letsencrypt", error_root: str = ERROR_ROOT,
-               workers: tuple[str, ...] = ()) -> str:
+               workers: tuple[str, ...] = (), gateways: Gateways = ()) -> str:
     """An nginx ``server`` configuration (for ``sites-available``); TLS from certbot by default;
     ``error_root`` holds ``unavailable.html``. With ``workers`` (Synapse's generic workers,
-    ``host:port``), /sync and the client reads go to them."""
+    ``host:port``), /sync and the client reads go to them. With ``gateways`` ((name, host:port)
+    each) they replace ``gateway``, each chat pinned to its own (_nginx_gateway_upstreams)."""
+    page_target, socket_target, answers_target = _gateway_targets(gateway, gateways)
     certificate = certificate or f"/etc/letsencrypt/live/{domain}/fullchain.pem"
     key = key or f"/etc/letsencrypt/live/{domain}/privkey.pem"
     hsts = f'add_header Strict-Transport-Security "{HSTS}" always;'
@@ -342,7 +458,7 @@ limit_conn_zone $binary_remote_addr zone=hotline_conn:10m;
 limit_req_zone $binary_remote_addr zone=hotline_page:10m rate={PAGE_RATE};
 limit_req_zone $binary_remote_addr zone=hotline_socket:10m rate={SOCKET_RATE};
 limit_req_zone $binary_remote_addr zone=hotline_answers:10m rate={ANSWERS_RATE};
-{("" if not workers else chr(10) + _nginx_worker_upstreams("hotline_public", synapse, workers))}
+{("" if not workers else chr(10) + _nginx_worker_upstreams("hotline_public", synapse, workers))}{("" if not gateways else chr(10) + _nginx_gateway_upstreams(gateways))}
 server {{
     listen {http_port};
     listen [::]:{http_port};
@@ -387,7 +503,7 @@ server {{
     # The chat page and its WebSocket. The survivor's address goes on only in X-Real-IP, for
     # the gateway's own per-address limits (memory only).
     location / {{
-        proxy_pass http://{gateway};
+        proxy_pass http://{page_target};
         proxy_http_version 1.1;
         proxy_set_header Host $host;
         proxy_set_header Upgrade $http_upgrade;
@@ -410,11 +526,11 @@ server {{
         # A new chat socket (each start, each reconnect) and the optional answers.
         location ~ /ws$ {{
             limit_req zone=hotline_socket burst={SOCKET_BURST} nodelay;
-            proxy_pass http://{gateway};
+            proxy_pass http://{socket_target};
         }}
         location ~ /answers$ {{
             limit_req zone=hotline_answers burst={ANSWERS_BURST} nodelay;
-            proxy_pass http://{gateway};
+            proxy_pass http://{answers_target};
         }}
     }}
 

@@ -108,13 +108,34 @@ class LoopbackEntrance(_Child):
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        prefix = self.directory
-        prefix.mkdir(parents=True, exist_ok=True)
-        error_log = prefix / "error.log"
-        (prefix / "site.conf").write_text(proxy.nginx_internal_site(
+        error_log = self.directory / "error.log"
+        await _run_nginx(self, self.directory, self.port, proxy.nginx_internal_site(
             self.main, self.workers, listen=f"127.0.0.1:{self.port}", error_log=str(error_log)))
-        user = "user root;\n" if os.geteuid() == 0 else ""
-        (prefix / "nginx.conf").write_text(f"""{user}pid {prefix}/nginx.pid;
+
+
+class LoopbackFront(_Child):
+    """nginx running ``proxy.nginx_gateway_front``: the page's way in to several gateways, each
+    chat pinned to its own, with the routes of the generated proxy/nginx.conf."""
+
+    def __init__(self, directory: Path, port: int, gateways: proxy.Gateways) -> None:
+        super().__init__()
+        self.directory = directory
+        self.port = port
+        self.gateways = gateways
+
+    async def start(self) -> None:
+        error_log = self.directory / "error.log"
+        await _run_nginx(self, self.directory, self.port, proxy.nginx_gateway_front(
+            self.gateways, listen=f"127.0.0.1:{self.port}", error_log=str(error_log)))
+
+
+async def _run_nginx(child: _Child, prefix: Path, port: int, site: str) -> None:
+    """nginx in the foreground with ``site`` as its only site, everything under ``prefix``."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    error_log = prefix / "error.log"
+    (prefix / "site.conf").write_text(site)
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    (prefix / "nginx.conf").write_text(f"""{user}pid {prefix}/nginx.pid;
 error_log {error_log} crit;
 worker_processes 1;
 events {{}}
@@ -128,6 +149,6 @@ http {{
     include {prefix}/site.conf;
 }}
 """)
-        self._start([_program("nginx", "nginx"), "-c", str(prefix / "nginx.conf"), "-p", str(prefix),
-                     "-g", "daemon off;"], prefix / "nginx.stdout")
-        await self._wait_for(port=self.port)
+    child._start([_program("nginx", "nginx"), "-c", str(prefix / "nginx.conf"), "-p", str(prefix),
+                  "-g", "daemon off;"], prefix / "nginx.stdout")
+    await child._wait_for(port=port)

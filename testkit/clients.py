@@ -67,12 +67,15 @@ class Survivor:
         # The chat, sealed by a gateway that is restarting (``restarting``): kept, as the page keeps
         # it in a variable, until a restarted gateway has answered ``resumed``.
         self.state: str | None = None
+        # With several gateways, the one holding the chat (``started``): later sockets go to it.
+        self.gateway: str | None = None
         self._reader: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         self.http = self.http or aiohttp.ClientSession()
         origin = self.page_url.rstrip("/")
-        self.ws = await self.http.ws_connect(self.page_url + "ws", headers={"Origin": origin})
+        query = f"?gateway={self.gateway}" if self.gateway and self.chat else ""
+        self.ws = await self.http.ws_connect(self.page_url + "ws" + query, headers={"Origin": origin})
         self._reader = asyncio.create_task(self._read(self.ws))
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -93,7 +96,7 @@ class Survivor:
         await self.connect()
         await self.send({"type": "start"})
         started = await until(lambda: self.first("started"), 30, "started")
-        self.chat, self.secret = started["chat"], started["secret"]
+        self.chat, self.secret, self.gateway = started["chat"], started["secret"], started.get("gateway")
 
     async def say(self, text: str, frame_id: str | None = None) -> str:
         frame_id = frame_id or secrets.token_hex(8)

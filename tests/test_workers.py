@@ -1,7 +1,9 @@
 """Synapse's worker layout (`hotline init --workers N`, docs/scaling.md): the generated files, the
 proxy's routes to each process (real nginx and Caddy in front of recording upstreams), and the
 whole chat path on the layout itself: PostgreSQL, a throwaway Redis, the main process, the event
-persister and two generic workers, nginx as the entrance, the bot and the gateway."""
+persister and two generic workers, nginx as the entrance, the bot, and two gateways behind nginx
+with the generated proxy's routes (`--gateways 2`; tests/test_gateways.py has their files and
+routes): each chat pinned to the gateway that started it."""
 
 from __future__ import annotations
 
@@ -25,9 +27,9 @@ from hotline.admin import CheckResult, check_homeserver_config
 from hotline.devstack import DevStack, free_port
 from hotline.homeserver import EVENT_PERSISTER, privacy_settings
 from hotline.production import MAX_WORKERS, InitOptions, init
-from hotline.throwaway import LoopbackEntrance
+from hotline.throwaway import LoopbackEntrance, LoopbackFront
 from tests.conftest import GRACE_SECONDS, running
-from testkit.clients import Survivor, assert_erased, login, open_chat, remember, until
+from testkit.clients import Survivor, assert_erased, claim_new_chat, login, open_chat, remember, until
 
 WORKERS = ("generic_worker1", "generic_worker2")
 
@@ -325,7 +327,8 @@ def workers_stack() -> Iterator[DevStack]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed (Debian's redis-server package; .ci/run installs it)")
     root = Path(tempfile.mkdtemp(prefix="hotline-workers-"))
-    hotline = DevStack(root / "stack", workers=len(WORKERS), settings={"reconnect_grace_seconds": str(GRACE_SECONDS)})
+    hotline = DevStack(root / "stack", workers=len(WORKERS), gateways=2,
+                       settings={"reconnect_grace_seconds": str(GRACE_SECONDS)})
     yield from running(hotline)
     shutil.rmtree(root, ignore_errors=True)
 
@@ -365,3 +368,101 @@ async def test_whole_chat_path_on_synapse_workers(workers_stack, canaries):
     # Every one of Synapse's processes is still up.
     assert all(process.poll() is None for process in stack.synapse.all().values())
     assert set(stack.synapse.all()) == {"homeserver", EVENT_PERSISTER, *WORKERS}
+
+
+async def test_two_gateways_pin_each_chat_to_the_gateway_that_started_it(workers_stack, canaries):
+    """Two chats through the proxy, one on each gateway; each page reconnects and lands on its own
+    gateway every time (any other would refuse it); claim, relay both ways, close, erase. A socket
+    sent to the wrong gateway is refused there (``wrong_gateway``), never told the chat ended, and
+    the chat carries on."""
+    stack = workers_stack
+    advocate = await login(stack, stack.accounts.advocates[0])
+    pages = [Survivor(stack.page_url), Survivor(stack.page_url)]
+    try:
+        # The proxy sends new chats to each gateway in turn.
+        chats = [await claim_new_chat(stack, advocate, page) for page in pages]
+        assert sorted(page.gateway for page in pages) == ["g1", "g2"]
+        for page in pages:
+            assert page.chat.startswith(f"{page.gateway}.")
+        for page, (ref, case_room) in zip(pages, chats):
+            canaries.append(f"pinned to {page.gateway}, from the page")
+            await until(lambda: "An advocate has joined the chat." in page.texts("hotline"), 30, "joined notice")
+            for attempt in range(3):  # unpinned, the proxy's round robin would miss at least once
+                await page.drop()
+                await page.reconnect()
+                await until(lambda: sum(f["type"] == "resumed" for f in page.frames) == attempt + 1, 20, "resumed")
+            assert not page.first("ended") and not page.first("error")
+            await page.say(f"pinned to {page.gateway}, from the page")
+            await until(lambda: f"Survivor: pinned to {page.gateway}, from the page" in advocate.bodies(case_room),
+                        30, "relay to case")
+        # The wrong gateway, through the proxy: refused, the chat untouched.
+        owner, (ref, case_room) = pages[0], chats[0]
+        other = "g2" if owner.gateway == "g1" else "g1"
+        stray = Survivor(stack.page_url)
+        stray.chat, stray.secret, stray.gateway = owner.chat, owner.secret, other
+        try:
+            await stray.resume()
+            await until(lambda: stray.first("error"), 20, "the refusal")
+            assert stray.first("error")["code"] == "wrong_gateway"
+            await until(lambda: stray.ws.closed, 20, "the stray socket closed")
+            assert not stray.first("ended") and not stray.first("resumed")
+        finally:
+            await stray.close()
+        assert not owner.first("displaced")
+        for page, (ref, case_room) in zip(pages, chats):
+            canaries.append(f"to the page on {page.gateway}")
+            await advocate.say(case_room, f"to the page on {page.gateway}")
+            await until(lambda: f"to the page on {page.gateway}" in page.texts("advocate"), 30, "relay to page")
+            await advocate.say(case_room, "!close")
+            await until(lambda: page.first("ended"), 30, "the ended frame")
+        for ref, case_room in chats:
+            await assert_erased(stack, ref, case_room)
+    finally:
+        for page in pages:
+            await page.close()
+        await advocate.close()
+
+
+async def test_the_page_in_a_browser_reconnects_to_its_own_gateway(workers_stack):
+    """The real page: after ``started`` it opens every later socket with ?gateway=NAME, so when
+    the proxy restarts (every socket dropped) it is back in the same chat on its own gateway.
+    Behind a proxy that sends each name to the other gateway, the page is refused there
+    (``wrong_gateway``), never told its chat ended, and after three refusals says chat is not
+    available, with the hotline number."""
+    from playwright.async_api import expect
+
+    from tests.test_page import assert_nothing_stored, open_browser, start_chat
+
+    stack = workers_stack
+    async with open_browser() as (page, problems):
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        await page.goto(stack.page_url)
+        await start_chat(page)
+        assert sockets == [stack.page_url.replace("http:", "ws:") + "ws"]  # a new chat: any gateway
+        assert stack.front is not None
+        stack.front.stop()
+        await stack.front.start()
+        status = page.get_by_role("status").first
+        await expect(status).to_have_text("Reconnected. You are back in the same chat.", timeout=30_000)
+        assert len(sockets) >= 2 and re.fullmatch(r".*/ws\?gateway=g[12]", sockets[-1]), sockets
+        assert len(set(sockets[1:])) == 1  # every reconnect to the same gateway
+        await page.get_by_role("button", name="End chat").click()
+        await page.get_by_role("group").get_by_role("button", name="End chat").click()
+        await expect(page.get_by_role("heading", name="Chat ended")).to_be_visible(timeout=20_000)
+        await assert_nothing_stored(page)
+        # A second chat, then a proxy that swaps the gateways' names.
+        await start_chat(page)
+        front = stack.front
+        swapped = LoopbackFront(front.directory, front.port, tuple(
+            (name, address) for (name, _), (_, address) in zip(front.gateways, reversed(front.gateways))))
+        front.stop()
+        await swapped.start()
+        try:
+            await expect(page.get_by_role("heading", name="Chat not available")).to_be_visible(timeout=40_000)
+            await expect(page.get_by_role("link", name="+1 555 0100").first).to_be_visible()
+            assert await page.get_by_role("heading", name="Chat ended").count() == 0
+        finally:
+            swapped.stop()
+            await front.start()
+        assert problems == []

@@ -30,6 +30,24 @@ MAX_ESCAPE_PER_BYTE = 3
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+# Several gateways behind one proxy (docs/scaling.md): a chat lives in the memory of the gateway
+# that started it, so its id starts with that gateway's name (HOTLINE_GATEWAY_NAME) and a dot. The
+# page reconnects with ``?gateway=NAME`` and the proxy sends it there; a gateway refuses a chat
+# that names another one (``wrong_gateway``) rather than saying it has ended.
+CHAT_ID_SEPARATOR = "."
+
+
+def new_chat_id(gateway: str, random_part: str) -> str:
+    """The page's id for a new chat: ``random_part``, after ``gateway.`` if the gateway has a name."""
+    return f"{gateway}{CHAT_ID_SEPARATOR}{random_part}" if gateway else random_part
+
+
+def chat_gateway(chat_id: str) -> str:
+    """The name of the gateway that owns a chat, from its id ("" if the id names none)."""
+    head, separator, _ = chat_id.partition(CHAT_ID_SEPARATOR)
+    return head if separator else ""
+
+
 class _Frame(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -38,6 +38,7 @@ from hotline_runtime.wire import CONTROL_EVENT, ROLE_FIELD, Control, AskQuestion
 from webchat.bot_identity import PinnedBot
 from webchat.new_chat import ChatUnavailable, create_room, open_account, prepare_keys
 from webchat.page_frames import PageFrames
+from webchat.protocol import new_chat_id
 from webchat.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class ChatSession:
         self.settings = settings
         self._http = http
         # The page knows the chat by this random id, never by the Matrix account.
-        self.chat_id = secrets.token_urlsafe(16)
+        self.chat_id = new_chat_id(settings.gateway_name, secrets.token_urlsafe(16))
         self.secret = secrets.token_urlsafe(32)
         self.client: AsyncClient | None = None
         self.room_id: str | None = None

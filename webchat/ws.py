@@ -21,6 +21,7 @@ from webchat.protocol import (
     Resume,
     Say,
     Start,
+    chat_gateway,
     error,
     parse,
 )
@@ -154,7 +155,10 @@ class PageSocket:
             return
         self.chats.add(session)
         self.session = session
-        await self.send({"type": "started", "chat": session.chat_id, "secret": session.secret})
+        started = {"type": "started", "chat": session.chat_id, "secret": session.secret}
+        if self.settings.gateway_name:
+            started["gateway"] = self.settings.gateway_name  # the page reconnects with it (docs/scaling.md)
+        await self.send(started)
         await self._follow(session, 0)
         log.info("chat started (%d open)", len(self.chats))
 
@@ -173,6 +177,14 @@ class PageSocket:
     async def on_resume(self, frame: Resume) -> None:
         if self.session is not None:
             await self.send(error("already_started", "this socket has a chat already"))
+            return
+        owner = chat_gateway(frame.chat)
+        if owner and owner != self.settings.gateway_name:
+            # Another gateway holds this chat (the proxy sent the page to the wrong one): never
+            # "ended", nor a second copy of it; the page tries again and the proxy sends it on.
+            log.warning("a page resumed a chat of another gateway; refused")
+            await self.send(error("wrong_gateway", "this chat is held by another gateway; reconnect"))
+            self.finished = True
             return
         session = self.chats.find(frame.chat, frame.secret)
         if session is None and frame.state is not None:

@@ -37,6 +37,11 @@
   // The chat, sealed by the gateway before it restarted ("restarting"): opaque to the page, kept
   // in this variable only (never in storage) until the restarted gateway has taken it back.
   let handover = null;
+  // With several gateways, the one that holds this chat ("started"): later sockets go to it.
+  let gateway = "";
+  // Sockets refused in a row because they reached another gateway ("wrong_gateway"): after three,
+  // the chat's own gateway cannot be reached, and the page says so rather than trying for ever.
+  let misrouted = 0;
   let retry = 0, retryTimer = 0, openTimer = 0, pollTimer = 0, typingSaid = 0, typingTimer = 0;
   let paused = false, pauseTimer = 0; // after rate_limited: messages wait until the gateway takes them
   let answer = null; // the answer to an ask, until the gateway says "answered"
@@ -240,7 +245,8 @@
     clearTimeout(retryTimer);
     let sock;
     try {
-      sock = new WebSocket((location.protocol === "https:" ? "wss:" : "ws:") + "//" + location.host + wsPath);
+      sock = new WebSocket((location.protocol === "https:" ? "wss:" : "ws:") + "//" + location.host + wsPath
+        + (chat && gateway ? "?gateway=" + encodeURIComponent(gateway) : ""));
     } catch (e) { dropped(); return; }
     ws = sock;
     attached = false;
@@ -282,13 +288,15 @@
       case "started":
         if (state !== "connecting" || typeof f.chat !== "string" || typeof f.secret !== "string") return;
         chat = f.chat; secret = f.secret; state = "active"; attached = true; retry = 0;
+        gateway = typeof f.gateway === "string" && /^[a-z][a-z0-9]{0,15}$/.test(f.gateway) ? f.gateway : "";
+        misrouted = 0;
         setComposer(true);
         setStatus(T("started"));
         box.focus();
         break;
       case "resumed":
         if (!chat) return;
-        attached = true; retry = 0; handover = null;
+        attached = true; retry = 0; handover = null; misrouted = 0;
         clearTimeout(pauseTimer); paused = false; // a new socket: its own frame budget
         if (endRequested) { send({ type: "end" }); return; }
         setStatus(T("reconnected"));
@@ -374,6 +382,8 @@
       }, wait * 1000);
     } else if (code === "unavailable") {
       finish("unavailable");
+    } else if (code === "wrong_gateway") {
+      if (++misrouted >= 3) finish("unavailable"); // else the socket closes and the page reconnects
     } else if (code === "closed") {
       if (f.status && typeof f.status === "object") service = f.status;
       else service = Object.assign({}, service, { accepting: false });
