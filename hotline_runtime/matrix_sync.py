@@ -33,7 +33,6 @@ SYNC_FILTER: dict[str, Any] = {
 }
 
 
-
 def without_own_events(user_id: str) -> dict[str, Any]:
     """SYNC_FILTER, less this account's own events in the timeline: a client that never reads
     back what it sent (a survivor's account in the gateway) is then not answered a /sync for each
