@@ -26,13 +26,12 @@ from bot.settings import BotSettings
 from bot.store import PENDING_ERASE, Store
 from bot.tasks import Tasks
 from hotline_runtime import erase
-from hotline_runtime.client_api import ClientApi
-from hotline_runtime.errors import HotlineError, MatrixError, incident_id
+from hotline_runtime.client_api import ClientApi, ClientApiError
+from hotline_runtime.errors import HotlineError, incident_id
 from hotline_runtime.retry import Backoff
 from hotline_runtime.synapse_admin import SynapseAdmin
 
 log = logging.getLogger(__name__)
-
 
 
 class Eraser:
@@ -134,8 +133,8 @@ class Eraser:
         assert self.api is not None
         try:
             return await erase.redact_all(self.api, room)
-        except MatrixError as error:
-            if getattr(error, "errcode", None) != "M_FORBIDDEN":
+        except ClientApiError as error:
+            if error.errcode != "M_FORBIDDEN":
                 raise
             log.info("not redacting a room the bot has already left; the purge removes it")
             return 0

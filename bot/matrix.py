@@ -74,7 +74,6 @@ DEVICE_NAME = "hotline-bot"
 SEND_RETRY_SECONDS = 60.0
 
 
-
 def txn_id_for(source_event: str, purpose: str) -> str:
     """A transaction ID derived from the event being relayed.
 
@@ -153,13 +152,10 @@ class BotMatrix:
         client, olm = self.client, self.client.olm
         if olm is None:
             return
-        if not list(client.device_store.active_user_devices(user_id)):
+        if not e2ee.other_devices(client, user_id):
             olm.users_for_key_query.add(user_id)
             await client.keys_query()
-        missing = [device.id for device in client.device_store.active_user_devices(user_id)
-                   if not olm.session_store.get(device.curve25519)]
-        if missing:
-            await client.keys_claim({user_id: missing})
+        await e2ee.claim_sessions(client, user_id, lambda device: True)
 
     async def _take_in(self, room_id: str) -> bool:
         """Learn a room just joined from its current state, as nio learns it from the sync that

@@ -69,6 +69,21 @@ INTERNAL_PORT = 8008
 Gateways = tuple[tuple[str, str], ...]
 
 
+# How nginx passes the page, its sockets and the answers on to a gateway (the generated
+# proxy/nginx.conf and the dev stack's loopback front alike): WebSocket upgrades, long-lived
+# sockets, and the survivor's address only in X-Real-IP (for the gateway's per-address limits,
+# memory only), never in the forwarding headers.
+GATEWAY_PROXYING = """        proxy_http_version 1.1;
+        proxy_set_header Host $host;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $hotline_connection_upgrade;
+        proxy_set_header X-Forwarded-For "";
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header Forwarded "";
+        proxy_read_timeout 3600s;
+        proxy_buffering off;"""
+
+
 def gateway_names(count: int) -> tuple[str, ...]:
     return tuple(f"g{i}" for i in range(1, count + 1))
 
@@ -126,14 +141,7 @@ server {{
     error_log {error_log} crit;
     location / {{
         proxy_pass http://{page};
-        proxy_http_version 1.1;
-        proxy_set_header Host $host;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection $hotline_connection_upgrade;
-        proxy_set_header X-Forwarded-For "";
-        proxy_set_header X-Real-IP $remote_addr;
-        proxy_read_timeout 3600s;
-        proxy_buffering off;
+{GATEWAY_PROXYING}
         location ~ /ws$ {{
             proxy_pass http://{sockets};
         }}
@@ -504,15 +512,7 @@ server {{
     # the gateway's own per-address limits (memory only).
     location / {{
         proxy_pass http://{page_target};
-        proxy_http_version 1.1;
-        proxy_set_header Host $host;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection $hotline_connection_upgrade;
-        proxy_set_header X-Forwarded-For "";
-        proxy_set_header X-Real-IP $remote_addr;
-        proxy_set_header Forwarded "";
-        proxy_read_timeout 3600s;
-        proxy_buffering off;
+{GATEWAY_PROXYING}
         # The gateway cannot be reached: the static page below, as 503.
         error_page 502 503 504 =503 /{ERROR_PAGE};
         limit_conn hotline_conn {MAX_CONNECTIONS};

@@ -152,11 +152,26 @@ def _missing_sessions(client: AsyncClient, room_id: str, users: set[str]) -> dic
     assert olm is not None
     missing: dict[str, list[str]] = {}
     for user in users & set(client.rooms[room_id].users):
-        devices = [device.id for device in other_devices(client, user)
-                   if not olm.is_device_blacklisted(device) and not olm.session_store.get(device.curve25519)]
+        devices = without_session(client, user, lambda device: not olm.is_device_blacklisted(device))
         if devices:
             missing[user] = devices
     return missing
+
+
+def without_session(client: AsyncClient, user_id: str, wanted: Callable[[OlmDevice], bool]) -> list[str]:
+    """The ids of the user's ``wanted`` devices (this client's own left out) with no Olm session yet."""
+    olm = client.olm
+    assert olm is not None
+    return [device.id for device in other_devices(client, user_id)
+            if wanted(device) and not olm.session_store.get(device.curve25519)]
+
+
+async def claim_sessions(client: AsyncClient, user_id: str, wanted: Callable[[OlmDevice], bool]) -> None:
+    """Claim a one-time key for each ``wanted`` device of the user that has no Olm session yet,
+    ahead of a first send to them (best effort: the send claims again whatever is still missing)."""
+    missing = without_session(client, user_id, wanted)
+    if missing:
+        await client.keys_claim({user_id: missing})
 
 
 # ---------------------------------------------------------------------- device trust

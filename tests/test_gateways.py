@@ -106,8 +106,9 @@ def test_gateways_count_is_bounded(tmp_path):
 @pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy not installed")
 def test_caddyfile_with_gateways_validates(tmp_path):
     directory = make(tmp_path, "compose", workers=2)
-    result = subprocess.run(["caddy", "validate", "--adapter", "caddyfile", "--config", str(directory / "proxy/Caddyfile")],
-                            capture_output=True, text=True, timeout=60)
+    from tests.test_production_init import caddy_validate
+
+    result = caddy_validate(directory)
     assert result.returncode == 0, result.stderr[-2000:]
 
 

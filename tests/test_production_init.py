@@ -171,6 +171,12 @@ def test_check_command_fails_loudly_on_a_config_with_a_setting_off(tmp_path):
 
 # --------------------------------------------------------------------------- proxies
 
+def caddy_validate(directory: Path) -> subprocess.CompletedProcess[str]:
+    """`caddy validate` on the Caddyfile `hotline init` wrote into ``directory``."""
+    return subprocess.run(["caddy", "validate", "--adapter", "caddyfile", "--config", str(directory / "proxy/Caddyfile")],
+                          capture_output=True, text=True, timeout=60)
+
+
 def nginx_wrapper(tmp_path: Path, site: str) -> Path:
     prefix = tmp_path / "nginx"
     (prefix / "logs").mkdir(parents=True, exist_ok=True)
@@ -224,8 +230,7 @@ def test_proxy_configs_keep_no_access_log_and_hide_the_admin_api(tmp_path):
 @pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy not installed")
 def test_caddyfile_validates(tmp_path):
     directory = make(tmp_path)
-    result = subprocess.run(["caddy", "validate", "--adapter", "caddyfile", "--config", str(directory / "proxy/Caddyfile")],
-                            capture_output=True, text=True, timeout=60)
+    result = caddy_validate(directory)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Valid configuration" in result.stdout + result.stderr
 

@@ -16,7 +16,7 @@ from nio import AsyncClient, RoomVisibility
 from nio.store import SqliteMemoryStore
 
 from hotline_runtime.client_api import ClientApi, ClientApiError
-from hotline_runtime.e2ee import other_devices
+from hotline_runtime.e2ee import claim_sessions
 from hotline_runtime.matrix_sync import client_config, keep_keys, mute_push
 from hotline_runtime.nio_client import HotlineClient
 from webchat.bot_identity import PinnedBot
@@ -68,10 +68,7 @@ async def prepare_keys(client: AsyncClient, bot: PinnedBot, http: aiohttp.Client
         olm.users_for_key_query.add(bot.user_id)
         await client.keys_query()
         await bot.decide(client, http, homeserver, [bot.user_id])
-        missing = [device.id for device in other_devices(client, bot.user_id)
-                   if olm.is_device_verified(device) and not olm.session_store.get(device.curve25519)]
-        if missing:
-            await client.keys_claim({bot.user_id: missing})
+        await claim_sessions(client, bot.user_id, olm.is_device_verified)
     except Exception as error:  # the first send fetches, decides and claims again
         log.info("the bot's keys were not ready ahead of the first send (%s)", type(error).__name__)
 
