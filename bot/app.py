@@ -54,6 +54,7 @@ def rules_from(settings: BotSettings, catalog: Catalog) -> Rules:
             max_wait=settings.max_wait_minutes * 60,
             alert_window=settings.alert_group_seconds,
             alert_burst=settings.alert_burst,
+            ready_max_age=settings.ready_max_age_minutes * 60,
         ),
     )
 

@@ -161,9 +161,9 @@ class Inbound:
         content = event.source.get("content", {})
         action = content.get("action")
         if action == Control.PROFILE:
+            # The survivor started the chat (with or without a language): always passed on.
             language = content.get("language")
-            if isinstance(language, str) and language:
-                await self.handle(SurvivorProfile(room, language[:40]))
+            await self.handle(SurvivorProfile(room, language[:40] if isinstance(language, str) else ""))
             return
         if action == Control.ANSWER:
             question, value = content.get("question"), content.get("value")

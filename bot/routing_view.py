@@ -66,12 +66,16 @@ class RoutingView:
         return None if row is None else _chat(row)
 
     def chat_count(self) -> int:
-        """Open chats, closing ones (not erased yet) included."""
+        """Open chats, closing ones (not erased yet) and ones opened ahead (ready) included."""
         return self._count("SELECT COUNT(*) FROM chats")
 
     def closing_count(self) -> int:
         """Chats ended but not erased yet."""
         return self._count("SELECT COUNT(*) FROM chats WHERE phase = 'closing'")
+
+    def ready_count(self) -> int:
+        """Chats opened ahead that nobody has started (phase 'ready'): not open chats for staff."""
+        return self._count("SELECT COUNT(*) FROM chats WHERE phase = 'ready'")
 
     def rooms_and_survivors(self) -> tuple[set[str], set[str]]:
         """(rooms, survivor accounts) that open chats use. The columns read here are in every

@@ -36,12 +36,13 @@ SCHEMA: dict[str, str] = {
     survivor_room TEXT NOT NULL UNIQUE,
     survivor TEXT NOT NULL,
     opened_at REAL NOT NULL,
-    phase TEXT NOT NULL CHECK (phase IN ('waiting', 'inviting', 'active', 'closing')),
+    phase TEXT NOT NULL CHECK (phase IN ('ready', 'waiting', 'inviting', 'active', 'closing')),
     advocate TEXT,
     case_room TEXT UNIQUE,
     disconnected_at REAL,
     language TEXT,
     rights_delivered INTEGER NOT NULL CHECK (rights_delivered IN (0, 1)),
+    rights_sent INTEGER NOT NULL CHECK (rights_sent IN (0, 1)),
     claimed_at REAL,
     alerted_at REAL,
     escalated INTEGER NOT NULL CHECK (escalated IN (0, 1)),
@@ -92,7 +93,7 @@ PENDING_ERASE = "erase:"
 
 COLUMNS = tuple(f.name for f in fields(Chat))
 TIMES = ("opened_at", "claimed_at", "alerted_at", "reassured_at", "survivor_at", "advocate_at")
-FLAGS = ("rights_delivered", "escalated", "warned", "reminded", "priority", "transferred")
+FLAGS = ("rights_delivered", "rights_sent", "escalated", "warned", "reminded", "priority", "transferred")
 COUNTS = ("codeword_attempts",)
 _DEFAULTS = {f.name: f.default for f in fields(Chat)}
 
@@ -113,6 +114,39 @@ def _legacy_value(name: str, present: set[str]) -> str:
         return "NULL"
     return f"CAST({name} AS TEXT)"
 
+
+# ``chats`` as versions 1 to 3 made it (version 4 added 'ready' and ``rights_sent``).
+_VERSION_1_CHATS = """CREATE TABLE chats (
+    ref TEXT NOT NULL PRIMARY KEY,
+    survivor_room TEXT NOT NULL UNIQUE,
+    survivor TEXT NOT NULL,
+    opened_at REAL NOT NULL,
+    phase TEXT NOT NULL CHECK (phase IN ('waiting', 'inviting', 'active', 'closing')),
+    advocate TEXT,
+    case_room TEXT UNIQUE,
+    disconnected_at REAL,
+    language TEXT,
+    rights_delivered INTEGER NOT NULL CHECK (rights_delivered IN (0, 1)),
+    claimed_at REAL,
+    alerted_at REAL,
+    escalated INTEGER NOT NULL CHECK (escalated IN (0, 1)),
+    reassured_at REAL,
+    survivor_at REAL,
+    warned INTEGER NOT NULL CHECK (warned IN (0, 1)),
+    advocate_at REAL,
+    reminded INTEGER NOT NULL CHECK (reminded IN (0, 1)),
+    priority INTEGER NOT NULL CHECK (priority IN (0, 1)),
+    transferred INTEGER NOT NULL CHECK (transferred IN (0, 1)),
+    handoff_note TEXT CHECK (handoff_note IS NULL),
+    supervisor TEXT,
+    interpreter TEXT,
+    invited TEXT,
+    interpreter_request TEXT,
+    codeword_ask TEXT,
+    codeword_attempts INTEGER NOT NULL CHECK (codeword_attempts >= 0),
+    verified_case TEXT
+) STRICT"""
+_VERSION_1_COLUMNS = tuple(name for name in COLUMNS if name != "rights_sent")
 
 # The tables other than ``chats`` as version 1 made them (not STRICT yet; version 3 made them so).
 _VERSION_1_TABLES = (
@@ -141,19 +175,18 @@ def _to_version_1(db: sqlite3.Connection) -> None:
     type guessed from the name, so ``priority``, ``transferred`` and ``codeword_attempts`` were
     TEXT and came back as '0'/'1'. Rebuild it typed and STRICT, keeping every open chat.
 
-    ``chats`` has not changed since version 1, so this makes it from SCHEMA; the day it changes,
-    copy today's text here first (tests/test_store.py would fail otherwise)."""
+    This makes ``chats`` as version 1 had it (``_VERSION_1_CHATS``); later versions change it."""
     for statement in _VERSION_1_TABLES:
         db.execute(statement)
     legacy = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chats'").fetchone()
     if legacy is None:
-        db.execute(SCHEMA["chats"])
+        db.execute(_VERSION_1_CHATS)
         return
     present = {row[1] for row in db.execute("PRAGMA table_info(chats)")}
     db.execute("ALTER TABLE chats RENAME TO chats_version_0")
-    db.execute(SCHEMA["chats"])
-    values = ", ".join(_legacy_value(name, present) for name in COLUMNS)
-    db.execute(f"INSERT INTO chats ({', '.join(COLUMNS)}) SELECT {values} FROM chats_version_0")
+    db.execute(_VERSION_1_CHATS)
+    values = ", ".join(_legacy_value(name, present) for name in _VERSION_1_COLUMNS)
+    db.execute(f"INSERT INTO chats ({', '.join(_VERSION_1_COLUMNS)}) SELECT {values} FROM chats_version_0")
     db.execute("DROP TABLE chats_version_0")
 
 
@@ -179,10 +212,26 @@ def _to_version_3(db: sqlite3.Connection) -> None:
         db.execute(f"DROP TABLE {table}_version_2")
 
 
+def _to_version_4(db: sqlite3.Connection) -> None:
+    """Chats opened ahead: the phase 'ready' (the bot is in the room, nobody started the chat) and
+    ``rights_sent`` (the rights notice went out, so the bot's join and the survivor's start do not
+    send it twice). Rebuilt from SCHEMA with every row. A chat still waiting for the bot's join (no
+    welcome yet: ``reassured_at`` empty) becomes 'ready', so that the join and the start, seen again
+    from the sync, bring its notices; every other chat had its rights notice sent."""
+    db.execute("ALTER TABLE chats RENAME TO chats_version_3")
+    db.execute(SCHEMA["chats"])
+    unstarted = "(phase = 'waiting' AND reassured_at IS NULL)"
+    values = ", ".join(
+        f"CASE WHEN {unstarted} THEN 'ready' ELSE phase END" if name == "phase"
+        else f"NOT {unstarted}" if name == "rights_sent" else name for name in COLUMNS)
+    db.execute(f"INSERT INTO chats ({', '.join(COLUMNS)}) SELECT {values} FROM chats_version_3")
+    db.execute("DROP TABLE chats_version_3")
+
+
 # MIGRATIONS[n] takes a database from version n to version n + 1. Append; never edit one that
 # has shipped (a database in the field may be at any version).
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _to_version_1, _to_version_2, _to_version_3)
+    _to_version_1, _to_version_2, _to_version_3, _to_version_4)
 VERSION = len(MIGRATIONS)
 
 

@@ -56,6 +56,7 @@ FIELD_STRATEGIES: dict[str, st.SearchStrategy[typing.Any]] = {
     "disconnected_at": optional_times,
     "language": optional_words,
     "rights_delivered": st.booleans(),
+    "rights_sent": st.booleans(),
     "claimed_at": optional_times,
     "alerted_at": optional_times,
     "escalated": st.booleans(),
@@ -80,9 +81,10 @@ FIELD_STRATEGIES: dict[str, st.SearchStrategy[typing.Any]] = {
 
 
 @st.composite
-def chat_sets(draw: st.DrawFn, max_size: int = 6) -> dict[ChatRef, Chat]:
+def chat_sets(draw: st.DrawFn, max_size: int = 6, phases: list[Phase] | None = None) -> dict[ChatRef, Chat]:
     """Chats with distinct refs and rooms (the table's UNIQUE columns), every phase likely."""
-    chats = draw(st.lists(st.builds(Chat, **FIELD_STRATEGIES), max_size=max_size, unique_by=lambda c: c.ref))
+    strategies = FIELD_STRATEGIES | ({"phase": st.sampled_from(phases)} if phases else {})
+    chats = draw(st.lists(st.builds(Chat, **strategies), max_size=max_size, unique_by=lambda c: c.ref))
     out: dict[ChatRef, Chat] = {}
     for n, chat in enumerate(chats):
         case_room = None if chat.case_room is None else f"{chat.case_room}#case{n}"
@@ -246,10 +248,20 @@ CREATE TABLE codewords (case_ref TEXT PRIMARY KEY, digest TEXT NOT NULL, set_on 
     failures INTEGER NOT NULL DEFAULT 0, locked_until REAL);
 """
 ORIGINAL = ("ref", "survivor_room", "survivor", "opened_at", "phase", "advocate", "case_room", "disconnected_at")
+# Added by version 4 (never in a version-0 table): 'ready' and ``rights_sent``.
+VERSION_4_ADDED = ("rights_sent",)
+
+
+def migrated(chat: Chat) -> Chat:
+    """A chat of an older database as version 4 brings it back: one still waiting for the bot's
+    join (no welcome yet) is 'ready'; every other chat had its rights notice sent."""
+    unstarted = chat.phase is Phase.WAITING and chat.reassured_at is None
+    return dataclasses.replace(chat, phase=Phase.READY if unstarted else chat.phase, rights_sent=not unstarted)
 
 
 def version_0_database(path: Path, chats: list[Chat], added: tuple[str, ...] = COLUMNS) -> None:
     """A database as the previous code left it, with these chats saved the way it saved them."""
+    added = tuple(name for name in added if name not in VERSION_4_ADDED)
     with sqlite3.connect(path) as db:
         db.executescript(VERSION_0_TABLES)
         for name in added:
@@ -280,7 +292,7 @@ OPEN_CHATS = [
          interpreter_request=AskingSurvivor("es"),
          verified_case="C-K7Q3", language="uk"),
     Chat(ChatRef("DDDD"), RoomId("!d:x"), UserId("@chat_d:x"), opened_at=540.0, priority=True, transferred=True,
-         disconnected_at=900.0, escalated=True, warned=True, reminded=True),
+         reassured_at=600.0, disconnected_at=900.0, escalated=True, warned=True, reminded=True),
 ]
 
 
@@ -290,7 +302,8 @@ def test_a_version_0_database_migrates_in_place(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:  # the bug, as the old database has it
         assert db.execute("SELECT typeof(priority), priority FROM chats WHERE ref = 'AAAA'").fetchone() == ("text", "0")
     loaded = run(reopened(path))
-    assert_same(loaded, {chat.ref: chat for chat in OPEN_CHATS})
+    assert_same(loaded, {chat.ref: migrated(chat) for chat in OPEN_CHATS})
+    assert loaded[ChatRef("AAAA")].phase is Phase.READY  # not welcomed yet: the join and start bring it in
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION
         assert db.execute("SELECT typeof(priority), typeof(codeword_attempts) FROM chats WHERE ref = 'AAAA'"
@@ -310,7 +323,19 @@ def test_an_older_database_without_the_later_columns_gets_their_defaults(tmp_pat
     path = tmp_path / "routing.db"
     waiting = Chat(ChatRef("AAAA"), RoomId("!a:x"), UserId("@chat_a:x"), opened_at=600.0, disconnected_at=660.0)
     version_0_database(path, [waiting], added=("language", "rights_delivered"))
-    assert_same(run(reopened(path)), {waiting.ref: waiting})
+    assert_same(run(reopened(path)), {waiting.ref: migrated(waiting)})
+
+
+def test_version_4_makes_a_chat_not_welcomed_yet_ready(tmp_path: Path) -> None:
+    """A database of version 3 with open chats: every row kept; the one the bot had not joined yet
+    (no welcome) is 'ready', so the join and the survivor's start seen again bring its notices."""
+    path = tmp_path / "routing.db"
+    at_version(path, 3, legacy=True)
+    loaded = run(reopened(path))
+    assert_same(loaded, {chat.ref: migrated(stored(chat)) for chat in OPEN_CHATS})
+    assert [(ref, chat.rights_sent) for ref, chat in sorted(loaded.items())] == [
+        ("AAAA", False), ("CCCC", True), ("DDDD", True)]
+    assert loaded[ChatRef("AAAA")].phase is Phase.READY and loaded[ChatRef("DDDD")].phase is Phase.WAITING
 
 
 def test_a_failed_migration_leaves_the_database_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -387,19 +412,20 @@ def test_every_older_database_migrates_to_exactly_the_schema(tmp_path: Path, ver
     assert schema_of(tmp_path / "old.db") == schema_of(tmp_path / "new.db")
 
 
-LEGACY_ADDED = [name for name in COLUMNS if name not in ORIGINAL]
+LEGACY_ADDED = [name for name in COLUMNS if name not in ORIGINAL + VERSION_4_ADDED]
+OLDER_PHASES = [phase for phase in Phase if phase is not Phase.READY]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(chats=chat_sets(max_size=4), added=st.lists(st.sampled_from(LEGACY_ADDED), unique=True))
+@given(chats=chat_sets(max_size=4, phases=OLDER_PHASES), added=st.lists(st.sampled_from(LEGACY_ADDED), unique=True))
 def test_any_version_0_database_migrates_with_its_chats(chats: dict[ChatRef, Chat], added: list[str]) -> None:
     """Whichever later columns the old database had, its chats come back with them (and the
     defaults for the rest), and the tables end up as a new database's."""
     with tempfile.TemporaryDirectory() as directory:
         path, new = Path(directory) / "routing.db", Path(directory) / "new.db"
         version_0_database(path, list(chats.values()), added=tuple(added))
-        expected = {ref: dataclasses.replace(stored(chat), **{
-            name: store_module._DEFAULTS[name] for name in LEGACY_ADDED if name not in added})
+        expected = {ref: migrated(dataclasses.replace(stored(chat), **{
+            name: store_module._DEFAULTS[name] for name in LEGACY_ADDED if name not in added}))
             for ref, chat in chats.items()}
         assert_same(run(reopened(path)), expected)
         run(reopened(new))
@@ -443,7 +469,9 @@ async def _fill(path: Path) -> None:
     try:
         await store.save_changes({}, {chat.ref: chat for chat in OPEN_CHATS}
                                  | {ChatRef("EEEE"): Chat(ChatRef("EEEE"), RoomId("!e:x"), UserId("@chat_e:x"),
-                                                          opened_at=600.0, phase=Phase.CLOSING)})
+                                                          opened_at=600.0, phase=Phase.CLOSING)}
+                                 | {ChatRef("FFFF"): Chat(ChatRef("FFFF"), RoomId("!f:x"), UserId("@chat_f:x"),
+                                                          opened_at=600.0, phase=Phase.READY, rights_sent=True)})
         await store.set_meta("device_id", "BOTDEVICE")
         await store.set_meta("access_token", "syt_x")
         await store.set_meta(PENDING_ERASE + "!old:x", "case_room")
@@ -464,9 +492,9 @@ def test_the_view_reads_what_the_bot_wrote(tmp_path: Path) -> None:
         assert view.chat("ZZZZ") is None
         assert view.chat_in_case_room("!case:x").ref == "CCCC"  # type: ignore[union-attr]
         assert view.chat_in_case_room("!c:x") is None  # a survivor room is not a case room
-        assert (view.chat_count(), view.closing_count()) == (4, 1)
-        assert view.rooms_and_survivors() == ({"!a:x", "!c:x", "!case:x", "!d:x", "!e:x"},
-                                              {"@chat_a:x", "@chat_c:x", "@chat_d:x", "@chat_e:x"})
+        assert (view.chat_count(), view.closing_count(), view.ready_count()) == (5, 1, 1)
+        assert view.rooms_and_survivors() == ({"!a:x", "!c:x", "!case:x", "!d:x", "!e:x", "!f:x"},
+                                              {"@chat_a:x", "@chat_c:x", "@chat_d:x", "@chat_e:x", "@chat_f:x"})
         assert view.login() == ("BOTDEVICE", "syt_x") and view.meta("nothing") is None
         assert view.pending_erases() == ["!old:x"]
         assert view.has_stats()
@@ -493,7 +521,7 @@ def test_nothing_can_write_through_the_view(tmp_path: Path, statement: str) -> N
         view._db.execute(statement)
         view._db.commit()
     assert schema_of(tmp_path / "routing.db") == before
-    assert run(reopened(tmp_path / "routing.db")).keys() == {"AAAA", "CCCC", "DDDD", "EEEE"}
+    assert run(reopened(tmp_path / "routing.db")).keys() == {"AAAA", "CCCC", "DDDD", "EEEE", "FFFF"}
 
 
 def test_a_view_never_creates_the_database(tmp_path: Path) -> None:
@@ -507,7 +535,7 @@ def test_a_view_of_a_path_with_uri_characters(tmp_path: Path) -> None:
     data_dir.mkdir()
     run(_fill(data_dir / "routing.db"))
     with RoutingView.of(data_dir) as view:
-        assert view.chat_count() == 4
+        assert view.chat_count() == 5
 
 @pytest.mark.parametrize(("name", "value", "text"), [
     ("interpreter_request", AskingSurvivor("es"), "asking:es"),

@@ -2,7 +2,8 @@
 
 Reassurance while waiting, grouped dispatch alerts, re-alerts and escalations, the longest wait
 (then the survivor is told the other ways to get help and the chat closes), the inactivity
-warning and close, the advocate reminder, the reconnect grace period and the shift reminder.
+warning and close, the advocate reminder, the reconnect grace period and the shift reminder. A chat
+opened ahead (READY) has no timer but its age: past ``Practice.ready_max_age`` it is let go silently.
 
 Dispatch alerts are grouped: at most ``Practice.alert_burst`` alerts (and as many escalations and
 notes of chats closed unanswered) in any ``Practice.alert_window``. Chats are announced at once
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bot.conversation.common import Result, close, minutes
+from bot.conversation.common import Result, close, close_unused, minutes
 from bot.conversation.effects import Effect, Escalate, EscalateGroup, NotifySurvivor, PostAlert, PostAlertGroup, Reply
 from bot.conversation.events import ClockTicked
 from bot.conversation.state import Chat, CloseReason, Hotline, Phase, Practice
@@ -44,6 +45,8 @@ def _timers(state: Hotline, chat: Chat, now: float) -> Result:
     rules, practice = state.rules, state.rules.practice
     if chat.phase is Phase.CLOSING:
         return state, []
+    if chat.phase is Phase.READY:  # opened ahead, not started: only its age counts
+        return close_unused(state, chat) if now - chat.opened_at >= practice.ready_max_age else (state, [])
     if chat.disconnected_at is not None:
         if now - chat.disconnected_at >= rules.reconnect_grace:
             return close(state, chat, CloseReason.CONNECTION_LOST, now)

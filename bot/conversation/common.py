@@ -43,6 +43,13 @@ def close(state: Hotline, chat: Chat, reason: CloseReason, now: float) -> Result
     return state.with_chat(closing), effects
 
 
+def close_unused(state: Hotline, chat: Chat) -> Result:
+    """A chat opened ahead ends before anyone started it: nobody to tell (no page, no case room),
+    nothing for the chat statistics; the gateway is told and everything is erased."""
+    closing = replace(chat, phase=Phase.CLOSING)
+    return state.with_chat(closing), [SignalClosed(chat.survivor_room), EraseChat(closing), Count("ready_unused")]
+
+
 def disconnected_notice(state: Hotline, chat: Chat) -> Reply:
     assert chat.case_room is not None
     return Reply(chat.case_room, "survivor_disconnected", (("minutes", minutes(state.rules.reconnect_grace)),))

@@ -1,8 +1,12 @@
 """The survivor's side: a new chat, its welcome, what the survivor writes, and their connection.
 
-A chat starts with the survivor account's invitation; the bot's own join in that room brings the
-survivor the rights notice and the welcome, and dispatch the alert. A survivor whose page drops
-has ``Rules.reconnect_grace`` to come back (see bot/conversation/clock.py).
+A chat is opened with the survivor account's invitation, often ahead of anyone needing it (the
+gateway keeps a few ready): it is READY, and staff never see it. The bot's own join in that room
+brings the rights notice. The chat starts when the gateway sends the survivor's profile (the
+survivor pressed "Start chat"): then dispatch gets the alert and the survivor the welcome with
+their place in line; the rights notice always comes before the welcome, whichever of the join and
+the profile the bot sees first. A chat opened ahead that ends before it starts is let go silently.
+A survivor whose page drops has ``Rules.reconnect_grace`` to come back (see clock.py).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from dataclasses import replace
 
 from bot.conversation.case_room import on_case_member_joined
 from bot.conversation.clock import dispatch_alerts
-from bot.conversation.common import LANGUAGE_TAG, Result, close, disconnected_notice
+from bot.conversation.common import LANGUAGE_TAG, Result, close, close_unused, disconnected_notice
 from bot.conversation.effects import AcceptInvite, Count, Effect, NotifySurvivor, RelayToCase, Reply
 from bot.conversation.events import (
     InviteReceived,
@@ -33,14 +37,15 @@ def on_invite_received(state: Hotline, event: InviteReceived, now: float) -> Res
         return state, []  # a replayed invite
     if event.ref in state.chats:
         raise IllegalTransition(f"reference {event.ref} is in use")
-    chat = Chat(ref=event.ref, survivor_room=event.room, survivor=event.inviter, opened_at=now)
-    # The notices and the alert follow when the bot's own join shows up (MemberJoined).
+    chat = Chat(ref=event.ref, survivor_room=event.room, survivor=event.inviter, opened_at=now, phase=Phase.READY)
+    # The rights notice follows when the bot's own join shows up (MemberJoined); the alert and the
+    # welcome when the survivor starts (SurvivorProfile).
     return state.with_chat(chat), [AcceptInvite(event.room)]
 
 
 def on_survivor_wrote(state: Hotline, event: SurvivorWrote, now: float) -> Result:
     chat = state.by_survivor_room(event.room)
-    if chat is None or event.sender != chat.survivor or chat.phase is Phase.CLOSING:
+    if chat is None or event.sender != chat.survivor or chat.phase in (Phase.READY, Phase.CLOSING):
         return state, []
     heard = replace(chat, survivor_at=now, warned=False, reminded=False)
     if chat.phase is Phase.ACTIVE and chat.case_room is not None:
@@ -52,7 +57,10 @@ def on_survivor_wrote(state: Hotline, event: SurvivorWrote, now: float) -> Resul
 def on_survivor_profile(state: Hotline, event: SurvivorProfile, now: float) -> Result:
     chat = state.by_survivor_room(event.room)
     language = event.language.strip()
-    if chat is None or chat.language is not None or not LANGUAGE_TAG.match(language):
+    valid = bool(LANGUAGE_TAG.match(language))
+    if chat is not None and chat.phase is Phase.READY:
+        return _start(state, chat, language if valid else None, now)
+    if chat is None or chat.language is not None or not valid:
         return state, []
     chat = replace(chat, language=language)
     effects: list[Effect] = []
@@ -61,6 +69,23 @@ def on_survivor_profile(state: Hotline, event: SurvivorProfile, now: float) -> R
         effects.append(Reply(state.rules.dispatch_room, "alert_language",
                              (("ref", chat.ref), ("language", language))))
     return state.with_chat(chat), effects
+
+
+def _start(state: Hotline, ready: Chat, language: str | None, now: float) -> Result:
+    """The survivor pressed "Start chat": the chat joins the queue. The wait counts from now."""
+    rights = [] if ready.rights_sent else [NotifySurvivor(ready.survivor_room, "rights")]
+    chat = replace(ready, phase=Phase.WAITING, opened_at=now, reassured_at=now, rights_sent=True, language=language)
+    state = state.with_chat(chat)
+    place = str(state.place_in_line(chat))
+    # The alert first (now, or grouped with others shortly): it goes to another room's queue
+    # and need not wait for the notices.
+    state, alerts = dispatch_alerts(state, now)
+    return state, [
+        *alerts,
+        *rights,
+        NotifySurvivor(chat.survivor_room, "welcome", (("place", place),)),
+        Count("started"),
+    ]
 
 
 def on_survivor_notified(state: Hotline, event: SurvivorNotified, now: float) -> Result:
@@ -74,32 +99,23 @@ def on_member_joined(state: Hotline, event: MemberJoined, now: float) -> Result:
     if event.user != state.rules.bot:
         return on_case_member_joined(state, event, now)
     chat = state.by_survivor_room(event.room)
-    if chat is None or chat.phase is not Phase.WAITING or chat.reassured_at is not None:
-        return state, []  # not a new chat, or welcomed already
-    chat = replace(chat, reassured_at=now)
-    state = state.with_chat(chat)
-    place = str(state.place_in_line(chat))
-    # The alert first (now, or grouped with others shortly): it goes to another room's queue
-    # and need not wait for the notices.
-    state, alerts = dispatch_alerts(state, now)
-    return state, [
-        *alerts,
-        NotifySurvivor(chat.survivor_room, "rights"),
-        NotifySurvivor(chat.survivor_room, "welcome", (("place", place),)),
-        Count("started"),
-    ]
+    if chat is None or chat.phase is not Phase.READY or chat.rights_sent:
+        return state, []  # not a new chat, or the rights notice is on its way already
+    return state.with_chat(replace(chat, rights_sent=True)), [NotifySurvivor(chat.survivor_room, "rights")]
 
 
 def on_survivor_ended(state: Hotline, event: SurvivorEnded, now: float) -> Result:
     chat = state.by_survivor_room(event.room)
     if chat is None or chat.phase is Phase.CLOSING:
         return state, []
+    if chat.phase is Phase.READY:
+        return close_unused(state, chat)  # the gateway let go of a chat nobody started
     return close(state, chat, CloseReason.SURVIVOR, now)
 
 
 def on_survivor_disconnected(state: Hotline, event: SurvivorDisconnected, now: float) -> Result:
     chat = state.by_survivor_room(event.room)
-    if chat is None or chat.phase is Phase.CLOSING or chat.disconnected_at is not None:
+    if chat is None or chat.phase in (Phase.READY, Phase.CLOSING) or chat.disconnected_at is not None:
         return state, []
     chat = replace(chat, disconnected_at=now)
     effects: list[Effect] = []
@@ -110,7 +126,7 @@ def on_survivor_disconnected(state: Hotline, event: SurvivorDisconnected, now: f
 
 def on_survivor_reconnected(state: Hotline, event: SurvivorReconnected, now: float) -> Result:
     chat = state.by_survivor_room(event.room)
-    if chat is None or chat.phase is Phase.CLOSING or chat.disconnected_at is None:
+    if chat is None or chat.phase in (Phase.READY, Phase.CLOSING) or chat.disconnected_at is None:
         return state, []
     chat = replace(chat, disconnected_at=None)
     effects: list[Effect] = []

@@ -57,7 +57,7 @@ def on_claim(state: Hotline, event: CommandGiven, command: Claim, now: float) ->
             return state, [Reply(event.room, "nothing_waiting")]
     else:
         chat = state.chats.get(command.ref)
-        if chat is None:
+        if chat is None or chat.phase is Phase.READY:  # a chat nobody started is not there for staff
             return state, [Reply(event.room, "unknown_ref", (("ref", command.ref),))]
         if chat.phase is not Phase.WAITING:
             return state, [Reply(event.room, "already_taken", (("ref", chat.ref),))]

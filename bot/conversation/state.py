@@ -14,6 +14,7 @@ from bot.ids import ChatRef, RoomId, UserId
 
 
 class Phase(StrEnum):
+    READY = "ready"  # opened ahead: the bot is in the survivor room, nobody has started the chat
     WAITING = "waiting"
     INVITING = "inviting"
     ACTIVE = "active"
@@ -45,7 +46,10 @@ class IllegalTransition(Exception):
 # A chat may also stay in its phase while its other fields change (e.g. !transfer to a colleague
 # before the advocate joined: INVITING again, with another advocate).
 TRANSITIONS: dict[tuple[Phase | None, Phase | None], str] = {
-    (None, Phase.WAITING): "a survivor's invitation",
+    (None, Phase.READY): "a survivor account's invitation (a chat opened ahead, or on demand)",
+    (Phase.READY, Phase.WAITING): "the survivor started: the profile arrived",
+    (Phase.READY, Phase.CLOSING): "a chat opened ahead ended before anyone started it (the gateway let it go, "
+                                  "or it reached ready_max_age)",
     (Phase.WAITING, Phase.INVITING): "!claim: the case room is made and the advocate invited",
     (Phase.INVITING, Phase.ACTIVE): "the advocate joined the case room",
     (Phase.INVITING, Phase.WAITING): "!transfer to the queue, or the advocate left or declined",
@@ -145,13 +149,14 @@ class Chat:
     ref: ChatRef
     survivor_room: RoomId
     survivor: UserId
-    opened_at: float
+    opened_at: float  # READY: when the bot was invited; from WAITING on: when the survivor started
     phase: Phase = Phase.WAITING
     advocate: UserId | None = None
     case_room: RoomId | None = None
     disconnected_at: float | None = None
     language: str | None = None
-    rights_delivered: bool = False
+    rights_delivered: bool = False  # the rights notice reached the survivor room
+    rights_sent: bool = False  # the rights notice was handed to the sender (once per chat)
     claimed_at: float | None = None
     alerted_at: float | None = None  # the last dispatch alert
     escalated: bool = False
@@ -190,6 +195,7 @@ class Practice:
     max_wait: float = 1800.0  # unclaimed this long: the survivor is told the alternatives, the chat closes
     alert_window: float = 10.0  # at most alert_burst dispatch alerts (escalations) per window; more are grouped
     alert_burst: int = 3
+    ready_max_age: float = 6 * 3600.0  # a chat opened ahead and not started this long is let go, silently
 
 
 @dataclass(frozen=True)
