@@ -91,7 +91,7 @@ ADVOCATES = frozenset({StaffRole.ADVOCATE})
 ADMINS = frozenset({StaffRole.ADMIN})
 # Minutes are made distinct so a table row shows which timer fired.
 PRACTICE = Practice(reassure_every=180, realert_after=300, escalate_after=600, inactivity_warning_after=600,
-                    inactivity_close_after=300, advocate_reminder_after=240)
+                    inactivity_close_after=300, advocate_reminder_after=240, ready_max_age=7200)
 RULES = Rules(bot=BOT, survivor_prefix="@chat_", server_name="hs", reconnect_grace=120, dispatch_room=DISPATCH,
               admin_room=ADMIN_ROOM, canned=frozenset({"safety", "greeting"}), practice=PRACTICE)
 
@@ -108,7 +108,9 @@ def command(command, room: RoomId = CASE_ROOM, who: UserId = ADVOCATE, roles=ADV
     return CommandGiven(room, who, command, roles, EventId("$cmd"))
 
 
-OPEN = [(0, InviteReceived(SURVIVOR_ROOM, SURVIVOR, REF)), (1, MemberJoined(SURVIVOR_ROOM, BOT))]
+# Opened ahead (the invitation, the bot's join), then started by the survivor (the profile).
+READY = [(0, InviteReceived(SURVIVOR_ROOM, SURVIVOR, REF)), (0, MemberJoined(SURVIVOR_ROOM, BOT))]
+OPEN = READY + [(0, SurvivorProfile(SURVIVOR_ROOM, ""))]
 ACTIVE = OPEN + [(10, claim()), (11, CaseRoomOpened(REF, CASE_ROOM)), (12, MemberJoined(CASE_ROOM, ADVOCATE))]
 SILENT = ACTIVE + [(12, StaffWrote(CASE_ROOM, ADVOCATE, EventId("$a"), "hello"))]  # answered, then quiet
 INTRO = (("ref", REF), ("language", "not given"), ("rights", "no"))
@@ -126,21 +128,75 @@ def phase(state: Hotline) -> Phase | None:
     return chat.phase if chat else None
 
 
+def opened(ahead: float, at: float, ref: str) -> list[tuple[float, object]]:
+    """A chat opened ahead at ``ahead`` (invitation, the bot's join) and started at ``at``."""
+    room, user = RoomId(f"!s{ref}"), UserId(f"@chat_{ref.lower()}:hs")
+    return [(ahead, InviteReceived(room, user, ChatRef(ref))), (ahead, MemberJoined(room, BOT)),
+            (at, SurvivorProfile(room, ""))]
+
+
 CASES = [
     # (name, steps, expected phase afterwards, expected effects of the last step)
-    ("invite from a survivor account is accepted", OPEN[:1], Phase.WAITING, [AcceptInvite(SURVIVOR_ROOM)]),
-    ("rights notice first, then welcome and alert, once the bot has joined", OPEN, Phase.WAITING,
-     [PostAlert(REF), NotifySurvivor(SURVIVOR_ROOM, "rights"),
-      NotifySurvivor(SURVIVOR_ROOM, "welcome", (("place", "1"),)), Count("started")]),
-    ("a second chat is second in line", OPEN + [(2, InviteReceived(RoomId("!s2"), UserId("@chat_b:hs"), "M4N6")),
-                                              (3, MemberJoined(RoomId("!s2"), BOT))], Phase.WAITING,
-     [PostAlert(ChatRef("M4N6")), NotifySurvivor(RoomId("!s2"), "rights"),
-      NotifySurvivor(RoomId("!s2"), "welcome", (("place", "2"),)), Count("started")]),
-    ("a second chat after the alert window is announced at once",
-     OPEN + [(12, InviteReceived(RoomId("!s2"), UserId("@chat_b:hs"), "M4N6")), (12, MemberJoined(RoomId("!s2"), BOT))],
-     Phase.WAITING,
-     [PostAlert(ChatRef("M4N6")), NotifySurvivor(RoomId("!s2"), "rights"),
-      NotifySurvivor(RoomId("!s2"), "welcome", (("place", "2"),)), Count("started")]),
+    # Opened ahead: nobody has started the chat; staff see nothing of it.
+    ("invite from a survivor account is accepted: ready, nobody told", READY[:1], Phase.READY,
+     [AcceptInvite(SURVIVOR_ROOM)]),
+    ("the bot's join in a chat opened ahead brings the rights notice only", READY, Phase.READY,
+     [NotifySurvivor(SURVIVOR_ROOM, "rights")]),
+    ("the bot's join seen again sends nothing", READY + [(1, MemberJoined(SURVIVOR_ROOM, BOT))], Phase.READY, []),
+    ("the survivor starts (the profile): alert, welcome with the place in line, counted", OPEN, Phase.WAITING,
+     [PostAlert(REF), NotifySurvivor(SURVIVOR_ROOM, "welcome", (("place", "1"),)), Count("started")]),
+    ("the survivor starts with a language: it goes with the alert", READY + [(0, SurvivorProfile(SURVIVOR_ROOM, "es-MX"))],
+     Phase.WAITING, [PostAlert(REF), Reply(DISPATCH, "alert_language", (("ref", REF), ("language", "es-MX"))),
+                     NotifySurvivor(SURVIVOR_ROOM, "welcome", (("place", "1"),)), Count("started")]),
+    ("the survivor starts with a malformed language: started without one",
+     READY + [(0, SurvivorProfile(SURVIVOR_ROOM, "<script>"))], Phase.WAITING,
+     [PostAlert(REF), NotifySurvivor(SURVIVOR_ROOM, "welcome", (("place", "1"),)), Count("started")]),
+    ("the profile seen before the bot's join: the rights notice first, then the welcome",
+     READY[:1] + [(0, SurvivorProfile(SURVIVOR_ROOM, ""))], Phase.WAITING,
+     [PostAlert(REF), NotifySurvivor(SURVIVOR_ROOM, "rights"), NotifySurvivor(SURVIVOR_ROOM, "welcome", (("place", "1"),)),
+      Count("started")]),
+    ("the bot's join seen after the profile sends nothing more",
+     READY[:1] + [(0, SurvivorProfile(SURVIVOR_ROOM, "")), (0, MemberJoined(SURVIVOR_ROOM, BOT))], Phase.WAITING, []),
+    ("a second profile without a language changes nothing", OPEN + [(2, SurvivorProfile(SURVIVOR_ROOM, ""))],
+     Phase.WAITING, []),
+    ("a chat opened ahead is not in line: a chat started later is first",
+     READY + opened(2, 5, "M4N6"), Phase.READY,
+     [PostAlert(ChatRef("M4N6")), NotifySurvivor(RoomId("!sM4N6"), "welcome", (("place", "1"),)), Count("started")]),
+    ("!claim of a chat opened ahead: as if there were none", READY + [(10, claim())], Phase.READY,
+     [Reply(DISPATCH, "unknown_ref", (("ref", REF),))]),
+    ("!claim of the oldest with only a chat opened ahead: nothing waiting", READY + [(10, claim(None))], Phase.READY,
+     [Reply(DISPATCH, "nothing_waiting")]),
+    ("!chats does not list a chat opened ahead", READY + [(10, command(Chats(), DISPATCH))], Phase.READY,
+     [Reply(DISPATCH, "no_chats")]),
+    ("!join of a chat opened ahead: as if there were none",
+     READY + [(10, command(Join(REF), DISPATCH, UserId("@supervisor1:hs"), frozenset({StaffRole.SUPERVISOR})))],
+     Phase.READY, [Reply(DISPATCH, "unknown_active_ref", (("ref", REF),))]),
+    ("a chat opened ahead gets no notice, alert, escalation or longest-wait close",
+     READY + [(181, ClockTicked()), (601, ClockTicked()), (1800, ClockTicked()), (3600, ClockTicked())],
+     Phase.READY, []),
+    ("text in a chat opened ahead is not kept", READY + [(1, SurvivorWrote(SURVIVOR_ROOM, SURVIVOR, EventId("$1"), "hi"))],
+     Phase.READY, []),
+    ("a dropped page in a chat opened ahead changes nothing",
+     READY + [(5, SurvivorDisconnected(SURVIVOR_ROOM)), (500, ClockTicked())], Phase.READY, []),
+    ("a page coming back in a chat opened ahead changes nothing",
+     READY + [(5, SurvivorDisconnected(SURVIVOR_ROOM)), (6, SurvivorReconnected(SURVIVOR_ROOM))], Phase.READY, []),
+    ("the gateway lets go of a chat opened ahead: closed and erased, nobody told",
+     READY + [(30, SurvivorEnded(SURVIVOR_ROOM))], Phase.CLOSING, "closing:unused"),
+    ("a chat opened ahead just under ready_max_age stays", READY + [(7199, ClockTicked())], Phase.READY, []),
+    ("a chat opened ahead at ready_max_age: closed and erased, nobody told",
+     READY + [(7200, ClockTicked())], Phase.CLOSING, "closing:unused"),
+    ("a chat opened ahead past ready_max_age: closed and erased, nobody told",
+     READY + [(9000, ClockTicked())], Phase.CLOSING, "closing:unused"),
+    ("the wait counts from the start, not from the opening ahead",
+     READY + [(1000, SurvivorProfile(SURVIVOR_ROOM, "")), (2799, ClockTicked())], Phase.WAITING,
+     [NotifySurvivor(SURVIVOR_ROOM, "still_waiting", (("place", "1"),)), PostAlert(REF, 30), Escalate(REF, 30)]),
+    ("the longest wait from the start", READY + [(1000, SurvivorProfile(SURVIVOR_ROOM, "")), (2800, ClockTicked())],
+     Phase.CLOSING, "closing:unanswered"),
+    # Started chats.
+    ("a second chat is second in line", OPEN + opened(2, 3, "M4N6"), Phase.WAITING,
+     [PostAlert(ChatRef("M4N6")), NotifySurvivor(RoomId("!sM4N6"), "welcome", (("place", "2"),)), Count("started")]),
+    ("a second chat after the alert window is announced at once", OPEN + opened(12, 12, "M4N6"), Phase.WAITING,
+     [PostAlert(ChatRef("M4N6")), NotifySurvivor(RoomId("!sM4N6"), "welcome", (("place", "2"),)), Count("started")]),
     ("the preferred language goes to the dispatch room", OPEN + [(2, SurvivorProfile(SURVIVOR_ROOM, "es-MX"))],
      Phase.WAITING, [Reply(DISPATCH, "alert_language", (("ref", REF), ("language", "es-MX")))]),
     ("a malformed language is ignored", OPEN + [(2, SurvivorProfile(SURVIVOR_ROOM, "<script>"))], Phase.WAITING, []),
@@ -263,10 +319,10 @@ CASES = [
     ("!stats refused for advocates", [(0, command(Stats(7), DISPATCH))], None, [Reply(DISPATCH, "not_admin")]),
     ("!stats refused outside the admin room, even for an admin (others read the dispatch room)",
      [(0, command(Stats(7), DISPATCH, roles=ADMINS))], None, [Reply(DISPATCH, "not_admin")]),
-    # Timers while waiting (opened at 0, bot joined at 1).
+    # Timers while waiting (started at 0).
     ("reassurance with the place in line", OPEN + [(181, ClockTicked())], Phase.WAITING,
      [NotifySurvivor(SURVIVOR_ROOM, "still_waiting", (("place", "1"),))]),
-    ("no reassurance before its time", OPEN + [(180, ClockTicked())], Phase.WAITING, []),
+    ("no reassurance before its time", OPEN + [(179, ClockTicked())], Phase.WAITING, []),
     ("announced again after 5 minutes", OPEN + [(181, ClockTicked()), (301, ClockTicked())], Phase.WAITING,
      [PostAlert(REF, 5)]),
     ("escalated once after 10 minutes", OPEN + [(181, ClockTicked()), (301, ClockTicked()), (361, ClockTicked()),
@@ -312,6 +368,9 @@ def test_rules(name, steps, expected_phase, expected):
 
 def assert_closing(state: Hotline, effects: list[object], why: str) -> None:
     chat = state.chats[REF]
+    if why == "unused":  # opened ahead, never started: no page, no case room, no chat statistics
+        assert effects == [SignalClosed(SURVIVOR_ROOM), EraseChat(chat), Count("ready_unused")]
+        return
     reason = {"advocate": "advocate", "survivor": "survivor", "lost": "connection_lost",
               "inactivity": "inactivity", "waiting": "survivor", "unanswered": "unanswered"}[why]
     expected: list[object] = [NotifySurvivor(SURVIVOR_ROOM, "chat_ended")]
@@ -345,8 +404,7 @@ def test_illegal_transitions_leave_the_state_unchanged():
 
 def test_oldest_waiting_is_claimed_first():
     later = ChatRef("M4N6")
-    steps = OPEN + [(5, InviteReceived(RoomId("!later"), UserId("@chat_b:hs"), later)), (10, claim(None)),
-                    (11, claim(None, who=OTHER))]
+    steps = OPEN + opened(5, 5, later) + [(10, claim(None)), (11, claim(None, who=OTHER))]
     state, effects = run(steps)
     assert state.chats[REF].advocate == ADVOCATE  # opened at 0: first in line
     assert state.chats[later].advocate == OTHER
@@ -380,8 +438,7 @@ def run_team(steps):
 
 
 def test_transfer_back_to_the_queue_first_in_line_then_a_new_advocate_reads_everything():
-    later = [(13, InviteReceived(RoomId("!s2"), UserId("@chat_b:hs"), ChatRef("M4N6"))),
-             (14, MemberJoined(RoomId("!s2"), BOT))]
+    later = opened(13, 14, "M4N6")
     state, effects = run_team(ACTIVE + later + [(20, command(Transfer(note="prefers mornings")))])
     chat = state.chats[REF]
     assert (chat.phase, chat.advocate, chat.case_room, chat.priority) == (Phase.WAITING, None, None, True)
@@ -460,8 +517,7 @@ def test_interpreter_needs_the_survivors_consent(answer):
 
 def test_several_chats_up_to_the_limit_and_shift_end():
     second, third = ChatRef("M4N6"), ChatRef("P3Q7")
-    opens = [(2, InviteReceived(RoomId("!s2"), UserId("@chat_b:hs"), second)),
-             (3, InviteReceived(RoomId("!s3"), UserId("@chat_c:hs"), third))]
+    opens = opened(2, 2, second) + opened(3, 3, third)
     state, effects = run_team(OPEN + opens + [(10, claim()), (11, claim(second)), (12, claim(third))])
     assert effects == [Reply(DISPATCH, "too_many_chats", (("max", "2"),))]
     _, effects = apply(state, command(Chats(), DISPATCH), 13)
@@ -488,11 +544,6 @@ def test_device_commands_are_for_admins_in_the_admin_room():
 
 
 # ---------------------------------------------------------------- many chats at once
-
-def opened(n: int, at: float, ref: str) -> list[tuple[float, object]]:
-    room, user = RoomId(f"!s{ref}"), UserId(f"@chat_{ref.lower()}:hs")
-    return [(at, InviteReceived(room, user, ChatRef(ref))), (at, MemberJoined(room, BOT))]
-
 
 def alerts(effects: list[object]) -> list[object]:
     return [e for e in effects if isinstance(e, (PostAlert, PostAlertGroup, EscalateGroup, Escalate))
