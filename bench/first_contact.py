@@ -40,10 +40,12 @@ from bench.common import (
     table,
     target_lines,
 )
-from testkit.clients import open_chat_count, until
+from testkit.clients import open_chat_count, ready_chats, until
+from webchat.settings import GatewaySettings
 
 SETTLE_S = 2.0
 BURST = 10
+READY = GatewaySettings.model_fields["ready_chats"].default  # chats the gateway prepares ahead, as shipped
 
 
 async def run(quick: bool = False) -> dict:
@@ -114,7 +116,11 @@ async def one_chat(stack, alerts: list[float], series: Series) -> dict[str, floa
 
 
 async def burst(stack, series: Series, n: int) -> list[float]:
-    """``n`` survivors press "Start chat" at once; seconds from that to each one's first notice."""
+    """``n`` survivors press "Start chat" at once; seconds from that to each one's first notice.
+
+    The round starts once the gateway has its chats prepared ahead again (``ready_chats``, as
+    shipped), as on a hotline that has been quiet for a few seconds."""
+    await until(lambda: len(ready_chats(stack)) >= READY, 120, "the chats prepared ahead")
     survivors = [TimedSurvivor(stack.page_url) for _ in range(n)]
 
     async def first_notice(survivor: TimedSurvivor) -> float:

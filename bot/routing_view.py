@@ -66,8 +66,8 @@ class RoutingView:
         return None if row is None else _chat(row)
 
     def chat_count(self) -> int:
-        """Open chats, closing ones (not erased yet) and ones opened ahead (ready) included."""
-        return self._count("SELECT COUNT(*) FROM chats")
+        """Chats started and not erased yet, closing ones included (not those opened ahead)."""
+        return self._count("SELECT COUNT(*) FROM chats WHERE phase != 'ready'")
 
     def closing_count(self) -> int:
         """Chats ended but not erased yet."""
@@ -76,6 +76,10 @@ class RoutingView:
     def ready_count(self) -> int:
         """Chats opened ahead that nobody has started (phase 'ready'): not open chats for staff."""
         return self._count("SELECT COUNT(*) FROM chats WHERE phase = 'ready'")
+
+    def ready_chats(self) -> dict[str, str]:
+        """Survivor room → survivor account of each chat opened ahead that nobody has started."""
+        return dict(self._db.execute("SELECT survivor_room, survivor FROM chats WHERE phase = 'ready'").fetchall())
 
     def rooms_and_survivors(self) -> tuple[set[str], set[str]]:
         """(rooms, survivor accounts) that open chats use. The columns read here are in every

@@ -19,7 +19,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from nio import AsyncClient, JoinedMembersError, KeysQueryError, OlmUnverifiedDeviceError, RoomSendError
+from nio import (
+    AsyncClient,
+    JoinedMembersError,
+    KeysQueryError,
+    OlmUnverifiedDeviceError,
+    RoomSendError,
+    ShareGroupSessionError,
+)
 from nio.crypto import OlmDevice
 from nio.exceptions import OlmTrustError
 
@@ -64,17 +71,7 @@ async def send_encrypted(
     device must get the room key now (a survivor's only device, the bot for the gateway): their
     Olm sessions are claimed again until they exist. Raises EncryptionUnavailable, MatrixError,
     or TransientSendError (a MatrixError) for what may succeed if tried again."""
-    room = client.rooms.get(room_id)
-    if room is None:
-        raise MatrixError("send", "unknown room", "not synced yet")
-    if not room.encrypted:
-        raise EncryptionUnavailable("the room is not encrypted; refusing to send")
-    try:
-        await members_and_keys(client, room_id)
-        await trust(list(room.users))
-        await olm_sessions(client, room_id, {user for user in room.users if must_read(user)})
-    except (KeysUnavailable, CrossSigningError) as error:
-        raise TransientSendError("preparing encryption", None, str(error)) from error
+    await _ready_to_encrypt(client, room_id, trust, must_read)
     try:
         response = await client.room_send(room_id, event_type, content, tx_id=txn_id)
     except (OlmTrustError, OlmUnverifiedDeviceError) as error:
@@ -87,6 +84,42 @@ async def send_encrypted(
             raise TransientSendError("send", response.status_code)
         raise MatrixError("send", response.status_code)
     return response.event_id
+
+
+async def share_room_key(client: AsyncClient, room_id: str, *, trust: TrustStep,
+                         must_read: Callable[[str], bool] = lambda user_id: False) -> None:
+    """The room key shared now, as ``send_encrypted`` would share it before its event (the same
+    trust and Olm steps), so that a first send later is the event only. Nothing is sent if a
+    shared key is still in use. Raises as ``send_encrypted``."""
+    await _ready_to_encrypt(client, room_id, trust, must_read)
+    olm = client.olm
+    if olm is None or not olm.should_share_group_session(room_id):
+        return
+    try:
+        response = await client.share_group_session(room_id)
+    except (OlmTrustError, OlmUnverifiedDeviceError) as error:
+        raise EncryptionUnavailable(str(error)) from error
+    except (aiohttp.ClientError, TimeoutError, KeyShareFailed) as error:
+        raise TransientSendError("key share", type(error).__name__) from error
+    if isinstance(response, ShareGroupSessionError):
+        raise TransientSendError("key share", response.status_code)
+
+
+async def _ready_to_encrypt(client: AsyncClient, room_id: str, trust: TrustStep,
+                            must_read: Callable[[str], bool]) -> None:
+    """Room known and encrypted, members and device keys fetched, every device decided by
+    ``trust``, Olm sessions with those in ``must_read``: what must hold before a room key goes out."""
+    room = client.rooms.get(room_id)
+    if room is None:
+        raise MatrixError("send", "unknown room", "not synced yet")
+    if not room.encrypted:
+        raise EncryptionUnavailable("the room is not encrypted; refusing to send")
+    try:
+        await members_and_keys(client, room_id)
+        await trust(list(room.users))
+        await olm_sessions(client, room_id, {user for user in room.users if must_read(user)})
+    except (KeysUnavailable, CrossSigningError) as error:
+        raise TransientSendError("preparing encryption", None, str(error)) from error
 
 
 async def send_encrypted_retrying(client: AsyncClient, room_id: str, content: dict[str, Any], *, txn_id: str,

@@ -7,6 +7,8 @@ In the survivor room (end-to-end encrypted; the homeserver sees only ``m.room.en
 - ``m.room.message`` from the bot with ``ROLE_FIELD``: a message for the page, labelled by role.
 - ``CONTROL_EVENT`` with ``{"action": Control…}``, plus for ``PROFILE``
   ``{"language": "<BCP 47 tag or empty>"}`` (the survivor's preferred language, if given).
+  ``PROFILE`` is the start: a chat's room may be made and joined ahead of any survivor (the bot
+  then shows it to no one); the survivor pressing "Start chat" is the profile, always sent.
 - ``Control.ASK`` from the bot ``{"question": AskQuestion…}``: the page asks the survivor with its own
   controls. ``AskQuestion.INTERPRETER_CONSENT``: Yes / No, with one sentence on confidentiality.
   ``AskQuestion.CODEWORD_NEW`` / ``CODEWORD_VERIFY``: a masked code word field. The gateway answers
@@ -43,7 +45,7 @@ ANSWERS_EVENT = "org.matrix_hotline.answers"
 
 class Control(StrEnum):
     # gateway → bot
-    PROFILE = "profile"  # sent once, before the page hears "started": {"language": …}
+    PROFILE = "profile"  # the chat starts: sent once, before the page hears "started": {"language": …}
     END = "end"  # the survivor pressed "End chat"
     DISCONNECTED = "disconnected"  # the page's connection dropped
     RECONNECTED = "reconnected"  # the page came back within the grace period

@@ -28,6 +28,7 @@ from hotline.devstack import DevStack
 from hotline.homeserver import EmbeddedHomeserver
 from hotline_runtime.matrix_sync import client_config, sync_loop
 from hotline_runtime.nio_client import HotlineClient
+from webchat.settings import GatewaySettings
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
@@ -331,8 +332,22 @@ def chat_row_exists(stack: DevStack, ref: str) -> bool:
 
 
 def open_chat_count(stack: DevStack) -> int:
+    """Chats started and not erased yet (not those prepared ahead that nobody has started)."""
     with routing(stack) as view:
         return view.chat_count()
+
+
+def ready_chats(stack: DevStack) -> dict[str, str]:
+    """Survivor room → survivor account of each chat prepared ahead that nobody has started."""
+    with routing(stack) as view:
+        return view.ready_chats()
+
+
+async def all_prepared(stack: DevStack, timeout: float = 120) -> None:
+    """Until the stack's gateway has all its chats prepared ahead (``ready_chats``), so
+    that it makes no account meanwhile: counts taken after this move only by what a test does."""
+    each = int(stack.settings.get("ready_chats", GatewaySettings.model_fields["ready_chats"].default))
+    await until(lambda: len(ready_chats(stack)) >= each * stack.gateways, timeout, "the chats prepared ahead")
 
 
 def bot_meta(stack: DevStack, key: str) -> str | None:

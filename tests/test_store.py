@@ -492,7 +492,8 @@ def test_the_view_reads_what_the_bot_wrote(tmp_path: Path) -> None:
         assert view.chat("ZZZZ") is None
         assert view.chat_in_case_room("!case:x").ref == "CCCC"  # type: ignore[union-attr]
         assert view.chat_in_case_room("!c:x") is None  # a survivor room is not a case room
-        assert (view.chat_count(), view.closing_count(), view.ready_count()) == (5, 1, 1)
+        assert (view.chat_count(), view.closing_count(), view.ready_count()) == (4, 1, 1)
+        assert view.ready_chats() == {"!f:x": "@chat_f:x"}
         assert view.rooms_and_survivors() == ({"!a:x", "!c:x", "!case:x", "!d:x", "!e:x", "!f:x"},
                                               {"@chat_a:x", "@chat_c:x", "@chat_d:x", "@chat_e:x", "@chat_f:x"})
         assert view.login() == ("BOTDEVICE", "syt_x") and view.meta("nothing") is None
@@ -535,7 +536,7 @@ def test_a_view_of_a_path_with_uri_characters(tmp_path: Path) -> None:
     data_dir.mkdir()
     run(_fill(data_dir / "routing.db"))
     with RoutingView.of(data_dir) as view:
-        assert view.chat_count() == 5
+        assert view.chat_count() == 4
 
 @pytest.mark.parametrize(("name", "value", "text"), [
     ("interpreter_request", AskingSurvivor("es"), "asking:es"),

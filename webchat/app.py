@@ -20,6 +20,7 @@ from webchat.chats import ChatRegistry
 from webchat.handover import root_key
 from webchat.limits import AddressLimits, parse_networks
 from webchat.page import Texts
+from webchat.ready import ReadyChats
 from webchat.service import ServiceStatus
 from webchat.settings import GatewaySettings
 from webchat.ws import chat_socket
@@ -135,9 +136,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await status.refresh()  # the first page already knows about a closure
         task = asyncio.create_task(status.run(), name="service status")
         app[SERVICE_TASK] = task
+        app[app_keys.READY] = ready = ReadyChats(settings, http)
+        ready.start()
         yield
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await ready.close()
         if pool.pooled:
             # Fewer than the minimum: sending them now could tie them to a few chats.
             log.info("%d pooled answer submissions dropped at shutdown", pool.pooled)

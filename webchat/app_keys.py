@@ -11,11 +11,13 @@ from webchat.answer_sender import AnswerSender
 from webchat.chats import ChatRegistry
 from webchat.limits import AddressLimits
 from webchat.page import Texts
+from webchat.ready import ReadyChats
 from webchat.service import ServiceStatus
 from webchat.settings import GatewaySettings
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 CHATS = web.AppKey("chats", ChatRegistry)
+READY = web.AppKey("ready", ReadyChats)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
 TEXTS = web.AppKey("texts", Texts)

@@ -13,10 +13,11 @@ over across a gateway restart, and taking one back, is in webchat/handover.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import aiohttp
@@ -30,7 +31,7 @@ from nio import (
     UnknownEvent,
 )
 
-from hotline_runtime.e2ee import send_encrypted, sending_device
+from hotline_runtime.e2ee import send_encrypted, sending_device, share_room_key
 from hotline_runtime.errors import EncryptionUnavailable, MatrixError
 from hotline_runtime.matrix_sync import SessionGone, sync_loop, without_own_events
 from hotline_runtime.retry import Backoff
@@ -45,10 +46,36 @@ log = logging.getLogger(__name__)
 
 # Telling the bot that the survivor ended the chat: eight tries, 1 s apart at first, at most 30 s.
 END_SIGNAL_RETRY = Backoff(1.0, cap=30.0, jitter=0.1, tries=7)
+GIVE_UP_SECONDS = 5.0
 
 
 class SendFailed(Exception):
     """A message could not be delivered encrypted; nothing was sent in clear."""
+
+
+@contextlib.asynccontextmanager
+async def closed_on_failure(session: ChatSession) -> AsyncIterator[None]:
+    """A chat that could not be prepared or started is given up. ChatUnavailable and a cancel (the
+    gateway is stopping) go on as they are; anything else becomes ChatUnavailable."""
+    try:
+        yield
+    except (ChatUnavailable, asyncio.CancelledError):
+        await give_up(session)
+        raise
+    except Exception as error:
+        await give_up(session)
+        raise ChatUnavailable(type(error).__name__) from error
+
+
+async def give_up(session: ChatSession) -> None:
+    """Close a chat nobody has started. If its room exists, the bot is told first (for at most
+    GIVE_UP_SECONDS), so that it erases the chat now rather than when it is ``ready_max_age`` old."""
+    if session.room_id is not None and session.client is not None and not session.ended.is_set():
+        try:
+            await asyncio.wait_for(session.signal(Control.END), GIVE_UP_SECONDS)
+        except Exception as error:
+            log.info("could not tell the bot that a chat nobody started is given up (%s)", type(error).__name__)
+    await session.close()
 
 
 class ChatSession:
@@ -79,13 +106,11 @@ class ChatSession:
 
     # ------------------------------------------------------------------ set-up
 
-    async def open(self, language: str = "") -> None:
-        """Account, device, room, bot, profile. Raises ChatUnavailable; cleans up after itself.
-
-        ``language`` is the survivor's preferred language ("" if not given); the bot shows it in
-        the dispatch alert. It is sent once, encrypted, before the page hears "started".
-        """
-        try:
+    async def prepare(self) -> None:
+        """Account, device, room, the bot joined: a chat nobody has started yet (the bot shows
+        it to no one until ``start``; webchat/ready.py keeps a few prepared ahead). Raises
+        ChatUnavailable; cleans up after itself."""
+        async with closed_on_failure(self):
             # A new account, registered with notifications off. Its device keys go up while the
             # room is made (the bot asks for them only after it has joined), and meanwhile the
             # bot's devices are fetched, decided and given an Olm session, so that the first send after the bot's
@@ -109,16 +134,22 @@ class ChatSession:
                 await asyncio.wait_for(self.bot_joined.wait(), self.settings.bot_join_timeout_seconds)
             except TimeoutError:
                 raise ChatUnavailable("the bot did not join in time") from None
+            try:  # the room key to the bot's devices now: the first send is then the event only
+                await share_room_key(client, self.room_id, trust=self._apply_trust, must_read=self._is_bot)
+            except (EncryptionUnavailable, MatrixError) as error:
+                log.info("the room key was not shared ahead (%s); the first send shares it", error)
+
+    async def start(self, language: str = "") -> None:
+        """The survivor starts this prepared chat: the profile, with the language ("" if not
+        given) that the bot shows in the dispatch alert, is sent once, encrypted, before the page
+        hears "started"; it is what tells the bot the chat has started. Raises ChatUnavailable."""
+        async with closed_on_failure(self):
+            if self.ended.is_set():
+                raise ChatUnavailable("the chat ended before it started")
             try:
                 await self.send_event(CONTROL_EVENT, {"action": str(Control.PROFILE), "language": language}, None)
             except SendFailed as error:
                 raise ChatUnavailable(f"the profile could not be sent encrypted ({error})") from None
-        except (ChatUnavailable, asyncio.CancelledError):  # cancelled: the gateway is stopping
-            await self.close()
-            raise
-        except Exception as error:
-            await self.close()
-            raise ChatUnavailable(type(error).__name__) from error
 
     def start_sync(self, since: str | None = None) -> None:
         """Sync from ``since`` (a position the chat was handed over at), or from now."""

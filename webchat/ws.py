@@ -143,9 +143,13 @@ class PageSocket:
         if not self.chats.reserve():
             await self._unavailable("the gateway is at its limit of open chats")
             return
-        session = ChatSession(self.settings, self.app[app_keys.HTTP])
+        # A chat prepared ahead if one is ready (webchat/ready.py), else one prepared now.
+        session = self.app[app_keys.READY].take()
         try:
-            await session.open(frame.language)
+            if session is None:
+                session = ChatSession(self.settings, self.app[app_keys.HTTP])
+                await session.prepare()
+            await session.start(frame.language)
         except BaseException as why:
             self.chats.release()
             if not isinstance(why, ChatUnavailable):
