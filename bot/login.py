@@ -4,8 +4,11 @@ devices their owner cross-signed)."""
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
@@ -30,6 +33,10 @@ async def sign_in(settings: BotSettings, store: Store, matrix: BotMatrix, http: 
     if saved is None:
         await store.set_meta("device_id", device_id)
         await store.set_meta("access_token", token)
+        retired = retire_old_stores(settings.data_dir / "crypto", settings.bot_user_id, device_id)
+        if retired:
+            log.info("a new device: %d files of the bot's earlier devices' crypto stores overwritten and deleted",
+                     retired)
     await matrix.mute_push()
     restored = await _cross_sign(settings, matrix, http, device_id, token)
     return SignedIn(device_id, token, restored)
@@ -45,6 +52,26 @@ async def _cross_sign(settings: BotSettings, matrix: BotMatrix, http: aiohttp.Cl
     await identity.sign_device(http, hs, token, own, device_id)
     log.info("the bot's device is cross-signed")
     return bool(restored)
+
+
+def retire_old_stores(crypto_dir: Path, user_id: str, device_id: str) -> int:
+    """The crypto-store files of the bot's earlier devices, once a new login has replaced them:
+    overwritten with zeros, then deleted. They hold the keys and device lists of chats the new
+    device never reads (chats open across the new login included; their erase forgets them from
+    the new device's store only). Returns how many files went."""
+    keep = f"{user_id}_{device_id}."
+    retired = 0
+    for path in crypto_dir.glob(f"{glob.escape(user_id)}_*"):
+        if path.name.startswith(keep) or not path.is_file():
+            continue
+        size = path.stat().st_size
+        with path.open("r+b") as file:
+            file.write(bytes(size))
+            file.flush()
+            os.fsync(file.fileno())
+        path.unlink()
+        retired += 1
+    return retired
 
 
 async def _saved_login(store: Store) -> tuple[str, str] | None:

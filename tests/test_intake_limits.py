@@ -86,18 +86,27 @@ async def test_address_table_forgets_drained_addresses():
 
 
 @asynccontextmanager
-async def gateway(stack: DevStack, **overrides: Any) -> AsyncIterator[str]:
-    """A second gateway in this process, with the stack's settings and ``overrides``; yields its page URL."""
+async def gateway_app(stack: DevStack, **overrides: Any) -> AsyncIterator[tuple[str, web.Application]]:
+    """A second gateway in this process, with the stack's settings and ``overrides``; yields its
+    page URL and its application."""
     env = {k.removeprefix("HOTLINE_").lower(): v for k, v in dotenv_values(stack.root / "webchat.env").items()}
     port = free_port()
     settings = GatewaySettings(**(env | {"listen_port": port, "public_url": None} | overrides))
-    runner = web.AppRunner(create_app(settings), access_log=None)
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", app
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def gateway(stack: DevStack, **overrides: Any) -> AsyncIterator[str]:
+    """``gateway_app``'s page URL only."""
+    async with gateway_app(stack, **overrides) as (url, _):
+        yield url
 
 
 class From(Survivor):

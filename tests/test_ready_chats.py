@@ -10,7 +10,8 @@ import time
 
 from hotline.devstack import DevStack
 from testkit.clients import all_prepared, alerts_in, new_alert, open_chat, ready_chats, until, user_deactivated
-from tests.test_intake_limits import From, end_all, gateway
+from tests.test_intake_limits import From, end_all, gateway_app
+from webchat import app_keys
 
 
 def created_at(stack: DevStack, room_id: str) -> float:
@@ -55,13 +56,15 @@ async def test_the_gateway_keeps_its_number_ready_prepares_on_the_spot_and_ends_
     survivors at once all start (two take a prepared chat, one gets one made on the spot); when
     the gateway stops, the unused ones end and the bot erases them and their accounts."""
     await all_prepared(stack)
-    theirs_before = set(ready_chats(stack))
-    async with gateway(stack, ready_chats=2) as url:
+    theirs = set(ready_chats(stack))
+    async with gateway_app(stack, ready_chats=2) as (url, app):
+        pool = app[app_keys.READY]
+
         def mine() -> dict[str, str]:
-            return {room: who for room, who in ready_chats(stack).items() if room not in theirs_before}
-        await until(lambda: len(mine()) == 2, 60, "two chats prepared ahead")
+            return {room: who for room, who in ready_chats(stack).items() if room not in theirs}
+        await until(lambda: len(pool) == 2, 60, "two chats prepared ahead")
         await asyncio.sleep(4)
-        assert len(mine()) == 2, "never more than ready_chats"
+        assert len(pool) == 2 and len(mine()) == 2, "never more than ready_chats"
         first_two = mine()
         pages = [From(url) for _ in range(3)]
         try:
@@ -69,7 +72,9 @@ async def test_the_gateway_keeps_its_number_ready_prepares_on_the_spot_and_ends_
             await asyncio.gather(*(until(lambda p=p: p.texts("hotline"), 30, "the rights notice") for p in pages))
             assert not set(first_two) & set(mine()), "both prepared chats were taken"
             # Refilled after the starts, to exactly two again.
-            await until(lambda: len(mine()) == 2, 60, "two prepared again")
+            await until(lambda: len(pool) == 2, 60, "two prepared again")
+            await asyncio.sleep(1)
+            assert len(mine()) == 2
             unused = mine()
         finally:
             await end_all(pages)
@@ -79,3 +84,29 @@ async def test_the_gateway_keeps_its_number_ready_prepares_on_the_spot_and_ends_
                 "their accounts erased")
     assert not stack.homeserver.query(
         f"SELECT room_id FROM rooms WHERE room_id IN ({', '.join('?' * len(unused))})", list(unused))
+
+
+async def test_a_survivor_who_starts_while_the_bot_is_down_is_told_chat_is_unavailable(stack):
+    """A chat prepared ahead starts even while the bot is down (the rights notice is there), so the
+    gateway waits for the bot's answer: none within ``bot_join_timeout_seconds``, and the page is
+    told chat is unavailable (it shows the hotline number), and the chat is given up. The bot,
+    back, erases it."""
+    await all_prepared(stack)
+    theirs = set(ready_chats(stack))
+    async with gateway_app(stack, ready_chats=1, bot_join_timeout_seconds=3) as (url, app):
+        await until(lambda: len(app[app_keys.READY]) == 1, 60, "the chat prepared ahead")
+        (room,) = set(ready_chats(stack)) - theirs
+        page = From(url)
+        stack.kill_bot()
+        try:
+            await page.start()
+            assert page.texts("hotline") or await until(lambda: page.texts("hotline"), 10, "the rights notice")
+            error = await until(lambda: next((f for f in page.frames if f.get("type") == "error"), None), 20,
+                                "the page told")
+            assert error["code"] == "unavailable"
+        finally:
+            stack.start_bot()
+            await page.close()
+    # The bot, back, reads the start and that it was given up, and erases the chat.
+    await until(lambda: not stack.homeserver.query("SELECT 1 FROM rooms WHERE room_id = ?", [room]), 90,
+                "the chat given up erased")

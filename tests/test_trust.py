@@ -290,6 +290,10 @@ async def test_the_bots_identity_survives_a_restart_and_a_new_login(trust_stack)
         await until(lambda: bot_meta(stack, "device_id") not in {None, old_device}, 30, "the bot's new session")
         await eventually(lambda: _signed_now(stack, advocate), 30, "the new session signed with the kept identity")
         assert bot_identity(stack).master_public == master
+        # The old device's crypto store, with what it knew of earlier chats, is gone.
+        crypto = sorted(path.name for path in (stack.root / "bot" / "crypto").iterdir())
+        assert not [name for name in crypto if old_device in name], crypto
+        assert [name for name in crypto if bot_meta(stack, "device_id") in name], crypto
         # And a chat works through the new session (the gateway trusts it: same identity).
         ref, case_room = await claim_new_chat(stack, advocate, page)
         await page.say("after the new login 3e4f")

@@ -24,7 +24,7 @@ from collections import deque
 import aiohttp
 
 from hotline_runtime.retry import Backoff
-from webchat.session import ChatSession, ChatUnavailable
+from webchat.session import ChatSession, ChatUnavailable, give_up
 from webchat.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,18 @@ class ReadyChats:
             log.warning("not every unused prepared chat could be ended; the bot closes them later")
         await asyncio.gather(*(session.close() for session in unused), return_exceptions=True)
 
+    async def _rights_notice_in(self, session: ChatSession) -> None:
+        """A prepared chat is ready once the bot's rights notice is in it, waiting for the page:
+        whatever the bot says after the start then answers the start (``expect_bot``)."""
+        try:
+            await asyncio.wait_for(session.bot_heard.wait(), self._settings.bot_join_timeout_seconds)
+        except TimeoutError:
+            await give_up(session)
+            raise ChatUnavailable("the bot's rights notice did not come in time") from None
+        except asyncio.CancelledError:
+            await give_up(session)
+            raise
+
     def _drop_ended(self) -> None:
         """Prepared chats the bot has closed (it does after ``ready_max_age``) are let go."""
         if any(session.ended.is_set() for session in self._ready):
@@ -104,6 +116,7 @@ class ReadyChats:
             session = ChatSession(self._settings, self._http)
             try:
                 await session.prepare()
+                await self._rights_notice_in(session)
             except ChatUnavailable as error:
                 delay = REFILL_RETRY.delay(failures)
                 failures += 1

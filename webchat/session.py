@@ -39,7 +39,7 @@ from hotline_runtime.wire import CONTROL_EVENT, ROLE_FIELD, Control, AskQuestion
 from webchat.bot_identity import PinnedBot
 from webchat.new_chat import ChatUnavailable, create_room, open_account, prepare_keys
 from webchat.page_frames import PageFrames
-from webchat.protocol import new_chat_id
+from webchat.protocol import error as error_frame, new_chat_id
 from webchat.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,20 @@ async def closed_on_failure(session: ChatSession) -> AsyncIterator[None]:
     except Exception as error:
         await give_up(session)
         raise ChatUnavailable(type(error).__name__) from error
+
+
+async def expect_bot(session: ChatSession) -> None:
+    """A started chat in which the bot says nothing within ``bot_join_timeout_seconds`` (it is
+    down or stuck; a chat prepared ahead may have been ready since before): the page is told chat
+    is unavailable, with the hotline number, as when a chat cannot start, and the chat is given up."""
+    try:
+        await asyncio.wait_for(session.bot_heard.wait(), session.settings.bot_join_timeout_seconds)
+    except TimeoutError:
+        if session.ended.is_set():
+            return
+        log.warning("the bot did not answer a chat that started; the survivor is told chat is unavailable")
+        await session.push(error_frame("unavailable", "chat is not available right now"))
+        await give_up(session)
 
 
 async def give_up(session: ChatSession) -> None:
@@ -93,6 +107,7 @@ class ChatSession:
         self._sending: dict[str, asyncio.Future[None]] = {}
         self._sync_task: asyncio.Task[None] | None = None
         self.bot_joined = asyncio.Event()
+        self.bot_heard = asyncio.Event()  # the bot sent something since the start (expect_bot)
         self._bot = PinnedBot(settings.bot_user_id, settings.bot_master_key)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.send_lock = asyncio.Lock()  # held for good once a chat is handed over
@@ -112,11 +127,9 @@ class ChatSession:
         ChatUnavailable; cleans up after itself."""
         async with closed_on_failure(self):
             # A new account, registered with notifications off. Its device keys go up while the
-            # room is made (the bot asks for them only after it has joined), and meanwhile the
-            # bot's devices are fetched, decided and given an Olm session, so that the first send after the bot's
-            # join is only the key share and the event. The sync starts once the room exists,
-            # so that it does not wake up for each of the room's first events while Synapse is
-            # still creating them.
+            # room is made, and meanwhile the bot's devices are fetched, decided and given an Olm
+            # session. The sync starts once the room exists, so that it does not wake up for each
+            # of the room's first events while Synapse is still creating them.
             client = await open_account(self.settings, self._http)
             preparing = asyncio.ensure_future(prepare_keys(client, self._bot, self._http, self.settings.homeserver))
             self.client = client
@@ -146,10 +159,12 @@ class ChatSession:
         async with closed_on_failure(self):
             if self.ended.is_set():
                 raise ChatUnavailable("the chat ended before it started")
+            self.bot_heard.clear()
             try:
                 await self.send_event(CONTROL_EVENT, {"action": str(Control.PROFILE), "language": language}, None)
-            except SendFailed as error:
-                raise ChatUnavailable(f"the profile could not be sent encrypted ({error})") from None
+            except SendFailed as failure:
+                raise ChatUnavailable(f"the profile could not be sent encrypted ({failure})") from None
+            self._spawn(expect_bot(self))
 
     def start_sync(self, since: str | None = None) -> None:
         """Sync from ``since`` (a position the chat was handed over at), or from now."""
@@ -213,6 +228,7 @@ class ChatSession:
                 continue  # only what the bot sent end-to-end encrypted reaches the page
             if not await self._from_pinned_bot(event):
                 continue  # and only from the bot's own devices
+            self.bot_heard.set()
             if isinstance(event, (RoomMessageText, RoomMessageNotice)):
                 role = event.source.get("content", {}).get(ROLE_FIELD)
                 role = role if role in Role.__members__.values() else Role.HOTLINE
