@@ -82,8 +82,9 @@ async def expect_bot(session: ChatSession) -> None:
 
 
 async def give_up(session: ChatSession) -> None:
-    """Close a chat nobody has started. If its room exists, the bot is told first (for at most
-    GIVE_UP_SECONDS), so that it erases the chat now rather than when it is ``ready_max_age`` old."""
+    """Close a chat that could not be prepared, could not start, or got no answer from the bot.
+    If its room exists, the bot is told it ended first (for at most GIVE_UP_SECONDS), so that it
+    erases the chat as soon as it can rather than after a grace period or ``ready_max_age``."""
     if session.room_id is not None and session.client is not None and not session.ended.is_set():
         try:
             await asyncio.wait_for(session.signal(Control.END), GIVE_UP_SECONDS)
