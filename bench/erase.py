@@ -54,7 +54,7 @@ async def run(quick: bool = False) -> dict:
     sizes = [10, 50] if quick else [10, 100, 1000]
     results = []
     # Relaxed limits: the chats are filled with up to 1000 messages as fast as they relay, far past
-    # what Synapse allows one account (3 a second after 30 at once); this measures the erase.
+    # what Synapse allows one account (3 a second after 40 at once); this measures the erase.
     async with running_stack("erase", advocates=1, relaxed_rate_limits=True) as stack:
         account = stack.accounts.advocates[0]
         advocate = TimedAdvocate(stack.homeserver.url, account.user_id, account.password)

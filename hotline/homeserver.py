@@ -108,11 +108,13 @@ def invite_policy_module(bot_user_id: str) -> dict[str, Any]:
 # docs/admin-guide.md, "Rate limits".
 PRODUCTION_RATE_LIMITS: dict[str, Any] = {
     # Events sent per account: a survivor or an advocate typing short lines quickly is never
-    # held back. The same as the gateway allows each survivor's socket (30 frames at once, then 3
-    # a second; one frame sends at most one event), so a survivor meets the gateway's limit,
-    # which tells the page to wait, never Synapse's. Synapse's default (10 at once, then one
-    # every 5 s) held a fast typist's messages back by about 5 s each.
-    "rc_message": {"per_second": 3.0, "burst_count": 30},
+    # held back. Above what the gateway allows each survivor's socket (30 frames at once, then 3
+    # a second; one frame sends at most one event), with room for the events the gateway sends
+    # for the survivor's account itself (the start's profile, a dropped and resumed connection),
+    # so a survivor meets the gateway's limit, which tells the page to wait, never Synapse's.
+    # Synapse's default (10 at once, then one every 5 s) held a fast typist's messages back by
+    # about 5 s each.
+    "rc_message": {"per_second": 3.0, "burst_count": 40},
     "rc_registration": {"per_second": 0.17, "burst_count": 3},
     "rc_login": {
         # Per address: a whole team signs in behind one office address at shift change (30 at
