@@ -48,8 +48,7 @@ class ReadyChats:
 
     def __len__(self) -> int:
         """Prepared chats ready now."""
-        self._drop_ended()
-        return len(self._ready)
+        return sum(not session.ended.is_set() for session in self._ready)
 
     def start(self) -> None:
         if self.size > 0 and self._task is None:
