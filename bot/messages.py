@@ -7,7 +7,8 @@ the staff rooms. A program replaces or adds texts with a JSON file (``HOTLINE_ME
 
 Placeholders are ``str.format`` fields: ``{phone}`` (the hotline number), ``{rights_url}`` (the
 full rights text; a program without one gets "rights_no_link" in place of "rights"),
-``{place}``, ``{minutes}``. Plain language; nothing that blames, pressures or
+``{place}``, ``{minutes}``, ``{case}``, ``{excerpt}`` (the start of the survivor's own message, in
+"not_passed_on"). Plain language; nothing that blames, pressures or
 promises what the system cannot keep.
 """
 
@@ -81,6 +82,11 @@ SURVIVOR: dict[str, str] = {
     "chat_ended": (
         "This chat has ended, and the conversation is being erased. "
         "You can start a new chat at any time, or call {phone}."
+    ),
+    # A line the survivor wrote that could not be passed on to the case room; {excerpt} is its start.
+    "not_passed_on": (
+        "Because of a technical problem, this message did not reach the advocate: \u201c{excerpt}\u201d. "
+        "Please send it again. If you are in danger right now, call {phone}."
     ),
 }
 
@@ -293,6 +299,10 @@ STAFF: dict[str, str] = {
     "service_closed": "Chat intake is closed. The page now says: {message}",
     "service_opened": "Chat intake is open again (within the opening hours).",
     "stats": "Statistics, last {days} days (no personal data):\n{table}",
+    "survivor_relay_failed": (
+        "A message from the survivor could not be shown here (reference {incident}). "
+        "They have been asked to send it again."
+    ),
     "relay_failed": (
         "A message could not be delivered (reference {incident}). "
         "Please send it again; if this keeps happening, tell an admin."
@@ -320,7 +330,7 @@ def _fields(text: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
-ALLOWED_FIELDS = {"phone", "rights_url", "place", "minutes", "case"}
+ALLOWED_FIELDS = {"phone", "rights_url", "place", "minutes", "case", "excerpt"}
 
 
 @dataclass(frozen=True)
@@ -360,7 +370,7 @@ class Catalog:
 
     def _fill(self, text: str, params: Mapping[str, str]) -> str:
         return text.format(phone=self.phone, rights_url=self.rights_url,
-                           **{"place": "", "minutes": "", "case": "", **params})
+                           **{"place": "", "minutes": "", "case": "", "excerpt": "", **params})
 
     def survivor_text(self, key: str, params: Iterable[tuple[str, str]] = ()) -> str:
         if key == "rights" and not self.rights_url:

@@ -18,7 +18,19 @@ from typing import Any
 
 import aiohttp
 
-from bot.conversation import ClockTicked, Effect, Event, Hotline, IllegalTransition, Reply, RelayToSurvivor, apply, recover
+from bot.conversation import (
+    ClockTicked,
+    Effect,
+    Event,
+    Hotline,
+    IllegalTransition,
+    RelayFailed,
+    RelayToCase,
+    RelayToSurvivor,
+    Reply,
+    apply,
+    recover,
+)
 from bot.effects import Effects
 from bot.erase import Eraser
 from bot.ids import RoomId
@@ -145,26 +157,23 @@ class HotlineBot:
             await self.handle(event)
 
     async def perform(self, effect: Effect) -> list[Event]:
-        """Carry out one effect; return the events it produced. Failures are logged, not raised."""
+        """Carry out one effect; return the events it produced. Failures are logged, not raised: a
+        relay's becomes RelayFailed, for the rules to tell whoever is waiting for it; a staff
+        notice's, a short notice with the incident's reference in that room."""
         try:
             return await self.effects.carry_out(effect)
         except Exception as error:
             incident = incident_id()
             log.error("incident %s: %s failed: %s", incident, type(effect).__name__,
                       error if isinstance(error, HotlineError) else where(error))
-            await self._report_failure(effect, incident)
+            if isinstance(effect, RelayToCase | RelayToSurvivor):
+                return [RelayFailed(effect.room, effect.source, incident, effect.text)]
+            if isinstance(effect, Reply) and effect.key != "command_failed":
+                await self._report_failure(effect.room, incident)
             return []
 
-    async def _report_failure(self, effect: Effect, incident: str) -> None:
-        room: RoomId | None = None
-        key = "command_failed"
-        if isinstance(effect, RelayToSurvivor):
-            chat = self.state.by_survivor_room(effect.room)
-            room, key = (chat.case_room if chat else None), "relay_failed"
-        elif isinstance(effect, Reply) and effect.key != "command_failed":
-            room = effect.room
-        if room is not None:
-            try:
-                await self.effects.reply(Reply(room, key, (("incident", incident),)))
-            except Exception:
-                log.error("incident %s: could not report the failure either", incident)
+    async def _report_failure(self, room: RoomId, incident: str) -> None:
+        try:
+            await self.effects.reply(Reply(room, "command_failed", (("incident", incident),)))
+        except Exception:
+            log.error("incident %s: could not report the failure either", incident)

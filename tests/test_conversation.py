@@ -49,6 +49,7 @@ from bot.conversation import (
     PostAlert,
     Practice,
     RelayBacklog,
+    RelayFailed,
     RelayToCase,
     RelayToSurvivor,
     RemoveFromCase,
@@ -238,6 +239,20 @@ CASES = [
     ("survivor text is relayed to the case room",
      ACTIVE + [(20, SurvivorWrote(SURVIVOR_ROOM, SURVIVOR, EventId("$2"), "hello"))], Phase.ACTIVE,
      [RelayToCase(CASE_ROOM, EventId("$2"), "hello")]),
+    ("a survivor line that did not reach the case room: the survivor is told which, the case room that it is missing",
+     ACTIVE + [(20, RelayFailed(CASE_ROOM, EventId("$2"), "X7K2", "  I need\nhelp  "))], Phase.ACTIVE,
+     [NotifySurvivor(SURVIVOR_ROOM, "not_passed_on", (("excerpt", "I need help"),)),
+      Reply(CASE_ROOM, "survivor_relay_failed", (("incident", "X7K2"),))]),
+    ("an advocate line that did not reach the survivor: the case room is told",
+     ACTIVE + [(20, RelayFailed(SURVIVOR_ROOM, EventId("$3"), "X7K2", "hi"))], Phase.ACTIVE,
+     [Reply(CASE_ROOM, "relay_failed", (("incident", "X7K2"),))]),
+    ("a survivor line that failed after the advocate left: nothing (the next advocate is shown the history)",
+     ACTIVE + [(30, MemberLeft(CASE_ROOM, ADVOCATE)), (31, RelayFailed(CASE_ROOM, EventId("$2"), "X7K2", "hello"))],
+     Phase.WAITING, []),
+    ("a relay that failed while the chat closes: nothing more to say",
+     ACTIVE + [(30, close()), (31, RelayFailed(SURVIVOR_ROOM, EventId("$3"), "X7K2", "bye"))], Phase.CLOSING, []),
+    ("a relay that failed in a room of no chat: nothing",
+     ACTIVE + [(30, RelayFailed(RoomId("!elsewhere"), EventId("$3"), "X7K2", "hi"))], Phase.ACTIVE, []),
     ("text in a survivor room from another account is dropped",
      ACTIVE + [(20, SurvivorWrote(SURVIVOR_ROOM, OTHER, EventId("$2"), "hello"))], Phase.ACTIVE, []),
     ("advocate text is relayed as Advocate",
@@ -753,3 +768,23 @@ def test_an_advocate_who_left_and_the_chat_claimed_again():
     assert NotifySurvivor(SURVIVOR_ROOM, "new_advocate") in effects
     # The old room's people are no one's now: a join seen late there changes nothing.
     assert apply(state, MemberJoined(CASE_ROOM, SUPERVISOR2), 43)[1] == []
+
+
+EXCERPTS = [
+    # (text, limit, excerpt)
+    ("hello", 60, "hello"),
+    ("  two\n\nlines\t here ", 60, "two lines here"),
+    ("x" * 60, 60, "x" * 60),
+    ("word " * 20, 20, "word word word word…"),
+    ("a " + "y" * 30, 20, "a " + "y" * 18 + "…"),  # no word boundary in the second half: cut inside the word
+    ("без перевода строки и так далее до конца", 20, "без перевода строки…"),
+    ("😀" * 30, 10, "😀" * 10 + "…"),
+    ("", 60, ""),
+]
+
+
+@pytest.mark.parametrize(("text", "limit", "expected"), EXCERPTS)
+def test_excerpt_names_a_message_by_its_start(text, limit, expected):
+    from bot.conversation.common import excerpt
+
+    assert excerpt(text, limit) == expected

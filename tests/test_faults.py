@@ -12,13 +12,18 @@ import pytest
 
 from hotline.devstack import DevStack
 from tests.conftest import running
-from testkit.clients import Survivor, assert_erased, claim_new_chat, login, until
+from testkit import synapse_faults
+from testkit.clients import Survivor, assert_erased, claim_new_chat, login, open_chat, until
 
 
 @pytest.fixture(scope="module")
 def fault_stack():
+    """Its Synapse also loads testkit/synapse_faults.py, which refuses the events a test names."""
     root = Path(tempfile.mkdtemp(prefix="hotline-faults-"))
-    yield from running(DevStack(root / "stack", advocates=3, settings={"reconnect_grace_seconds": "60"}))
+    stack = DevStack(root / "stack", advocates=3, settings={"reconnect_grace_seconds": "60"})
+    with synapse_faults.loaded_into(stack) as refusals:
+        stack.refusals = refusals  # type: ignore[attr-defined]
+        yield from running(stack)
 
 
 @pytest.fixture
@@ -113,6 +118,63 @@ async def test_homeserver_restarted_mid_chat_both_sides_recover_and_the_chat_goe
         assert bodies.count("Survivor: during the restart 51d2") == 1
         assert bodies.index("Survivor: during the restart 51d2") < bodies.index("Survivor: after the restart 51d2")
         assert not page.first("ended")  # the chat went on
+    finally:
+        await staff.say(case_room, "!close")
+        await until(lambda: page.first("ended"), 60, "ended")
+        await page.close()
+    await assert_erased(fault_stack, ref, case_room)
+
+
+async def test_a_survivor_line_the_case_room_refused_is_named_to_the_survivor_who_sends_it_again(fault_stack, staff,
+                                                                                              canaries):
+    """The homeserver refuses the bot's relay of one survivor line into the case room (403, not
+    tried again). The page had it as delivered, so the survivor is told which line did not reach
+    the advocate, and the advocate that a line is missing; sent again, it arrives once."""
+    page = Survivor(fault_stack.page_url)
+    ref, case_room = await claim_new_chat(fault_stack, staff, page)
+    line = "please do not call my home number 7f3a, only my work phone after five"
+    canaries.append(line)
+    try:
+        await until(lambda: "An advocate has joined the chat." in page.texts("hotline"), 30, "joined")
+        synapse_faults.refuse_next(fault_stack.refusals, fault_stack.accounts.bot.user_id, case_room)
+        await page.say(line)
+        # The start of the line names it (60 characters at most, cut at a word), no more.
+        notice = ("Because of a technical problem, this message did not reach the advocate: "
+                  "\u201cplease do not call my home number 7f3a, only my work phone\u2026\u201d. "
+                  "Please send it again. If you are in danger right now, call +1 555 0100.")
+        await until(lambda: notice in page.texts("hotline"), 30, "the survivor told")
+        await until(lambda: any(b.startswith("A message from the survivor could not be shown here (reference ")
+                                for b in staff.bodies(case_room)), 30, "the advocate told")
+        assert synapse_faults.refusals_left(fault_stack.refusals) == 0
+        assert f"Survivor: {line}" not in staff.bodies(case_room)
+        await page.say(line)  # a new message on the page (a new id), as the survivor sends it again
+        await until(lambda: f"Survivor: {line}" in staff.bodies(case_room), 30, "the line sent again")
+        await staff.say(case_room, "got it, thank you")
+        await until(lambda: "got it, thank you" in page.texts("advocate"), 30, "the chat goes on")
+        assert staff.bodies(case_room).count(f"Survivor: {line}") == 1
+    finally:
+        await staff.say(case_room, "!close")
+        await until(lambda: page.first("ended"), 60, "ended")
+        await page.close()
+    await assert_erased(fault_stack, ref, case_room)
+
+
+async def test_an_advocate_line_the_survivor_room_refused_is_reported_in_the_case_room(fault_stack, staff, canaries):
+    page = Survivor(fault_stack.page_url)
+    ref, case_room = await claim_new_chat(fault_stack, staff, page)
+    survivor_room, _ = open_chat(fault_stack, ref)
+    line = "call the shelter at nine 5be1"
+    canaries.append(line)
+    try:
+        await until(lambda: "An advocate has joined the chat." in page.texts("hotline"), 30, "joined")
+        synapse_faults.refuse_next(fault_stack.refusals, fault_stack.accounts.bot.user_id, survivor_room)
+        await staff.say(case_room, line)
+        await until(lambda: any(b.startswith("A message could not be delivered (reference ")
+                                for b in staff.bodies(case_room)), 30, "the advocate told")
+        assert line not in page.texts("advocate")
+        await staff.say(case_room, line)
+        await until(lambda: line in page.texts("advocate"), 30, "the line sent again")
+        assert page.texts("advocate").count(line) == 1
     finally:
         await staff.say(case_room, "!close")
         await until(lambda: page.first("ended"), 60, "ended")

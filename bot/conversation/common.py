@@ -23,6 +23,20 @@ def bucket(seconds: float, buckets: tuple[tuple[int, str], ...]) -> str:
     return f"{buckets[-1][0] // 60}m+"
 
 
+EXCERPT_CHARS = 60
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """The start of a message, to name it back to its writer: white space folded, cut at a word
+    boundary when there is one in the second half, "…" where anything was left out."""
+    folded = " ".join(text.split())
+    if len(folded) <= limit:
+        return folded
+    cut = folded[:limit]
+    space = cut.rfind(" ")
+    return (cut[:space] if space >= limit // 2 else cut).rstrip() + "…"
+
+
 def minutes(seconds: float) -> str:
     return str(max(1, round(seconds / 60)))
 

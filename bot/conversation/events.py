@@ -117,6 +117,17 @@ class SurvivorReconnected:
 
 
 @dataclass(frozen=True)
+class RelayFailed:
+    """A relay into ``room`` (RelayToCase or RelayToSurvivor of the event ``source``) could not be
+    delivered, after the retries of a send (bot/service.py); ``incident`` is in the log."""
+
+    room: RoomId
+    source: EventId
+    incident: str
+    text: str = field(repr=False)  # what was to be relayed: never in a repr or a log
+
+
+@dataclass(frozen=True)
 class ClockTicked:
     pass
 
@@ -131,6 +142,7 @@ Event = (
     | SurvivorWrote
     | SurvivorProfile
     | SurvivorNotified
+    | RelayFailed
     | StaffWrote
     | StaffEdited
     | CommandGiven

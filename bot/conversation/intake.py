@@ -15,11 +15,12 @@ from dataclasses import replace
 
 from bot.conversation.case_room import on_case_member_joined
 from bot.conversation.clock import dispatch_alerts
-from bot.conversation.common import LANGUAGE_TAG, Result, close, close_unused, disconnected_notice
+from bot.conversation.common import LANGUAGE_TAG, Result, close, close_unused, disconnected_notice, excerpt
 from bot.conversation.effects import AcceptInvite, Count, Effect, NotifySurvivor, RelayToCase, Reply
 from bot.conversation.events import (
     InviteReceived,
     MemberJoined,
+    RelayFailed,
     SurvivorDisconnected,
     SurvivorEnded,
     SurvivorNotified,
@@ -52,6 +53,24 @@ def on_survivor_wrote(state: Hotline, event: SurvivorWrote, now: float) -> Resul
         return state.with_chat(heard), [RelayToCase(chat.case_room, event.event_id, event.text)]
     # WAITING / INVITING: relayed as backlog when the advocate joins.
     return state.with_chat(heard), []
+
+
+def on_relay_failed(state: Hotline, event: RelayFailed, now: float) -> Result:
+    """A relay did not get through. The advocate's line that did not reach the survivor: the case
+    room is told, to send it again. The survivor's line that did not reach the case room while an
+    advocate is there: the survivor is told which one, to send it again (the page had shown it as
+    delivered: it is stored in the survivor room), and the case room that it is missing. A chat
+    that has moved on (the advocate gone) needs nothing: the next advocate is shown the survivor
+    room's history."""
+    incident = (("incident", event.incident),)
+    chat = state.by_survivor_room(event.room)
+    if chat is not None and chat.case_room is not None and chat.phase is not Phase.CLOSING:
+        return state, [Reply(chat.case_room, "relay_failed", incident)]
+    chat = state.by_case_room(event.room)
+    if chat is None or chat.phase is not Phase.ACTIVE:
+        return state, []
+    return state, [NotifySurvivor(chat.survivor_room, "not_passed_on", (("excerpt", excerpt(event.text)),)),
+                   Reply(event.room, "survivor_relay_failed", incident)]
 
 
 def on_survivor_profile(state: Hotline, event: SurvivorProfile, now: float) -> Result:
