@@ -10,6 +10,7 @@ matrix-nio alone ignores a count of zero (``note_one_time_keys``).
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 
 import aiohttp
@@ -18,12 +19,13 @@ from nio import AsyncClient, LoginResponse
 
 from hotline_runtime.e2ee import KeysUnavailable, members_and_keys, olm_sessions
 from hotline_runtime.matrix_sync import client_config, keep_keys, note_one_time_keys
+from testkit.clients import register_user
 
 
-async def signed_in(stack, account) -> AsyncClient:
-    client = AsyncClient(stack.homeserver.url, account.user_id, store_path=tempfile.mkdtemp(prefix="keys-test-"),
+async def signed_in(stack, user_id: str, password: str) -> AsyncClient:
+    client = AsyncClient(stack.homeserver.url, user_id, store_path=tempfile.mkdtemp(prefix="keys-test-"),
                          config=client_config())
-    assert isinstance(await client.login(account.password, device_name="keys test"), LoginResponse)
+    assert isinstance(await client.login(password, device_name="keys test"), LoginResponse)
     await client.sync(timeout=0, full_state=True)
     await keep_keys(client)  # device keys and one-time keys up
     return client
@@ -43,8 +45,12 @@ async def use_up_one_time_keys(stack, token: str, user_id: str, device_id: str) 
 
 
 async def test_no_session_no_encryption_until_the_device_has_keys_again(stack):
-    sender = await signed_in(stack, stack.accounts.admins[0])  # a server admin may invite (invite policy)
-    reader = await signed_in(stack, stack.accounts.supervisors[0])
+    admin = stack.accounts.admins[0]
+    sender = await signed_in(stack, admin.user_id, admin.password)  # a server admin may invite (invite policy)
+    # A fresh account, so that its one device is the only one (a shared account may have sessions
+    # that other tests signed in, whatever order the tests run in).
+    password = secrets.token_urlsafe(12)
+    reader = await signed_in(stack, await register_user(stack, f"keys_{secrets.token_hex(4)}", password), password)
     try:
         created = await sender.room_create(invite=[reader.user_id], initial_state=[
             {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}])
