@@ -167,7 +167,7 @@ class HotlineBot:
             log.error("incident %s: %s failed: %s", incident, type(effect).__name__,
                       error if isinstance(error, HotlineError) else where(error))
             if isinstance(effect, RelayToCase | RelayToSurvivor):
-                return [RelayFailed(effect.room, effect.source, incident, effect.text)]
+                return [RelayFailed(effect.room, incident, effect.text)]
             if isinstance(effect, Reply) and effect.key != "command_failed":
                 await self._report_failure(effect.room, incident)
             return []

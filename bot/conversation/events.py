@@ -118,11 +118,10 @@ class SurvivorReconnected:
 
 @dataclass(frozen=True)
 class RelayFailed:
-    """A relay into ``room`` (RelayToCase or RelayToSurvivor of the event ``source``) could not be
-    delivered, after the retries of a send (bot/service.py); ``incident`` is in the log."""
+    """A relay into ``room`` (RelayToCase or RelayToSurvivor) could not be delivered, after the
+    retries of a send (bot/service.py); ``incident`` is in the log."""
 
     room: RoomId
-    source: EventId
     incident: str
     text: str = field(repr=False)  # what was to be relayed: never in a repr or a log
 
