@@ -70,6 +70,24 @@ def test_init_systemd_with_gateways_writes_an_instance_each(tmp_path):
     assert "@gateway_g2 query gateway=g2" in caddy and "lb_policy round_robin" in caddy
 
 
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_the_gateway_template_verifies_as_an_instance(tmp_path):
+    """systemd-analyze verifies an instance of the template (hotline-webchat@g2), beside the units it
+    names; a unit it finds fault with is named in its output."""
+    directory = make(tmp_path, "systemd")
+    check = tmp_path / "check"
+    check.mkdir()
+    for unit in (directory / "systemd").glob("*.service"):
+        shutil.copy(unit, check / unit.name)
+    shutil.copy(check / "hotline-webchat@.service", check / "hotline-webchat@g2.service")
+    result = subprocess.run(["systemd-analyze", "verify", str(check / "hotline-webchat@g2.service"),
+                             str(check / "hotline-bot.service"), str(check / "hotline-synapse.service")],
+                            capture_output=True, text=True, timeout=60)
+    assert "hotline-" not in result.stderr, result.stderr
+    instance = (check / "hotline-webchat@g2.service").read_text()
+    assert "Description=matrix-hotline web chat gateway %i" in instance and "ProtectSystem=strict" in instance
+
+
 def test_init_compose_with_gateways_adds_the_services(tmp_path):
     directory = make(tmp_path, "compose", workers=2)
     services = yaml.safe_load((directory / "compose.gateways.yml").read_text())["services"]
