@@ -136,6 +136,9 @@ async def test_a_survivor_line_the_case_room_refused_is_named_to_the_survivor_wh
     canaries.append(line)
     try:
         await until(lambda: "An advocate has joined the chat." in page.texts("hotline"), 30, "joined")
+        # The refusal takes the bot's next event in the case room: first its notices of the claim
+        # are all in (the safety prompt is the last).
+        await until(lambda: any(b.startswith("Safety check-in:") for b in staff.bodies(case_room)), 30, "the notices")
         synapse_faults.refuse_next(fault_stack.refusals, fault_stack.accounts.bot.user_id, case_room)
         await page.say(line)
         # The start of the line names it (60 characters at most, cut at a word), no more.
